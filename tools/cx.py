@@ -1,0 +1,102 @@
+"""cx: the one host CLI of cunxiang (`cx keys`, `cx alert`, `cx emu`, later `cx fleet`).
+
+Each group module exposes `register(subparsers)`, adds its parser and sets
+`func=handler(args) -> int` on every leaf command. Handlers raise `CliError` for
+anything the user can fix; `main` prints it as one line, never a traceback.
+
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 broker unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+
+
+class CliError(Exception):
+    """A user-fixable error: printed as `cx: error: <message>`, exits with `code`."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (`cx: error: ...`, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+# Optional groups written elsewhere: (name, module exposing register(subparsers), help).
+OPTIONAL_GROUPS = (
+    ("emu", "tools.emu.cli", "run the firmware under the emulator"),
+    ("fleet", "fleet.cli", "fleet service administration"),
+)
+
+
+def _import_optional(module: str) -> Any | None:
+    """The module, or None when it does not exist yet (errors inside it still surface)."""
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            return None
+        raise
+
+
+def _not_available(name: str) -> Any:
+    def handler(args: argparse.Namespace) -> int:
+        raise CliError(f"'cx {name}' is not available yet", EXIT_USAGE)
+
+    return handler
+
+
+def build_parser() -> Parser:
+    from tools import alertcli, keys
+
+    parser = Parser(prog="cx", description="cunxiang host tools")
+    sub = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
+    keys.register(sub)
+    alertcli.register(sub)
+    for name, module, help_ in OPTIONAL_GROUPS:
+        mod = _import_optional(module)
+        if mod is not None:
+            mod.register(sub)
+        else:
+            p = sub.add_parser(name, help=f"{help_} (not available yet)", add_help=False)
+            p.set_defaults(func=_not_available(name), accepts_extra=True)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = build_parser()
+        # parse_known_args so delegating commands (alert verify) can take their own flags.
+        args, extra = parser.parse_known_args(argv)
+        if extra and not getattr(args, "accepts_extra", False):
+            parser.error("unrecognized arguments: " + " ".join(extra))
+        args.extra = extra
+        func = getattr(args, "func", None)
+        if func is None:
+            parser.error(f"'cx {args.group}' needs a command")
+        return int(func(args) or 0)
+    except CliError as e:
+        print(f"cx: error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("cx: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
