@@ -1,0 +1,122 @@
+"""`cx emu`: run emulated terminals and act on them (specs/emulator.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tools.emu.run import DEFAULT_HEAP, EmuError, Terminal, control, flash, load_config, parse_heap
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("emu", help="emulated terminals (the real firmware under MicroPython)")
+    es = p.add_subparsers(dest="emu_cmd", metavar="{run,ctl,fleet}")
+    es.required = True
+
+    r = es.add_parser("run", help="run one terminal in the foreground until Ctrl-C")
+    r.add_argument("--dir", required=True, type=Path, help="terminal folder (flash/ and hw/ live here)")
+    r.add_argument("--config", required=True, type=Path, help="terminal config JSON")
+    r.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap (default {DEFAULT_HEAP})")
+    r.add_argument("--reflash", action="store_true", help="copy firmware and config again")
+    r.set_defaults(func=cmd_run)
+
+    c = es.add_parser("ctl", help="act on a running terminal: press [--long] | adc NAME VALUE | "
+                                  "power-cut | link ip|4g down|up | status")
+    c.add_argument("dir", type=Path)
+    c.add_argument("command", nargs=argparse.REMAINDER)
+    c.set_defaults(func=cmd_ctl)
+
+    f = es.add_parser("fleet", help="run N terminals derived from a config template")
+    f.add_argument("--count", required=True, type=int)
+    f.add_argument("--dir", required=True, type=Path)
+    f.add_argument("--config-template", required=True, type=Path)
+    f.add_argument("--heap", default=DEFAULT_HEAP)
+    f.set_defaults(func=cmd_fleet)
+
+
+def _serve(terms: list[Terminal]) -> int:
+    done = threading.Event()
+
+    def stop(*_: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    threads = [threading.Thread(target=t.run, daemon=True) for t in terms]
+    for th in threads:
+        th.start()
+    done.wait()
+    for t in terms:
+        t.stop()
+    for th in threads:
+        th.join(5)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    try:
+        heap = parse_heap(args.heap)
+        cfg = load_config(args.config)
+        args.dir.mkdir(parents=True, exist_ok=True)
+        flash(args.dir, cfg, args.reflash)
+        term = Terminal(args.dir, heap)
+    except EmuError as e:
+        print(f"cx: error: {e}", file=sys.stderr)
+        return 2
+    print(f"emu: terminal {cfg['id']} in {args.dir} (heap {heap}); Ctrl-C stops it", flush=True)
+    return _serve([term])
+
+
+def cmd_ctl(args: argparse.Namespace) -> int:
+    if not args.command:
+        print("cx: error: give a command: press [--long] | adc NAME VALUE | power-cut | "
+              "link ip|4g down|up | status", file=sys.stderr)
+        return 2
+    try:
+        reply = control(args.dir, args.command)
+    except EmuError as e:
+        print(f"cx: error: {e}", file=sys.stderr)
+        return 1
+    if reply.startswith("error:"):
+        print(f"cx: {reply}", file=sys.stderr)
+        return 1
+    print(reply)
+    return 0
+
+
+def derive(template: dict, i: int) -> dict:
+    """Terminal i of a fleet: the template's region plus i (same town while it stays < 1000
+    villages), id T<region>-01."""
+    cfg = json.loads(json.dumps(template))
+    region = str(template["region"])
+    code = f"{int(region) + i:012d}"
+    if len(code) != 12 or code[:9] != region[:9]:
+        raise EmuError(f"--count too large: terminal {i} would leave town {region[:9]}")
+    cfg["region"] = code
+    cfg["id"] = f"T{code}-01"
+    return cfg
+
+
+def cmd_fleet(args: argparse.Namespace) -> int:
+    try:
+        if args.count < 1:
+            raise EmuError("--count must be at least 1")
+        heap = parse_heap(args.heap)
+        template = load_config(args.config_template)
+        terms = []
+        for i in range(args.count):
+            cfg = derive(template, i)
+            d = args.dir / cfg["id"]
+            d.mkdir(parents=True, exist_ok=True)
+            flash(d, cfg, reflash=False)
+            terms.append(Terminal(d, heap, quiet=True))
+    except EmuError as e:
+        print(f"cx: error: {e}", file=sys.stderr)
+        return 2
+    print(f"emu: {args.count} terminals under {args.dir} (heap {heap}); Ctrl-C stops them",
+          flush=True)
+    return _serve(terms)

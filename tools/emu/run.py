@@ -1,0 +1,311 @@
+"""Emulator host: runs one terminal's real firmware under the pinned MicroPython unix port.
+
+It prepares the terminal's flash folder, owns the control socket (`cx emu ctl`) and the hardware
+bus (button, ADC values in; watchdog feeds out), and restarts the firmware as a board reboots:
+on `machine.reset()`, watchdog expiry, crash or power cut. Contract: shared/specs/emulator.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+DEFAULT_HEAP = "1m"  # hardware/README.md: the reference board's heap, capped at 1 MB
+EXIT_RESET = 3  # board.reset() exits with this code
+REQUIRED_KEYS = ("id", "region", "trust", "mqtt")
+
+
+class EmuError(Exception):
+    """A user-facing emulator error (one line)."""
+
+
+def micropython_bin() -> str:
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("micropython")
+    if not found:
+        raise EmuError("micropython not found: run scripts/bootstrap")
+    return found
+
+
+def parse_heap(text: str) -> str:
+    t = text.strip().lower()
+    num = t[:-1] if t[-1:] in ("k", "m") else t
+    if not num.isdigit() or int(num) == 0:
+        raise EmuError(f"bad --heap {text!r}: use a size like 96k, 128k or 1m")
+    return t
+
+
+def load_config(path: Path) -> dict:
+    try:
+        cfg = json.loads(path.read_text())
+    except OSError as e:
+        raise EmuError(f"cannot read config {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise EmuError(f"config {path} is not valid JSON: {e}") from None
+    if not isinstance(cfg, dict):
+        raise EmuError(f"config {path} must be a JSON object")
+    missing = [k for k in REQUIRED_KEYS if k not in cfg]
+    if missing:
+        raise EmuError(f"config {path} lacks required keys: {', '.join(missing)}")
+    return cfg
+
+
+def device_files() -> list[tuple[Path, str]]:
+    """(source, name on flash) for everything flashed to a terminal."""
+    files = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py"))]
+    files += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
+    files.append((ROOT / "hardware" / "board_emu.py", "board.py"))
+    return files
+
+
+def flash(dirpath: Path, config: dict, reflash: bool) -> None:
+    fl = dirpath / "flash"
+    if (fl / "main.py").exists() and not reflash:
+        return
+    fl.mkdir(parents=True, exist_ok=True)
+    for src, name in device_files():
+        shutil.copyfile(src, fl / name)
+    (fl / "config.json").write_text(json.dumps(config, indent=1))
+    for stale in ("config.bak",):
+        (fl / stale).unlink(missing_ok=True)
+
+
+class Terminal:
+    """One emulated terminal: a supervised micropython process plus its host-side hardware."""
+
+    def __init__(self, dirpath: Path, heap: str = DEFAULT_HEAP, quiet: bool = False) -> None:
+        self.dir = dirpath.resolve()
+        self.heap = heap
+        self.quiet = quiet
+        self.hw = self.dir / "hw"
+        self.hw.mkdir(parents=True, exist_ok=True)
+        self.adc: dict[str, int] = {}
+        self.proc: subprocess.Popen | None = None
+        self.cause = "power"
+        self.next_cause: str | None = None
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.bus_conn: socket.socket | None = None
+        self.wdt_ms = 0
+        self.last_feed = time.monotonic()
+        self.boots = 0
+        self._bus_srv = socket.socket()
+        self._bus_srv.bind(("127.0.0.1", 0))
+        self._bus_srv.listen(4)
+        self.bus_port = self._bus_srv.getsockname()[1]
+        self._ctl_path = self.dir / "ctl.sock"
+        self._ctl_path.unlink(missing_ok=True)
+        self._ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._ctl.bind(str(self._ctl_path))
+        self._ctl.listen(4)
+        self._threads = [
+            threading.Thread(target=self._bus_accept, daemon=True),
+            threading.Thread(target=self._ctl_loop, daemon=True),
+            threading.Thread(target=self._wdt_loop, daemon=True),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # --- process supervision ------------------------------------------------------------------
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(f"emu {self.dir.name}: {msg}", flush=True)
+
+    def _start(self) -> None:
+        env = dict(os.environ)
+        env.update({
+            "MICROPYPATH": str(self.dir / "flash"),
+            "CX_HW": str(self.hw),
+            "CX_BUS": str(self.bus_port),
+            "CX_BOOT_CAUSE": self.cause,
+        })
+        console = open(self.hw / "console.log", "ab")
+        self.wdt_ms = 0
+        self.last_feed = time.monotonic()
+        self.proc = subprocess.Popen(
+            [micropython_bin(), "-X", f"heapsize={self.heap}", "main.py"],
+            cwd=self.dir / "flash", env=env, stdout=console, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        console.close()
+        self.boots += 1
+        self.say(f"boot #{self.boots} cause={self.cause} pid={self.proc.pid}")
+
+    def run(self) -> int:
+        """Run until stop(); restart the firmware whenever it exits."""
+        fast_crashes = 0
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            with self.lock:
+                self._start()
+            proc = self.proc
+            assert proc is not None
+            rc = proc.wait()
+            if self.stopping.is_set():
+                break
+            with self.lock:
+                cause = self.next_cause
+                self.next_cause = None
+            if cause is None:
+                cause = "reset" if rc == EXIT_RESET else "crash"
+            self.cause = cause
+            self.say(f"firmware exited rc={rc}: restarting ({cause})")
+            if cause == "crash":
+                fast_crashes = fast_crashes + 1 if time.monotonic() - started < 5 else 0
+                # a board in a crash loop reboots anyway, but don't spin the host CPU
+                self.stopping.wait(min(5.0, 0.2 * 2 ** min(fast_crashes, 5)))
+        return 0
+
+    def kill(self, cause: str) -> None:
+        with self.lock:
+            self.next_cause = cause
+            if self.proc and self.proc.poll() is None:
+                self.proc.kill()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            p = self.proc
+        if p and p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(2)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for s in (self._ctl, self._bus_srv):
+            try:
+                s.close()
+            except OSError:
+                pass
+        self._ctl_path.unlink(missing_ok=True)
+
+    # --- hardware bus -------------------------------------------------------------------------
+
+    def _bus_accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._bus_srv.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.bus_conn = conn
+                for name, value in self.adc.items():
+                    self._bus_send(f"adc {name} {value}\n")
+            threading.Thread(target=self._bus_read, args=(conn,), daemon=True).start()
+
+    def _bus_send(self, line: str) -> bool:
+        conn = self.bus_conn
+        if conn is None:
+            return False
+        try:
+            conn.sendall(line.encode())
+            return True
+        except OSError:
+            return False
+
+    def _bus_read(self, conn: socket.socket) -> None:
+        buf = b""
+        while True:
+            try:
+                chunk = conn.recv(4096)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                break
+            buf += chunk
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                parts = line.decode(errors="replace").split()
+                if parts[:1] == ["wdt"] and len(parts) == 2 and parts[1].isdigit():
+                    self.wdt_ms = int(parts[1])
+                    self.last_feed = time.monotonic()
+                elif parts[:1] == ["feed"]:
+                    self.last_feed = time.monotonic()
+        with self.lock:
+            if self.bus_conn is conn:
+                self.bus_conn = None
+        conn.close()
+
+    def _wdt_loop(self) -> None:
+        while not self.stopping.wait(0.1):
+            ms = self.wdt_ms
+            if ms and (time.monotonic() - self.last_feed) * 1000 > ms:
+                self.say(f"watchdog expired ({ms} ms without a feed)")
+                self.wdt_ms = 0
+                self.kill("watchdog")
+
+    # --- control socket -----------------------------------------------------------------------
+
+    def _ctl_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._ctl.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    req = conn.recv(4096).decode().split()
+                    reply = self.control(req)
+                except Exception as e:  # never let a bad request kill the emulator
+                    reply = f"error: {e}"
+                try:
+                    conn.sendall(reply.encode() + b"\n")
+                except OSError:
+                    pass
+
+    def control(self, args: list[str]) -> str:
+        if not args:
+            return "error: empty command"
+        cmd = args[0]
+        if cmd == "press":
+            kind = "long" if "--long" in args[1:] else "short"
+            return "ok" if self._bus_send(f"press {kind}\n") else "error: firmware not running"
+        if cmd == "adc":
+            if len(args) != 3 or not args[2].lstrip("-").isdigit():
+                return "error: usage: adc NAME VALUE (VALUE an integer)"
+            with self.lock:
+                self.adc[args[1]] = int(args[2])
+                self._bus_send(f"adc {args[1]} {args[2]}\n")
+            return "ok"
+        if cmd == "power-cut":
+            self.kill("power")
+            return "ok"
+        if cmd == "link":
+            return "error: link control is not available yet (4G issue)"
+        if cmd == "status":
+            p = self.proc
+            return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause})
+        return f"error: unknown command {cmd!r} (press, adc, power-cut, link, status)"
+
+
+def control(dirpath: Path, args: list[str], timeout: float = 5.0) -> str:
+    path = Path(dirpath) / "ctl.sock"
+    if not path.exists():
+        raise EmuError(f"no running terminal in {dirpath} (no ctl.sock)")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(str(path))
+        except OSError:
+            raise EmuError(f"no running terminal in {dirpath} (ctl.sock refused)") from None
+        s.sendall(" ".join(args).encode())
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode().strip()
