@@ -1,0 +1,128 @@
+# Priority arbitration of accepted alerts: preempt, wait, resume, cancel (alerts.md §5).
+import asyncio
+
+from micropython import const
+
+MAX_WAITING = const(16)  # alerts queued behind the one playing; beyond, the lowest is dropped
+
+
+def rank(item):
+    """Sort key, smallest plays first: alert before test, lower level, shorter (higher) issuer
+    scope prefix, later issued."""
+    p = item.payload
+    shortest = 12
+    for s in item.scope:
+        if len(s) < shortest:
+            shortest = len(s)
+    return (1 if p["kind"] == "test" else 0, p.get("level") or 4, shortest, -p["issued"])
+
+
+class Arbiter:
+    def __init__(self, player, receipt, clock, log):
+        self.player = player
+        self.receipt = receipt  # receipt(verdict_like, status, reason)
+        self.clock = clock
+        self.log = log
+        self.current = None
+        self.waiting = []
+        self.resumable = None  # preempted and still valid: resumes from its start if nothing waits
+        self._task = None
+        self._wake = asyncio.Event()
+        self._runner = asyncio.create_task(self._run())
+
+    def submit(self, item):
+        """An accepted alert or test (a Verdict with payload, kid, scope)."""
+        cur = self.current
+        if cur is not None and rank(item) < rank(cur):
+            self.log("preempt", alert=cur.id, by=item.id)
+            self.receipt(cur, "preempted", None)
+            self.resumable = cur
+            self.current = None
+            self._task.cancel()
+        self.waiting.append(item)
+        self.waiting.sort(key=rank)
+        while len(self.waiting) > MAX_WAITING:
+            dropped = self.waiting.pop()
+            self.receipt(dropped, "cancelled", "queue_full")
+        self._wake.set()
+
+    def cancel(self, c):
+        """A verified cancel: stop and forget each referenced alert it may address."""
+        refs = c.payload["refs"]
+        for item in self._all():
+            if item.id in refs and self._may_cancel(c, item):
+                self.log("cancel", alert=item.id, by=c.id)
+                self.receipt(item, "cancelled", None)
+                if item is self.current:
+                    self.current = None
+                    self._task.cancel()
+                elif item is self.resumable:
+                    self.resumable = None
+                else:
+                    self.waiting.remove(item)
+
+    def _all(self):
+        out = list(self.waiting)
+        if self.current is not None:
+            out.append(self.current)
+        if self.resumable is not None:
+            out.append(self.resumable)
+        return out
+
+    @staticmethod
+    def _may_cancel(c, item):
+        # same issuer, or an issuer whose scope covers the target issuer's scope (§3 refs)
+        if c.kid == item.kid:
+            return True
+        for s in item.scope:
+            covered = False
+            for cs in c.scope:
+                if s.startswith(cs):
+                    covered = True
+            if not covered:
+                return False
+        return True
+
+    def _next(self):
+        now = self.clock.now()
+        while self.waiting:
+            item = self.waiting.pop(0)
+            if now < item.payload["expires"]:
+                return item
+            self.receipt(item, "cancelled", "expired")
+        item, self.resumable = self.resumable, None
+        if item is not None:
+            if now < item.payload["expires"]:
+                self.log("resume", alert=item.id)
+                return item
+            self.receipt(item, "cancelled", "expired")
+        return None
+
+    async def _run(self):
+        while True:
+            item = self._next()
+            if item is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            self.current = item
+            self._task = asyncio.create_task(self._play(item))
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            if self.current is item:
+                self.current = None
+
+    async def _play(self, item):
+        def playing(reason):
+            self.receipt(item, "playing", reason)
+
+        err = await self.player.play(item.payload, playing)
+        if self.current is item:
+            self.receipt(item, "done", err)
+
+    def deinit(self):
+        self._runner.cancel()
+        if self._task:
+            self._task.cancel()

@@ -1,0 +1,201 @@
+# Terminal entry point: load config, wire alert intake -> verifier -> arbiter -> player, run.
+import asyncio
+import gc
+import json
+
+import board
+import config
+from evlog import EventLog
+from micropython import const
+from version import VERSION
+
+INTAKE_MAX = const(16)  # envelopes waiting for verification; beyond, the oldest is dropped
+RECEIPTS_MAX = const(64)  # receipts waiting for the MQTT client; beyond, the oldest is dropped
+FEED_MS = const(1000)
+
+
+class Terminal:
+    def __init__(self, cfg, log):
+        import alert
+        import amp
+        import arbiter
+        import clip
+        import clock
+        import player
+        import region
+        import seen
+        from mqtt import MQTTClient
+
+        self.cfg = cfg
+        self.log = log
+        self.id = cfg["id"]
+        self.clock = clock.Clock()
+        if not self.clock.synced:
+            log("clock_unsynced")
+        self.stats = {}  # "status" or "status:reason" -> count (heartbeat reports it)
+        self.dropped = 0
+        self.last_alert = None
+        self.verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(), self.clock)
+        warm, hold = amp.PROFILES[cfg["profile"]]
+        self.amp = amp.Amplifier(
+            board.amp_pin(),
+            cfg["warmup_ms"] if cfg["warmup_ms"] is not None else warm,
+            cfg["hold_ms"] if cfg["hold_ms"] is not None else hold,
+        )
+        self.out = board.AudioOut()
+        self.clips = clip.ClipCache("clips", cfg["clip_cache_bytes"], board.open_tcp, log)
+        self.player = player.Player(self.amp, self.out, self.clips, log)
+        self.arbiter = arbiter.Arbiter(self.player, self.receipt, self.clock, log)
+        self._intake = []
+        self._intake_ev = asyncio.Event()
+        self._receipts = []
+        self._receipts_ev = asyncio.Event()
+        m = cfg["mqtt"]
+        host, port = m["host"], m["port"]
+        self.mqtt = MQTTClient(
+            self.id,
+            lambda: board.open_tcp(host, port),
+            user=m.get("user"),
+            password=m.get("password"),
+            keepalive=cfg["keepalive"],
+            clean=False,
+            queue_max=cfg["queue_max"],
+            log=log,
+        )
+        for p in region.prefixes(cfg["region"]):  # alerts.md §6
+            self.mqtt.subscribe("eb/alert/" + p, 1)
+        self.mqtt.on_message = self._on_message
+
+    # --- intake ---------------------------------------------------------------------------
+
+    def _on_message(self, topic, payload, retain):
+        if topic.startswith("eb/alert/"):
+            if len(self._intake) >= INTAKE_MAX:
+                self._intake.pop(0)
+                self.dropped += 1
+                self.log("intake_full")
+            self._intake.append(payload)
+            self._intake_ev.set()
+
+    async def _intake_task(self):
+        while True:
+            if not self._intake:
+                self._intake_ev.clear()
+                await self._intake_ev.wait()
+                continue
+            env = self._intake.pop(0)
+            v = self.verifier.check(env)
+            del env
+            self.receipt(v, v.status, v.reason)
+            if v.status == "accepted":
+                self.last_alert = v.id
+                self.clock.persist()
+                if v.payload["kind"] == "cancel":
+                    self.arbiter.cancel(v)
+                else:
+                    self.arbiter.submit(v)
+            else:
+                self.log("alert_" + v.status, alert=v.id, kid=v.kid, reason=v.reason)
+            gc.collect()
+            await asyncio.sleep_ms(0)
+
+    # --- receipts (alerts.md §6) ------------------------------------------------------------
+
+    def receipt(self, v, status, reason):
+        key = status if reason is None else status + ":" + reason
+        self.stats[key] = self.stats.get(key, 0) + 1
+        r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
+        self.log("receipt", alert=v.id, status=status, reason=reason)
+        if len(self._receipts) >= RECEIPTS_MAX:
+            self._receipts.pop(0)
+            self.dropped += 1
+        self._receipts.append(json.dumps(r))
+        self._receipts_ev.set()
+
+    async def _receipt_task(self):
+        topic = "eb/dev/%s/event" % self.id
+        while True:
+            if not self._receipts:
+                self._receipts_ev.clear()
+                await self._receipts_ev.wait()
+                continue
+            # the MQTT client queues QoS 1 messages itself while offline (bounded)
+            await self.mqtt.publish(topic, self._receipts.pop(0).encode(), 1)
+
+    async def _link_task(self):
+        while True:
+            await self.mqtt.up.wait()
+            board.event("link", "ip")
+            board.led("ip")
+            self.log("link_up", path="ip")
+            await self.mqtt.down.wait()
+            board.event("link", "none")
+            board.led("offline")
+            self.log("link_down")
+
+    async def _idle_task(self):
+        # known quiet point: collect, and record heap use for the memory benchmark and leak test
+        while True:
+            await asyncio.sleep_ms(5000)
+            if self.arbiter.current is None and not self._intake:
+                gc.collect()
+                self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free())
+                self.clock.persist()
+
+    async def run(self):
+        tasks = [
+            asyncio.create_task(self.mqtt.run()),
+            asyncio.create_task(self._intake_task()),
+            asyncio.create_task(self._receipt_task()),
+            asyncio.create_task(self._link_task()),
+            asyncio.create_task(self._idle_task()),
+            asyncio.create_task(board.bus_task(self._on_press)),
+        ]
+        await asyncio.gather(*tasks)
+
+    def _on_press(self, kind):
+        # Local operator broadcast arrives with the web-page issue; the press is logged for now.
+        self.log("button", kind=kind)
+
+
+async def _feed(wdt):
+    # The watchdog is fed only while the event loop runs: a stuck loop reboots the board.
+    while True:
+        wdt.feed()
+        await asyncio.sleep_ms(FEED_MS)
+
+
+async def _fault_mode(wdt):
+    # No trustworthy config: stay silent, show the fault, keep the board alive for a technician.
+    board.led("fault")
+    await _feed(wdt)
+
+
+async def _main():
+    log = EventLog()
+    board.event("boot", {"cause": board.boot_cause(), "version": VERSION})
+    log("boot", cause=board.boot_cause(), version=VERSION)
+    cfg, source = config.load(log)
+    wdt = board.WDT(cfg["wdt_ms"] if cfg else config.DEFAULTS["wdt_ms"])
+    if cfg is None:
+        log("fault", reason="no_valid_config")
+        await _fault_mode(wdt)
+        return
+    if source == "backup":
+        board.led("fault")
+    gc.collect()
+    term = Terminal(cfg, log)
+    gc.collect()
+    log("ready", id=cfg["id"], region=cfg["region"], alloc=gc.mem_alloc(), free=gc.mem_free())
+    asyncio.create_task(_feed(wdt))
+    await term.run()
+
+
+def main():
+    try:
+        asyncio.run(_main())
+    except KeyboardInterrupt:
+        pass
+
+
+main()
