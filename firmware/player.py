@@ -1,0 +1,119 @@
+# Plays one accepted alert: amplifier, warm-up, audio `repeat` times, hold (alerts.md §5).
+import asyncio
+import gc
+
+from micropython import const
+
+from clip import ClipError
+from tones import TONES, play_tone
+
+MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
+FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
+
+
+class Player:
+    """One output chain: an Amplifier, an AudioOut and a ClipCache, used by one play at a time
+    (the arbiter awaits a cancelled play before starting the next)."""
+
+    def __init__(self, amp, out, clips, log=None):
+        self._amp = amp
+        self._out = out
+        self._clips = clips
+        self._log = log
+        self._owner = None  # the play whose begin() the output last saw, until its end()
+
+    async def play(self, alert, on_playing):
+        """Play alert (dict: id, audio, volume, repeat); on_playing(reason) is called once right
+        before the first sample, reason None or why the siren replaced the clip. Returns None,
+        or a reason code when something unexpected stopped the playback (logged). A cancel
+        stops the audio at once; the amplifier still goes off after its hold."""
+        me = object()
+        claimed = False
+        warm = None
+        try:
+            aid = alert.get("id")
+            audio = alert.get("audio")
+            volume = _clamp(alert.get("volume", 100), 0, 100, 100)
+            repeat = _clamp(alert.get("repeat", 1), 1, MAX_REPEAT, 1)
+            # the amplifier warms up while the clip downloads: it sounds either way (siren)
+            claimed = True
+            warm = asyncio.create_task(self._amp.on())
+            tone, path, source, reason = await self._choose(audio)
+            await warm
+            warm = None
+            out = self._out
+            out.volume(volume)
+            gc.collect()  # quiet point: nothing is streaming yet
+            try:
+                on_playing(reason)
+            except Exception as e:
+                self._note("player_error", alert=aid, where="on_playing", error=repr(e))
+            if self._owner is not None:
+                out.end("preempted")  # a play that never unwound: keep start/stop paired
+            self._owner = me
+            out.begin(source, aid)
+            for _ in range(repeat):
+                if path:
+                    try:
+                        await self._clips.play(path, out, volume)
+                        continue
+                    except ClipError as e:
+                        # vanished or damaged since the fetch; the siren carries the alert
+                        self._note("clip_play_failed", alert=aid, reason=e.reason)
+                        path = None
+                        tone = FALLBACK  # out.begin() already named the clip as the source
+                await play_tone(out, tone, volume)
+            await out.drain()
+            self._end(me, "done")
+            return None
+        except asyncio.CancelledError:
+            self._end(me, "preempted")
+            raise
+        except Exception as e:
+            self._note("player_error", alert=alert.get("id") if isinstance(alert, dict) else None,
+                      error=repr(e))
+            self._end(me, "error")
+            return "play_failed"
+        finally:
+            if warm is not None:
+                warm.cancel()
+            if claimed:
+                self._amp.release()
+
+    async def _choose(self, audio):
+        # (tone, clip path or None, source for out.begin, reason for on_playing)
+        if isinstance(audio, dict) and "clip" in audio:
+            c = audio["clip"]
+            try:
+                if not isinstance(c, dict):
+                    raise ClipError("clip_bad_url", "clip")
+                path = await self._clips.fetch(c.get("url"), c.get("sha256"), c.get("bytes"))
+                return None, path, "clip:" + c["sha256"].lower(), None
+            except ClipError as e:
+                self._note("clip_fallback", reason=e.reason, detail=e.detail)
+                return FALLBACK, None, "tone:" + FALLBACK, e.reason
+        tone = audio.get("tone") if isinstance(audio, dict) else None
+        if tone in TONES:
+            return tone, None, "tone:" + tone, None
+        self._note("tone_fallback", tone=tone)
+        return FALLBACK, None, "tone:" + FALLBACK, "tone_unknown"
+
+    def _note(self, ev, **fields):
+        # logging must never be what lets an exception escape play()
+        if self._log is not None:
+            try:
+                self._log(ev, **fields)
+            except Exception:
+                pass
+
+    def _end(self, me, why):
+        if self._owner is me:
+            self._owner = None
+            self._out.end(why)
+
+
+def _clamp(v, lo, hi, default):
+    if not isinstance(v, int) or isinstance(v, bool):
+        return default
+    return lo if v < lo else hi if v > hi else v
+
