@@ -30,7 +30,7 @@ class Reject(Exception):
     """A failed rule: status plus reason code; kid and id when they could be read."""
 
     def __init__(self, status, reason):
-        Exception.__init__(self, reason)
+        super().__init__(reason)
         self.status = status
         self.reason = reason
 
@@ -158,6 +158,9 @@ class Verifier:
         except Reject as r:
             return Verdict(r.status, r.reason, kid, aid)
         except MemoryError:
+            return Verdict(REJECTED, "malformed", kid, aid)
+        except Exception as e:  # a verifier bug must not take the terminal down; it is logged
+            print("verifier error", repr(e))
             return Verdict(REJECTED, "malformed", kid, aid)
 
     def _dup_of_bytes(self, env, h):

@@ -21,7 +21,7 @@ DEFAULTS = {
 
 class ConfigError(ValueError):
     def __init__(self, reason):
-        ValueError.__init__(self, reason)
+        super().__init__(reason)
         self.reason = reason
 
 

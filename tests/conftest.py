@@ -82,7 +82,7 @@ def run_mpy(script: str, *, cwd: Path | None = None, path: list[Path] | None = N
     """Run a MicroPython snippet with the given module search path (default: firmware/)."""
     paths = path if path is not None else [ROOT / "firmware", ROOT / "hardware"]
     e = dict(os.environ)
-    e["MICROPYPATH"] = ":".join(str(p) for p in paths)
+    e["MICROPYPATH"] = ":".join([".frozen"] + [str(p) for p in paths])
     if env:
         e.update(env)
     return subprocess.run(

@@ -126,7 +126,7 @@ class Terminal:
     def _start(self) -> None:
         env = dict(os.environ)
         env.update({
-            "MICROPYPATH": str(self.dir / "flash"),
+            "MICROPYPATH": ".frozen:" + str(self.dir / "flash"),
             "CX_HW": str(self.hw),
             "CX_BUS": str(self.bus_port),
             "CX_BOOT_CAUSE": self.cause,
