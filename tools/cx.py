@@ -43,19 +43,22 @@ OPTIONAL_GROUPS = (
 )
 
 
-def _import_optional(module: str) -> Any | None:
-    """The module, or None when it does not exist yet (errors inside it still surface)."""
+def _import_optional(module: str) -> tuple[Any | None, str]:
+    """(module, "") when importable; (None, why) when absent or broken, so a broken
+    optional group never takes `cx keys` and `cx alert` down with it."""
     try:
-        return importlib.import_module(module)
+        return importlib.import_module(module), ""
     except ModuleNotFoundError as e:
         if e.name and module.startswith(e.name):
-            return None
-        raise
+            return None, "not available yet"
+        return None, f"cannot load ({e})"
+    except Exception as e:  # noqa: BLE001 - reported when the group is used
+        return None, f"cannot load ({type(e).__name__}: {e})"
 
 
-def _not_available(name: str) -> Any:
+def _not_available(name: str, why: str) -> Any:
     def handler(args: argparse.Namespace) -> int:
-        raise CliError(f"'cx {name}' is not available yet", EXIT_USAGE)
+        raise CliError(f"'cx {name}': {why}", EXIT_USAGE)
 
     return handler
 
@@ -68,12 +71,12 @@ def build_parser() -> Parser:
     keys.register(sub)
     alertcli.register(sub)
     for name, module, help_ in OPTIONAL_GROUPS:
-        mod = _import_optional(module)
+        mod, why = _import_optional(module)
         if mod is not None:
             mod.register(sub)
         else:
-            p = sub.add_parser(name, help=f"{help_} (not available yet)", add_help=False)
-            p.set_defaults(func=_not_available(name), accepts_extra=True)
+            p = sub.add_parser(name, help=f"{help_} ({why})", add_help=False)
+            p.set_defaults(func=_not_available(name, why), accepts_extra=True)
     return parser
 
 
