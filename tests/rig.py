@@ -51,11 +51,13 @@ class Receipts:
             self.items.append(r)
             self.cond.notify_all()
 
-    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20) -> dict[str, Any]:
+    def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 20,
+             start: int = 0) -> dict[str, Any]:
+        """The first receipt from index `start` on that matches pred."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
-                for r in self.items:
+                for r in self.items[start:]:
                     if pred(r):
                         return r
                 left = deadline - time.monotonic()

@@ -60,8 +60,8 @@ def expect(rig: Rig, env: str | bytes, status: str, reason: str, aid: str | None
     n_events, n_samples = len(t.events()), t.sample_count()
     n_rx = len(rig.rx.items)
     rig.send(env, [TOPIC])
-    r = rig.rx.wait(lambda r: rig.rx.items.index(r) >= n_rx and r.get("status") in
-                    ("rejected", "ignored", "accepted"), timeout=20)
+    r = rig.rx.wait(lambda r: r.get("status") in ("rejected", "ignored", "accepted"),
+                    timeout=20, start=n_rx)
     assert (r["status"], r["reason"]) == (status, reason), r
     assert r["alert"] == aid
     assert set(r) >= {"alert", "kid", "status", "reason", "t"}
@@ -166,7 +166,7 @@ def test_invalid_fields_rejected_bad_field(rig: Rig, over: dict[str, Any]) -> No
 
 def test_payload_not_json_rejected_bad_field(rig: Rig) -> None:
     expect(rig, signed(rig, b"\xff\xfe not json"), "rejected", "bad_field")
-    expect(rig, signed(rig, b"[" * 3000 + b"]" * 3000), "rejected", "bad_field")
+    expect(rig, signed(rig, b"[" * 1500 + b"]" * 1500), "rejected", "bad_field")
 
 
 def test_region_outside_signer_scope_rejected_out_of_scope(rig: Rig) -> None:
