@@ -113,7 +113,7 @@ def _cached(pts):
 
 
 def precompute():
-    """Build the base-point table now (~0.1 s on ESP32 class chips, once per boot).
+    """Build the base-point table now (64 point additions and 8 inversions, once per boot).
 
     Call it at a quiet point at boot: a 6 KB block is easiest to find in a fresh heap.
     verify() builds it on first use otherwise."""
@@ -175,7 +175,10 @@ def _wnaf(k, w, out):
 
 
 def verify(pub, msg, sig):
-    """True when sig (64 bytes) is pub's (32 bytes) Ed25519 signature of msg; never raises."""
+    """True when sig (64 bytes) is pub's (32 bytes) Ed25519 signature of msg.
+
+    Any bad input (wrong length or type, undecodable key, S >= L) gives False; the
+    only exception that escapes is MemoryError, so a full heap is not logged as a forgery."""
     try:
         return _verify(pub, msg, sig)
     except MemoryError:
