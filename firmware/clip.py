@@ -197,14 +197,17 @@ class ClipCache:
                     buf = self._buf
                     for i in range(k):
                         buf[i] = buf[start + i]
-                while k:
-                    got += k
-                    if got > nbytes:
-                        raise ClipError("clip_too_large", got)
-                    chunk = self._mv[:k]
-                    h.update(chunk)
-                    f.write(chunk)
+                while True:
+                    if k:
+                        got += k
+                        if got > nbytes:
+                            raise ClipError("clip_too_large", got)
+                        chunk = self._mv[:k]
+                        h.update(chunk)
+                        f.write(chunk)
                     k = await self._read(r, self._mv, deadline)
+                    if not k:
+                        break
             finally:
                 f.close()
             if got != nbytes:
