@@ -16,7 +16,6 @@ _PUBCOMP = const(0x70)
 _SUBSCRIBE = const(0x82)  # §3.8.1: SUBSCRIBE carries fixed flags 0b0010
 _SUBACK = const(0x90)
 _UNSUBACK = const(0xB0)
-_PINGREQ = const(0xC0)
 _PINGRESP = const(0xD0)
 
 # Largest inbound packet accepted. alerts.md: envelopes are at most 8192 bytes; the rest is

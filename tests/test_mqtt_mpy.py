@@ -133,6 +133,30 @@ asyncio.run(main())
     assert "STATS 1 3 1 0" in out
 
 
+def test_8k_retained_alert_arrives_whole_on_an_esp32_sized_heap(broker, tmp_path):
+    alert = bytes(range(256)) * 32  # alerts.md: envelopes up to 8192 bytes
+    peer = Peer(broker)
+    peer.c.publish("eb/alert/341122", alert, 1, retain=True).wait_for_publish(5)
+    peer.close()
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
+got = []
+c = MQTTClient("dev8", lambda: asyncio.open_connection(H, {broker.port}), log=log)
+c.on_message = lambda t, p, r: got.append((t, len(p), sum(p), r))
+c.subscribe("eb/alert/341122", 1)
+async def main():
+    asyncio.create_task(c.run())
+    await until(lambda: got, 5000)
+    print("GOT", got)
+    c.deinit()
+asyncio.run(main())
+"""
+    )
+    out = mpy(script, heap="110k")
+    assert f"GOT [('eb/alert/341122', 8192, {sum(alert)}, True)]" in out
+
+
 def test_persistent_session_delivers_missed_qos1_exactly_once(broker, tmp_path, pool):
     peer = Peer(broker)
     script = (
