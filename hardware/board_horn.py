@@ -1,0 +1,269 @@
+# Horn terminal board (ESP32-WROVER-E, LAN8720 Ethernet, SIM7600 4G, PCM5102A -> 100 V line PA):
+# the same API as board_emu.py on real pins. Pin map, parts and wiring: hardware/README.md.
+import asyncio
+import time
+
+import machine
+import network
+from machine import ADC, I2S, PWM, Pin
+from micropython import const
+
+NAME = "horn"
+RATE = const(16000)  # I2S sample rate, Hz (mono, signed 16-bit)
+
+# --- pin map (hardware/README.md "Horn terminal"); board_column.py reuses it -----------------
+# Mutable so board_column.py can override entries before anything is opened.
+_P = {
+    "amp": 12,  # amp relay driver input (10k pull-down: relay open at reset, GPIO12 strap low)
+    "i2s_sck": 14,  # PCM5102A BCK
+    "i2s_ws": 15,  # PCM5102A LRCK
+    "i2s_sd": 13,  # PCM5102A DIN
+    "line": 34,  # ADC1_CH6: speaker-line current front end (CT + precision rectifier)
+    "supply": 35,  # ADC1_CH7: supply voltage divider 100k/18k
+    "button": 39,  # input-only, external 10k pull-up, pressed = 0
+    "led_link": 2,  # green
+    "led_status": 5,  # red
+    "eth_mdc": 23,
+    "eth_mdio": 18,
+    "eth_power": 32,  # enables the PHY's 50 MHz oscillator (pull-down: no clock on GPIO0 at reset)
+    "eth_clk": 0,  # RMII REF_CLK input
+    "modem_tx": 33,  # UART2 TX -> SIM7600 RXD (level shifter to 1.8 V); driver comes with link.py
+    "modem_rx": 36,  # UART2 RX <- SIM7600 TXD
+    "modem_pwrkey": 4,  # NPN open collector to PWRKEY, high = key pressed
+}
+
+# Speaker-line sense scale: the front end gives 1 mV at the ADC per mA of line current (RMS).
+_LINE_MA_PER_MV = {"num": 1, "den": 1}
+# Supply divider 100k over 18k: Vin = Vadc * 118 / 18.
+_SUPPLY_NUM = const(118)
+_SUPPLY_DEN = const(18)
+_ADC_SAMPLES = const(8)
+
+_IBUF = const(4096)  # I2S internal buffer, bytes: 128 ms at 16 kHz mono 16-bit
+_CHUNK = const(1024)  # silence block written by drain(), bytes
+_LONG_MS = const(2000)  # long press (spec: >= 2 s)
+_DEBOUNCE_MS = const(50)
+_POLL_MS = const(20)
+_NET_WAIT_MS = const(10000)
+
+# MicroPython on ESP32 counts seconds from 2000-01-01 on some versions; Unix seconds everywhere else.
+_EPOCH_OFFSET = 946684800 if time.gmtime(0)[0] == 2000 else 0
+_SYNCED_AFTER = const(1704067200)  # 2024-01-01: an RTC past this was set by NTP before a reset
+_RESET_MARK = b"cx-reset"  # RTC memory marker: board.reset() was deliberate
+
+
+def epoch():
+    """Unix epoch seconds. An int: ESP32 floats are single precision (128 s steps at 1.7e9)."""
+    return time.time() + _EPOCH_OFFSET
+
+
+_synced = False
+
+
+def clock_synced():
+    # The RTC keeps time across resets (not power cuts); once NTP has set it, it stays trusted.
+    return _synced or epoch() >= _SYNCED_AFTER
+
+
+def _cause():
+    c = machine.reset_cause()
+    rtc = machine.RTC()
+    mark = rtc.memory()
+    rtc.memory(b"")
+    if c == machine.WDT_RESET:
+        return "watchdog"
+    if c == machine.SOFT_RESET:
+        # machine.reset() and a panic both report SOFT_RESET; only reset() leaves the mark
+        return "reset" if mark == _RESET_MARK else "crash"
+    return "power"  # power-on, brown-out, reset button, deep sleep
+
+
+_CAUSE = _cause()
+
+
+def boot_cause():
+    return _CAUSE
+
+
+def event(dev, value):
+    """No event file on a real board: the console (UART0, mpremote) shows output changes."""
+    print("hw", dev, value)
+
+
+_amp = None
+
+
+def amp_pin():
+    """The amplifier relay output (1 closes the relay); opened once, starts open."""
+    global _amp
+    if _amp is None:
+        _amp = Pin(_P["amp"], Pin.OUT, value=0)
+    return _amp
+
+
+# led(state): link LED shows the path, status LED shows alert/fault; unknown names are ignored.
+_LINK = {"ip": 1, "4g": 2, "offline": 0, "none": 0}  # 0 off, 1 on, 2 blink
+_STATUS = {"ok": 0, "idle": 0, "alert": 2, "fault": 1}
+_leds = {}
+
+
+def _show(key, mode):
+    old = _leds.get(key)
+    if isinstance(old, PWM):
+        old.deinit()
+    if mode == 2:
+        _leds[key] = PWM(Pin(_P[key]), freq=2, duty_u16=32768)
+    else:
+        _leds[key] = Pin(_P[key], Pin.OUT, value=mode)
+
+
+def led(state):
+    if state in _LINK:
+        _show("led_link", _LINK[state])
+    elif state in _STATUS:
+        _show("led_status", _STATUS[state])
+
+
+_adcs = {}
+
+
+def _read_mv(key):
+    a = _adcs.get(key)
+    if a is None:
+        a = _adcs[key] = ADC(Pin(_P[key]), atten=ADC.ATTN_11DB)  # 0.15..2.45 V calibrated
+    uv = 0
+    for _ in range(_ADC_SAMPLES):
+        uv += a.read_uv()
+    return uv // (_ADC_SAMPLES * 1000)
+
+
+def adc(name):
+    """Read an analogue input in engineering units (line_ma, supply_mv); 0 for unknown names."""
+    if name == "line_ma":
+        return _read_mv("line") * _LINE_MA_PER_MV["num"] // _LINE_MA_PER_MV["den"]
+    if name == "supply_mv":
+        return _read_mv("supply") * _SUPPLY_NUM // _SUPPLY_DEN
+    return 0
+
+
+def WDT(timeout_ms):
+    # ESP32's task watchdog cannot be stopped once started; main.py feeds it from the event loop.
+    return machine.WDT(timeout=timeout_ms)
+
+
+def reset():
+    machine.RTC().memory(_RESET_MARK)
+    machine.reset()
+
+
+# --- IP path: LAN8720 over RMII, brought up on the first connection -------------------------
+
+_lan = None
+
+
+async def _net_up():
+    global _lan, _synced
+    if _lan is None:
+        # getattr: micropython-esp32-stubs 1.29 declares LAN twice, the last time without the
+        # constructor and isconnected(); the ESP32 port takes these keywords (esp32 quickref, LAN).
+        _lan = getattr(network, "LAN")(
+            mdc=Pin(_P["eth_mdc"]),
+            mdio=Pin(_P["eth_mdio"]),
+            power=Pin(_P["eth_power"]),
+            ref_clk=Pin(_P["eth_clk"]),
+            ref_clk_mode=Pin.IN,
+            phy_type=network.PHY_LAN8720,
+            phy_addr=0,
+        )
+        _lan.active(True)
+    t0 = time.ticks_ms()
+    while not _lan.isconnected():
+        if time.ticks_diff(time.ticks_ms(), t0) > _NET_WAIT_MS:
+            raise OSError(113)  # EHOSTUNREACH: the caller's reconnect backoff handles it
+        await asyncio.sleep_ms(100)
+    if not _synced:
+        try:
+            import ntptime
+
+            ntptime.settime()  # blocking, 1 s timeout at most
+            _synced = True
+        except Exception:
+            pass
+
+
+async def open_tcp(host, port):
+    """Open a TCP stream over the IP path."""
+    await _net_up()
+    return await asyncio.open_connection(host, port)
+
+
+class AudioOut:
+    """I2S output to the PCM5102A. Samples are mono signed 16-bit little-endian at RATE; write()
+    waits while the I2S buffer is full, so it paces to real time like the emulated board."""
+
+    def __init__(self, rate=RATE):
+        self.rate = rate
+        self._i2s = I2S(
+            0,
+            sck=Pin(_P["i2s_sck"]),
+            ws=Pin(_P["i2s_ws"]),
+            sd=Pin(_P["i2s_sd"]),
+            mode=I2S.TX,
+            bits=16,
+            format=I2S.MONO,
+            rate=rate,
+            ibuf=_IBUF,
+        )
+        self._w = asyncio.StreamWriter(self._i2s)
+        self._zero = bytearray(_CHUNK)  # silence for drain(); never written to
+        self._source = None
+        self._alert = None
+
+    def volume(self, v):
+        # The firmware scales samples itself (tones.py, clip.py); the PA's own gain is set once by
+        # the installer. Reported like the emulated board does.
+        event("volume", v)
+
+    def begin(self, source, alert):
+        self._source = source
+        self._alert = alert
+        event("audio", {"state": "start", "source": source, "alert": alert})
+
+    async def write(self, buf):
+        self._w.write(buf)
+        await self._w.drain()  # returns once the I2S buffer has taken it all
+
+    async def drain(self):
+        # Push a buffer's worth of silence so every real sample has left the I2S buffer, then
+        # wait for the DMA to play it out; the output then idles on silence, not on a stale block.
+        for _ in range(_IBUF // _CHUNK):
+            self._w.write(self._zero)
+            await self._w.drain()
+        await asyncio.sleep_ms(_IBUF * 1000 // (self.rate * 2))
+
+    def end(self, why="done"):
+        event("audio", {"state": "stop", "source": self._source, "alert": self._alert, "why": why})
+        self._source = None
+
+
+async def bus_task(on_press):
+    """Polls the operator button: on_press("short") on release, on_press("long") once held 2 s."""
+    pin = Pin(_P["button"], Pin.IN)  # input-only pin: the pull-up is on the board
+    down_at = None
+    fired = False
+    while True:
+        await asyncio.sleep_ms(_POLL_MS)
+        pressed = pin.value() == 0
+        now = time.ticks_ms()
+        if pressed:
+            if down_at is None:
+                down_at = now
+                fired = False
+            elif not fired and time.ticks_diff(now, down_at) >= _LONG_MS:
+                fired = True
+                on_press("long")
+        elif down_at is not None:
+            held = time.ticks_diff(now, down_at)
+            down_at = None
+            if not fired and held >= _DEBOUNCE_MS:
+                on_press("short")
