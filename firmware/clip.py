@@ -162,6 +162,8 @@ class ClipCache:
                 f.close()
             os.rename(tmp, path)
             ok = True
+        except OSError as e:  # flash full or failing: the siren still sounds
+            raise ClipError("clip_fetch_failed", "flash %r" % (e,))
         finally:
             if not ok:
                 _remove(tmp)
@@ -178,6 +180,8 @@ class ClipCache:
         except Exception as e:  # timeout, DNS, refused, unreachable: all the same to the receipt
             raise ClipError("clip_fetch_failed", "connect %r" % (e,))
         try:
+            if port != _HTTP_PORT:
+                host = "%s:%d" % (host, port)
             req = "GET %s HTTP/1.0\r\nHost: %s\r\nConnection: close\r\n\r\n" % (rpath, host)
             w.write(req.encode())
             await asyncio.wait_for_ms(w.drain(), READ_MS)

@@ -57,9 +57,9 @@ class Player:
                     try:
                         await self._clips.play(path, out, volume)
                         continue
-                    except ClipError as e:
+                    except Exception as e:
                         # vanished or damaged since the fetch; the siren carries the alert
-                        self._note("clip_play_failed", alert=aid, reason=e.reason)
+                        self._note("clip_play_failed", alert=aid, error=repr(e))
                         path = None
                         tone = FALLBACK  # out.begin() already named the clip as the source
                 await play_tone(out, tone, volume)
@@ -92,6 +92,9 @@ class Player:
             except ClipError as e:
                 self._note("clip_fallback", reason=e.reason, detail=e.detail)
                 return FALLBACK, None, "tone:" + FALLBACK, e.reason
+            except Exception as e:  # a bug must not silence the alert: it still gets the siren
+                self._note("clip_fallback", reason="clip_fetch_failed", detail=repr(e))
+                return FALLBACK, None, "tone:" + FALLBACK, "clip_fetch_failed"
         tone = audio.get("tone") if isinstance(audio, dict) else None
         if tone in TONES:
             return tone, None, "tone:" + tone, None

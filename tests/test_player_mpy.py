@@ -10,6 +10,7 @@ import http.server
 import itertools
 import json
 import math
+import socket
 import struct
 import subprocess
 import sys
@@ -287,6 +288,43 @@ def test_unreachable_clip_plays_siren_and_says_fetch_failed(tmp_path: Path) -> N
     res = mpy(tmp_path, CHAIN + PLAY_ONE, alert=alert)
     assert res == [{"ret": None, "calls": ["clip_fetch_failed"], "left": []}]
     assert_siren(speaker(tmp_path))
+
+
+def test_cancel_during_a_stalled_download_leaves_no_sound_and_no_partial_file(
+    tmp_path: Path,
+) -> None:
+    # a server that sends the header and part of the body, then says nothing more
+    srv = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: 5000\r\n\r\n" + b"R" * 1000)
+        done.wait(10)
+        conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    body = """
+t = asyncio.create_task(player.play(A["alert"], playing))
+await asyncio.sleep_ms(600)
+t.cancel()
+try:
+    await t
+except asyncio.CancelledError:
+    pass
+await asyncio.sleep_ms(A["hold"] + 200)
+result(calls=calls, left=os.listdir("clips"), amp=amp.is_on)
+"""
+    alert = clip_alert(f"http://127.0.0.1:{srv.getsockname()[1]}/a.wav", b"", nbytes=5000)
+    try:
+        res = mpy(tmp_path, CHAIN + body, alert=alert, warm=WARM_MS, hold=HOLD_MS)
+    finally:
+        done.set()
+        srv.close()
+    assert res == [{"calls": [], "left": [], "amp": False}]
+    assert [(e["dev"], e["value"]) for e in events(tmp_path)] == [("amp", 1), ("amp", 0)]
+    assert len(speaker(tmp_path)) == 0
 
 
 # --- tones, fast: an output that records without real-time pacing --------------------------------
