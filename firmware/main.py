@@ -21,6 +21,7 @@ class Terminal:
         import arbiter
         import clip
         import clock
+        import ed25519
         import player
         import region
         import seen
@@ -35,6 +36,7 @@ class Terminal:
         self.stats = {}  # "status" or "status:reason" -> count (heartbeat reports it)
         self.dropped = 0
         self.last_alert = None
+        ed25519.precompute()  # the 6 KB base table needs one contiguous block: take it early
         self.verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(), self.clock)
         warm, hold = amp.PROFILES[cfg["profile"]]
         self.amp = amp.Amplifier(
