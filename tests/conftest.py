@@ -3,64 +3,20 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tools.broker import Broker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 MICROPYTHON = str(VENV_BIN / "micropython") if (VENV_BIN / "micropython").exists() else "micropython"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def mosquitto_bin() -> str:
-    for cand in (shutil.which("mosquitto"), "/usr/sbin/mosquitto"):
-        if cand and os.path.exists(cand):
-            return cand
-    pytest.fail("mosquitto not installed: run scripts/bootstrap")
-
-
-class Broker:
-    def __init__(self, tmp: Path, extra_conf: str = "") -> None:
-        self.host = "127.0.0.1"
-        self.port = free_port()
-        self.conf = tmp / "mosquitto.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"max_queued_messages 1000\n{extra_conf}"
-        )
-        self.log = open(tmp / "mosquitto.log", "wb")
-        self.proc = subprocess.Popen(
-            [mosquitto_bin(), "-c", str(self.conf), "-v"], stdout=self.log, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection((self.host, self.port), 0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        self.stop()
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+__all__ = ["MICROPYTHON", "ROOT", "Broker", "free_port", "run_mpy"]
 
 
 @pytest.fixture
@@ -87,5 +43,5 @@ def run_mpy(script: str, *, cwd: Path | None = None, path: list[Path] | None = N
         e.update(env)
     return subprocess.run(
         [MICROPYTHON, "-X", f"heapsize={heap}", "-c", script],
-        cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout,
+        check=False, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout,
     )

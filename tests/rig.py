@@ -16,8 +16,9 @@ import sys
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import itertools
 import struct
 import threading
 import time
@@ -24,7 +25,7 @@ def zero_cross_freqs(samples: list[int], rate: int, win: float = 0.05) -> list[f
     out = []
     for i in range(0, len(samples) - n, n):
         w = samples[i:i + n]
-        crossings = sum(1 for a, b in zip(w, w[1:]) if (a < 0) != (b < 0))
+        crossings = sum(1 for a, b in itertools.pairwise(w) if (a < 0) != (b < 0))
         out.append(crossings / 2 / win)
     return out
 
@@ -149,7 +150,7 @@ class ClipServer:
         files_ = files
 
         class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 body = files_.get(self.path)
                 if body is None:
                     self.send_error(404)
@@ -200,7 +201,7 @@ def test_clip_plays_and_wrong_hash_falls_back_to_siren(rig: Rig) -> None:
         srv.stop()
     starts = [e["value"] for e in t.events() if e["dev"] == "audio" and e["value"]["state"] == "start"]
     assert [s["source"] for s in starts] == [f"clip:{sha}", "tone:siren", "tone:siren"]
-    rate, s = t.samples()
+    _rate, s = t.samples()
     # the clip's exact samples are on the speaker line first
     with wave.open(io.BytesIO(clip)) as w:
         want = list(struct.unpack(f"<{w.getnframes()}h", w.readframes(w.getnframes())))

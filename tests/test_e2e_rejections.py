@@ -109,8 +109,8 @@ def test_certificate_from_unknown_anchor_rejected_unknown_key(rig: Rig) -> None:
 
 def _cert(rig: Rig, **over: Any) -> str:
     now = int(time.time())
-    a: dict[str, Any] = dict(kid=rig.issuer.kid, pub=rig.issuer.pub, scope=["341122"],
-                             use=["alert"], nbf=now - 10, exp=now + 999)
+    a: dict[str, Any] = {"kid": rig.issuer.kid, "pub": rig.issuer.pub, "scope": ["341122"],
+                             "use": ["alert"], "nbf": now - 10, "exp": now + 999}
     a.update(over)
     return make_cert(rig.root, **a)
 
@@ -131,7 +131,7 @@ def test_invalid_certificates_rejected_bad_cert(rig: Rig, what: str) -> None:
         crt = _cert(rig, use=["ota"])
     elif what == "forged":
         good = _cert(rig)
-        h, p, s = good.split(".")
+        h, _p, s = good.split(".")
         crt = h + "." + b64e(json_bytes({"kid": rig.issuer.kid, "pub": rig.issuer.pub_b64,
                                          "scope": ["34"], "use": ["alert"], "nbf": 0,
                                          "exp": now + 999})) + "." + s

@@ -52,7 +52,7 @@ def _import_optional(module: str) -> tuple[Any | None, str]:
         if e.name and module.startswith(e.name):
             return None, "not available yet"
         return None, f"cannot load ({e})"
-    except Exception as e:  # noqa: BLE001 - reported when the group is used
+    except Exception as e:
         return None, f"cannot load ({type(e).__name__}: {e})"
 
 
