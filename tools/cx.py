@@ -64,12 +64,13 @@ def _not_available(name: str, why: str) -> Any:
 
 
 def build_parser() -> Parser:
-    from tools import alertcli, keys
+    from tools import alertcli, demo, keys
 
     parser = Parser(prog="cx", description="cunxiang host tools")
     sub = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
     keys.register(sub)
     alertcli.register(sub)
+    demo.register(sub)
     for name, module, help_ in OPTIONAL_GROUPS:
         mod, why = _import_optional(module)
         if mod is not None:

@@ -1,0 +1,177 @@
+"""`cx demo`: a county in miniature. Starts Mosquitto, emulated terminals running the real
+firmware, sends a signed flood warning and a forged one, and shows what each terminal did."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import threading
+import time
+import wave
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from tools.broker import Broker, BrokerError
+from tools.emu.run import Terminal, flash
+from tools.envelope import KeyPair, make_alert_payload, sign_alert, topics_for
+from tools.keys import new_issuer
+
+# (id, region code, profile): two village horns and the town's sound column
+TERMINALS = [
+    ("T341122100201-01", "341122100201", "horn"),
+    ("T341122100202-01", "341122100202", "horn"),
+    ("T341122100000-01", "341122100000", "column"),
+    ("T341122200101-01", "341122200101", "horn"),  # another town: must stay silent
+]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("demo", help="run the whole chain on this machine: broker, terminals, alerts")
+    p.add_argument("--dir", type=Path, default=Path("demo-run"),
+                   help="working folder, recreated each run (default ./demo-run)")
+    p.set_defaults(func=run)
+
+
+class Watch:
+    """Receipts from every terminal, printed as they arrive."""
+
+    def __init__(self, broker: Broker, t0: float) -> None:
+        self.t0 = t0
+        self.items: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cx-demo-watch")
+        self.c.on_message = self._on
+        self.c.connect(broker.host, broker.port)
+        self.c.subscribe("eb/dev/+/event", 1)
+        self.c.loop_start()
+
+    def _on(self, c: Any, u: Any, m: mqtt.MQTTMessage) -> None:
+        try:
+            r = json.loads(m.payload)
+        except ValueError:
+            return
+        r["dev"] = m.topic.split("/")[2]
+        with self.lock:
+            self.items.append(r)
+        why = f" ({r['reason']})" if r.get("reason") else ""
+        print(f"  {time.time() - self.t0:6.2f}s  receipt  {r['dev']}  {r['status']}{why}", flush=True)
+
+    def count(self, aid: str, status: str) -> int:
+        with self.lock:
+            return sum(1 for r in self.items if r.get("alert") == aid and r["status"] == status)
+
+    def stop(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
+
+
+def _events(term: Terminal) -> list[dict[str, Any]]:
+    p = term.hw / "events.jsonl"
+    if not p.exists():
+        return []
+    return [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+
+
+def _wait(pred: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from tools.alertcli import publish
+    from tools.cx import CliError
+
+    base: Path = args.dir.resolve()
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
+    print(f"cx demo: working in {base}")
+    try:
+        broker = Broker(base / "broker")
+    except BrokerError as e:
+        raise CliError(str(e)) from None
+    print(f"  broker: mosquitto on {broker.address}")
+    now = int(time.time())
+    root = KeyPair.generate("root", "prov-34-root-demo", ["34"], ["alert"])
+    county = new_issuer(root, "county-341122-demo", ["341122"], ["alert"], now - 300, now + 86400)
+    print(f"  keys: root {root.kid} (scope 34) certifies {county.kid} (scope 341122); "
+          "made now, never saved")
+    terms: list[Terminal] = []
+    threads: list[threading.Thread] = []
+    watch = None
+    try:
+        for tid, region, profile in TERMINALS:
+            cfg = {"id": tid, "region": region, "profile": profile, "trust": [root.anchor()],
+                   "mqtt": {"host": broker.host, "port": broker.port}}
+            d = base / tid
+            flash(d, cfg, reflash=True)
+            term = Terminal(d, quiet=True)
+            terms.append(term)
+            th = threading.Thread(target=term.run, daemon=True)
+            th.start()
+            threads.append(th)
+            print(f"  terminal {tid}: {profile}, region {region}, folder {d}")
+        if not _wait(lambda: all(any(e["dev"] == "link" and e["value"] == "ip" for e in _events(t))
+                                 for t in terms), 60):
+            raise CliError("terminals did not come online within 60 s; see */hw/console.log")
+        print("  all terminals online over IP\n")
+        t0 = time.time()
+        watch = Watch(broker, t0)
+        time.sleep(0.3)
+
+        p = make_alert_payload(regions=["341122100000"], kind="alert", level=1, tone="siren",
+                               event="flood", expires_in=600, text="山洪预警：请立即转移到高处")
+        env = sign_alert(county, p)
+        print(f"1) county {county.kid} signs a level-1 flood warning for town 341122100 "
+              f"({len(env)} bytes) and publishes it to {', '.join(topics_for(p))}")
+        publish(env, topics_for(p), broker.host, broker.port)
+        in_town = [t for t in terms if "341122100" in t.dir.name]
+        if not _wait(lambda: watch is not None and watch.count(p["id"], "done") >= len(in_town), 40):
+            raise CliError("the alert did not finish on every terminal in the town within 40 s")
+
+        forged_p = dict(p, id=p["id"] + "-forged", text="forged")
+        h, _, s = sign_alert(county, forged_p).split(".")
+        import base64
+        body = base64.urlsafe_b64encode(json.dumps(dict(forged_p, level=1, regions=["340000000000"])
+                                                   ).encode()).rstrip(b"=").decode()
+        print("\n2) someone replays the county's signature over a province-wide payload")
+        publish(f"{h}.{body}.{s}", ["eb/alert/34"], broker.host, broker.port)
+        _wait(lambda: watch is not None and sum(1 for r in watch.items if r["status"] == "rejected")
+              >= len(terms), 15)
+        time.sleep(3)  # amplifiers go off after their hold time
+        print("\nWhat each terminal did (from its hw/events.jsonl and hw/speaker.wav):")
+        print(f"  {'terminal':18} {'amp on→off':>12} {'audio':12} {'seconds':>7}  receipts")
+        for t in terms:
+            ev = _events(t)
+            amps = [e for e in ev if e["dev"] == "amp"]
+            src = next((e["value"]["source"] for e in ev if e["dev"] == "audio"), "-")
+            secs = _seconds(t.hw / "speaker.wav")
+            span = f"{amps[-1]['t'] - amps[0]['t']:.1f}s" if len(amps) >= 2 else "never"
+            rs = [r["status"] + (f":{r['reason']}" if r.get("reason") else "")
+                  for r in watch.items if r["dev"] == t.dir.name]
+            print(f"  {t.dir.name:18} {span:>12} {src:12} {secs:7.1f}  {' → '.join(rs)}")
+        print(f"\nListen: {base}/<terminal>/hw/speaker.wav   Outputs: <terminal>/hw/events.jsonl")
+        return 0
+    finally:
+        if watch is not None:
+            watch.stop()
+        for t in terms:
+            t.stop()
+        for th in threads:
+            th.join(5)
+        broker.stop()
+
+
+
+def _seconds(wav: Path) -> float:
+    if not wav.exists():
+        return 0.0
+    with wave.open(str(wav), "rb") as w:
+        return w.getnframes() / w.getframerate()
