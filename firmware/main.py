@@ -12,6 +12,7 @@ from version import VERSION
 INTAKE_MAX = const(16)  # envelopes waiting for verification; beyond, the oldest is dropped
 RECEIPTS_MAX = const(64)  # receipts waiting for the MQTT client; beyond, the oldest is dropped
 FEED_MS = const(1000)
+IDLE_CHECK_MS = const(1000)
 
 
 class Terminal:
@@ -36,6 +37,7 @@ class Terminal:
         self.stats = {}  # "status" or "status:reason" -> count (heartbeat reports it)
         self.dropped = 0
         self.last_alert = None
+        self.activity = 0  # envelopes taken in since boot
         ed25519.precompute()  # the 6 KB base table needs one contiguous block: take it early
         self.verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(), self.clock)
         warm, hold = amp.PROFILES[cfg["profile"]]
@@ -86,6 +88,7 @@ class Terminal:
                 await self._intake_ev.wait()
                 continue
             env = self._intake.pop(0)
+            self.activity += 1
             v = self.verifier.check(env)
             del env
             self.receipt(v, v.status, v.reason)
@@ -136,13 +139,26 @@ class Terminal:
             self.log("link_down")
 
     async def _idle_task(self):
-        # known quiet point: collect, and record heap use for the memory benchmark and leak test
+        # After a burst of activity, at the first quiet moment: collect, and record heap use (the
+        # memory benchmark and the leak test read these lines). Also notes analogue input changes.
+        import micropython
+
+        seen_activity = -1
+        adc_last = None
         while True:
-            await asyncio.sleep_ms(5000)
-            if self.arbiter.current is None and not self._intake:
+            await asyncio.sleep_ms(IDLE_CHECK_MS)
+            if self.arbiter.current is None and not self._intake and not self._receipts \
+                    and self.activity != seen_activity:
+                seen_activity = self.activity
                 gc.collect()
-                self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free())
+                peak = micropython.mem_peak() if hasattr(micropython, "mem_peak") else None
+                self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), peak=peak,
+                         seen=len(self.verifier.seen), envelopes=self.activity)
                 self.clock.persist()
+            adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
+            if adc_now != adc_last:
+                adc_last = adc_now
+                self.log("analog", line_ma=adc_now[0], supply_mv=adc_now[1])
 
     async def run(self):
         tasks = [
