@@ -169,8 +169,10 @@ class Verifier:
         kid = aid = None
         try:
             parts = env.split(b".")
-            kid = _json_obj(b64.decode(parts[0])).get("kid")
-            aid = _json_obj(b64.decode(parts[1])).get("id")
+            o = _json_obj(b64.decode(parts[0]))
+            kid = o.get("kid") if o else None
+            o = _json_obj(b64.decode(parts[1]))
+            aid = o.get("id") if o else None
         except Exception:
             pass
         return Verdict(IGNORED, "duplicate", kid, aid, None, None, h)
@@ -218,7 +220,8 @@ class Verifier:
         kid, pub, scope, use = c.get("kid"), c.get("pub"), c.get("scope"), c.get("use")
         nbf, exp = c.get("nbf"), c.get("exp")
         if not (isinstance(kid, str) and 1 <= len(kid) <= 64 and isinstance(pub, str)
-                and _prefixes_ok(scope) and _str_list(use, 1, 8) and "alert" in use
+                and isinstance(scope, list) and _prefixes_ok(scope)
+                and isinstance(use, list) and _str_list(use, 1, 8) and "alert" in use
                 and _is_int(nbf) and _is_int(exp)):
             raise Reject(REJECTED, "bad_cert")
         try:
@@ -303,5 +306,5 @@ class Verifier:
         except ValueError:
             raise bad
         c["sha256"] = sha.lower()
-        if not _is_int(n) or n <= 0:
+        if not (isinstance(n, int) and _is_int(n) and n > 0):
             raise bad

@@ -38,7 +38,8 @@ class Arbiter:
             self.receipt(cur, "preempted", None)
             self.resumable = cur
             self.current = None
-            self._task.cancel()
+            if self._task:
+                self._task.cancel()
         self.waiting.append(item)
         self.waiting.sort(key=rank)
         while len(self.waiting) > MAX_WAITING:
@@ -55,7 +56,8 @@ class Arbiter:
                 self.receipt(item, "cancelled", None)
                 if item is self.current:
                     self.current = None
-                    self._task.cancel()
+                    if self._task:
+                        self._task.cancel()
                 elif item is self.resumable:
                     self.resumable = None
                 else:

@@ -14,7 +14,7 @@ class Clock:
         self.synced = board.clock_synced()
         self.persisted = 0
         try:
-            self.persisted = int(json.loads(read_bytes(PATH))["t"])
+            self.persisted = int(json.loads(read_bytes(PATH) or b"{}")["t"])
         except Exception:
             pass
         self._written = 0

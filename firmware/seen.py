@@ -14,7 +14,7 @@ class Seen:
         self._e = {}  # kid + "\n" + id -> [expires, envelope hash hex]
         self._by_hash = {}
         try:
-            for kid, aid, exp, h in json.loads(read_bytes(path)):
+            for kid, aid, exp, h in json.loads(read_bytes(path) or b"[]"):
                 self._e[kid + "\n" + aid] = [exp, h]
                 self._by_hash[h] = exp
         except Exception:
