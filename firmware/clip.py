@@ -173,8 +173,11 @@ class ClipCache:
     async def _download(self, host, port, rpath, url, tmp, nbytes):
         # streams the body into tmp while hashing; returns the body's sha256 hex
         deadline = time.ticks_add(time.ticks_ms(), FETCH_MS)
+        open_tcp = self._open_tcp
+        if open_tcp is None:
+            raise ClipError("clip_fetch_failed", "no link")
         try:
-            r, w = await asyncio.wait_for_ms(self._open_tcp(host, port), CONNECT_MS)
+            r, w = await asyncio.wait_for_ms(open_tcp(host, port), CONNECT_MS)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # timeout, DNS, refused, unreachable: all the same to the receipt

@@ -151,7 +151,8 @@ class Terminal:
                     and self.activity != seen_activity:
                 seen_activity = self.activity
                 gc.collect()
-                peak = micropython.mem_peak() if hasattr(micropython, "mem_peak") else None
+                mem_peak = getattr(micropython, "mem_peak", None)  # unix port only
+                peak = mem_peak() if mem_peak else None
                 self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), peak=peak,
                          seen=len(self.verifier.seen), envelopes=self.activity)
                 self.clock.persist()

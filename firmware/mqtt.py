@@ -61,7 +61,9 @@ class MQTTClient:
     puback_timeout_ms = 10000
     # From the first byte of an inbound packet to its last (8 KB over a slow 4G link).
     packet_timeout_ms = 20000
-    on_message = None
+
+    def on_message(self, topic, payload, retain):
+        """Replaced by the application: called for every inbound PUBLISH."""
 
     def __init__(self, client_id, connect, *, user=None, password=None, keepalive=60,
                  clean=False, will=None, queue_max=64, backoff_min_ms=500, backoff_max_ms=30000,
@@ -167,9 +169,10 @@ class MQTTClient:
 
     def deinit(self):
         self._stop = True
-        if self.connected:
+        w = self._w
+        if self.connected and w is not None:
             try:
-                self._w.write(_DISCONNECT)  # best effort: a clean goodbye keeps the will quiet
+                w.write(_DISCONNECT)  # best effort: a clean goodbye keeps the will quiet
             except Exception:
                 pass
             self._drop("deinit")
@@ -443,6 +446,8 @@ class MQTTClient:
         i = 0
         ri = self._readinto
         r = self._r
+        if r is None:
+            raise MQTTError("not_connected")
         while i < n:
             if ri is not None:
                 k = await ri(mv[i:])
