@@ -130,6 +130,9 @@ class Terminal:
     async def _link_task(self):
         while True:
             await self.mqtt.up.wait()
+            if not self.clock.synced and board.clock_synced():
+                self.clock.set_synced()  # NTP answered once the link came up
+                self.log("clock_synced")
             board.event("link", "ip")
             board.led("ip")
             self.log("link_up", path="ip")
