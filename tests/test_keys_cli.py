@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import queue
@@ -288,13 +287,6 @@ def test_expired_certificate_is_refused_before_sending(keys: dict[str, Path],
     assert_one_line_error(send(old, *ALERT, "--print", ok=False), 1, "expired")
     # --unchecked still crafts it, for tests of the terminal's bad_cert rule.
     assert send(old, *ALERT, "--print", "--unchecked").stdout.count(".") == 2
-
-
-@pytest.mark.skipif(importlib.util.find_spec("tools.verifycli") is not None,
-                    reason="cx alert verify is implemented")
-def test_verify_hook_says_not_available_yet() -> None:
-    r = cx("alert", "verify", "--anything", ok=False)
-    assert r.returncode == 2 and "not available yet" in r.stderr and "Traceback" not in r.stderr
 
 
 # --- cx alert send to a real broker ---------------------------------------------------
