@@ -30,11 +30,11 @@ from report import ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from rig import CX, REGION, Rig  # noqa: E402
+from rig import CX, REGION, Rig
 
-from tools.broker import Broker  # noqa: E402
-from tools.emu.run import DEFAULT_HEAP  # noqa: E402
-from tools.envelope import topics_for  # noqa: E402
+from tools.broker import Broker
+from tools.emu.run import DEFAULT_HEAP
+from tools.envelope import topics_for
 
 TITLE = "Alert latency"
 HOLD_MS = 100

