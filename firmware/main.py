@@ -158,6 +158,8 @@ class Terminal:
                 peak = mem_peak() if mem_peak else None
                 self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), peak=peak,
                          seen=len(self.verifier.seen), envelopes=self.activity)
+                self.log("counts", receipts=self.stats, dropped=self.dropped,
+                         queued_dropped=self.mqtt.dropped)
                 self.clock.persist()
             adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
             if adc_now != adc_last:

@@ -84,7 +84,9 @@ class Receipts:
 class Term:
     """One emulated terminal run by `cx emu run` in its own folder."""
 
-    def __init__(self, path: Path, cfg: dict[str, Any], heap: str = HEAP) -> None:
+    def __init__(self, path: Path, cfg: dict[str, Any], heap: str = HEAP,
+                 env: dict[str, str] | None = None) -> None:
+        self.env = dict(os.environ, **(env or {}))
         self.dir = path
         self.cfg = cfg
         self.id = cfg["id"]
@@ -100,7 +102,7 @@ class Term:
         if reflash:
             args.append("--reflash")
         self.out = open(self.dir / "emu.out", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=self.out, stderr=subprocess.STDOUT, env=self.env)
         if wait:
             self.wait_online()
 
@@ -200,8 +202,9 @@ class Rig:
         cfg.update(extra)
         return cfg
 
-    def terminal(self, name: str = "t1", heap: str = HEAP, **cfg: Any) -> Term:
-        t = Term(self.tmp / name, self.config(**cfg), heap)
+    def terminal(self, name: str = "t1", heap: str = HEAP, env: dict[str, str] | None = None,
+                 **cfg: Any) -> Term:
+        t = Term(self.tmp / name, self.config(**cfg), heap, env)
         self.terms.append(t)
         return t
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Broker
-from rig import REGION, Rig
+from rig import REGION, Receipts, Rig
 
 from tools.envelope import topics_for
 
@@ -36,7 +36,7 @@ def rig(tmp_path: Path):
     r = Rig(tmp_path, broker)
     yield r
     r.close()
-    broker.stop()
+    r.broker.stop()
 
 
 def statuses(rig: Rig, aid: str) -> list[str]:
@@ -255,3 +255,30 @@ def test_terminals_outside_the_area_stay_silent(rig: Rig) -> None:
     assert (r["status"], r["reason"]) == ("ignored", "not_for_me")
     assert [e for e in outside.events() if e["dev"] == "amp"] == []
     assert [e["value"] for e in inside.events() if e["dev"] == "amp"][:1] == [1]
+
+
+def test_unsynced_clock_skips_future_check_and_uses_persisted_time(rig: Rig) -> None:
+    t = rig.terminal("t1", hold_ms=200, env={"CX_CLOCK": "unsynced"})
+    assert "clock_unsynced" in [e.get("ev") for e in t.log()]
+    now = int(time.time())
+    ahead = rig.send_alert(kind="test", level=4, tone="chime", issued=now + 3600,
+                           expires=now + 7200)
+    wait_status(rig, ahead["id"], "done", 20)  # rule 9 skipped until the clock is set
+    old = rig.send_alert(kind="test", level=4, tone="chime", issued=now - 7200, expires=now - 60)
+    r = wait_status(rig, old["id"], "rejected", 20)
+    assert r["reason"] == "expired"
+
+
+def test_receipts_made_while_broker_is_down_arrive_when_it_returns(rig: Rig, tmp_path: Path) -> None:
+    t = rig.terminal("t1", hold_ms=200)
+    p = rig.send_alert(level=2, tone="siren", repeat=2)
+    wait_status(rig, p["id"], "playing")
+    port = rig.broker.port
+    rig.broker.stop()
+    t.wait_event(lambda e: e["dev"] == "link" and e["value"] == "none", 15)
+    t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 15)  # done while offline
+    rig.broker = Broker(tmp_path / "again", port=port)
+    old, rig.rx = rig.rx, Receipts(rig.broker.host, port)
+    old.stop()
+    r = rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 60)
+    assert r["reason"] is None

@@ -213,5 +213,40 @@ def test_terminal_still_responsive_after_bad_input(rig: Rig) -> None:
     t = rig.terms[0]
     p = payload(kind="test", level=4, audio={"tone": "chime"})
     rig.send(signed(rig, p), [TOPIC])
-    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "playing", timeout=20)
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", timeout=20)
+    t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 10, since=len(t.events()) - 1)
     assert "Traceback" not in t.console()
+
+
+def test_truncated_envelopes_rejected(rig: Rig) -> None:
+    env = signed(rig, payload())
+    h, p, s = env.split(".")
+    expect(rig, f"{h}.{p[: len(p) // 2]}", "rejected", "malformed")
+    expect(rig, f"{h}.{p}.{s[:40]}", "rejected", "bad_signature")
+
+
+def test_huge_numbers_rejected_bad_field(rig: Rig) -> None:
+    p = payload()
+    body = json_bytes(p).replace(b'"level":2', b'"level":1e400')
+    expect(rig, signed(rig, body), "rejected", "bad_field", p["id"])
+    p = payload(expires=10**400)
+    expect(rig, signed(rig, p), "rejected", "bad_field", p["id"])
+    # a huge but well-formed time is judged by the time rules, not by a crash
+    p = payload(issued=10**400, expires=10**400 + 60)
+    expect(rig, signed(rig, p), "rejected", "not_yet_valid", p["id"])
+
+
+def test_rejections_are_counted_by_reason(rig: Rig) -> None:
+    t = rig.terms[0]
+    deadline = time.monotonic() + 15
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        lines = [e for e in t.log() if e.get("ev") == "counts"]
+        counts = lines[-1]["receipts"] if lines else {}
+        if counts.get("rejected:bad_cert", 0) >= 7:
+            break
+        time.sleep(0.5)
+    assert counts.get("rejected:malformed", 0) >= 9
+    assert counts.get("rejected:bad_cert", 0) >= 7
+    assert counts.get("rejected:bad_field", 0) >= 19
+    assert counts.get("ignored:duplicate", 0) >= 2
