@@ -116,6 +116,10 @@ class Terminal:
             self.dropped += 1
         self._receipts.append(json.dumps(r))
         self._receipts_ev.set()
+        if status == "playing":
+            board.led("alert")
+        elif status in ("done", "cancelled", "preempted") and self.arbiter.current in (None, v):
+            board.led("ip" if self.mqtt.connected else "offline")
 
     async def _receipt_task(self):
         topic = "eb/dev/%s/event" % self.id

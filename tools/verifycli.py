@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tools.cx import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, Parser
+from tools.emu import run as emu_run
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -151,13 +151,10 @@ def build_parser() -> Parser:
 
 
 def micropython_bin() -> str:
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise CliError("micropython not found: run scripts/bootstrap", EXIT_USAGE)
-    return found
+    try:
+        return emu_run.micropython_bin()
+    except emu_run.EmuError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
 
 
 def _read_envelope(name: str) -> bytes:
