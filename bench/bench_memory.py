@@ -283,8 +283,21 @@ def main() -> None:
         fail_md = ""
         for r in failing[:1]:
             errs = "\n".join(f"    {x}" for x in r["memory_errors"]) or "    (none in console.log)"
-            fail_md = (f"\nBelow it, at {r['heap']}: `{r['summary']}`; MemoryError lines in the "
-                       f"terminals' console.log:\n\n{errs}\n")
+            fail_md = (f"\nBelow it, at {r['heap']}: `{r['summary']}` ({'; '.join(r['failed'])});"
+                       f" MemoryError lines in the terminals' console.log:\n\n{errs}\n")
+            if any("mqtt" in x for x in r["memory_errors"]):
+                fail_md += """
+The MQTT client could not allocate an inbound PUBLISH (`bytearray(rl)` for packets above its
+1 KB buffer, then a `bytes` copy of the payload) of the 12.8 KB oversized envelope, with more
+than that free in total: no contiguous block was large enough. It logs `no_memory` and drops the connection without a PUBACK, so the broker
+(persistent session, QoS 1) sends the same packet again after every reconnect: the terminal
+hears nothing else until that message goes away. See firmware/mqtt.py `_reader`/`_packet`.
+"""
+        boot_fail = [r for r in failing if any("__init__" in x for x in r["memory_errors"])]
+        for r in boot_fail[:1]:
+            fail_md += (f"\nAt {r['heap']} the firmware does not boot: compiling the modules "
+                        f"imported by `Terminal()` raises MemoryError, and the emulator restarts "
+                        f"it in a loop (a crash loop on a board).\n")
         search_md = f"""`CX_TEST_HEAP=<size> pytest {' '.join(SUITE)} -x -q`, bisecting over
 {', '.join(r['heap'] for r in search)} (a size is tried only if the bisection needs it).
 **Smallest passing heap: {smallest or 'none'}.**
@@ -297,8 +310,9 @@ def main() -> None:
 `python bench/bench_memory.py` reproduces it (step 3 takes ~10 min; `--no-search` skips it).
 Emulator heap {args.heap} (the default, `cx emu run --heap`). Unix port: a 64-bit build, so
 every object and pointer is twice the size it is on the ESP32; treat these as upper bounds.
-The machine has 2 cores shared with other engineers' test runs while this ran; that affects
-timing (suite runtimes) but not byte counts.
+The machine has 2 cores, shared with other engineers whose test runs may overlap this one;
+that affects timing (suite runtimes, and a timing assertion may fail under load: a failure
+without MemoryError is run once more) but not byte counts.
 
 ### Heap after boot and around an alert (one terminal, real broker)
 
