@@ -69,6 +69,8 @@ class Terminal:
         for p in region.prefixes(cfg["region"]):  # alerts.md §6
             self.mqtt.subscribe("eb/alert/" + p, 1)
         self.mqtt.on_message = self._on_message
+        self.mqtt.on_oversize = self._on_oversize
+        self._Verdict = alert.Verdict
 
     # --- intake ---------------------------------------------------------------------------
 
@@ -80,6 +82,14 @@ class Terminal:
                 self.log("intake_full")
             self._intake.append(payload)
             self._intake_ev.set()
+
+    def _on_oversize(self, topic, length):
+        # alerts.md §4 rule 1, for envelopes too big to even hold (the MQTT client dropped them)
+        if topic is None or topic.startswith("eb/alert/"):
+            self.activity += 1
+            v = self._Verdict("rejected", "too_large")
+            self.receipt(v, v.status, v.reason)
+            self.log("alert_rejected", alert=None, kid=None, reason="too_large", bytes=length)
 
     async def _intake_task(self):
         while True:
@@ -148,8 +158,6 @@ class Terminal:
     async def _idle_task(self):
         # After a burst of activity, at the first quiet moment: collect, and record heap use (the
         # memory benchmark and the leak test read these lines). Also notes analogue input changes.
-        import micropython
-
         seen_activity = -1
         adc_last = None
         while True:
@@ -158,9 +166,7 @@ class Terminal:
                     and self.activity != seen_activity:
                 seen_activity = self.activity
                 gc.collect()
-                mem_peak = getattr(micropython, "mem_peak", None)  # unix port only
-                peak = mem_peak() if mem_peak else None
-                self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), peak=peak,
+                self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(),
                          seen=len(self.verifier.seen), envelopes=self.activity)
                 self.log("counts", receipts=self.stats, dropped=self.dropped,
                          queued_dropped=self.mqtt.dropped)

@@ -1,5 +1,6 @@
 # MQTT 3.1.1 over any asyncio stream (IP or 4G): reconnect, keep-alive, offline queue (alerts.md §6).
 import asyncio
+import gc
 import random
 from time import ticks_diff, ticks_ms
 
@@ -64,6 +65,10 @@ class MQTTClient:
 
     def on_message(self, topic, payload, retain):
         """Replaced by the application: called for every inbound PUBLISH."""
+
+    def on_oversize(self, topic, length):
+        """Replaced by the application: a PUBLISH too large to hold (over MAX_PACKET, or no
+        memory for it) was read, discarded and acknowledged. topic is None if unreadable."""
 
     def __init__(self, client_id, connect, *, user=None, password=None, keepalive=60,
                  clean=False, will=None, queue_max=64, backoff_min_ms=500, backoff_max_ms=30000,
@@ -493,16 +498,27 @@ class MQTTClient:
                 break
         else:
             raise MQTTError("len_malformed")
+        t = kind & 0xF0
+        if t == _PUBLISH and rl > MAX_PACKET:
+            await self._discard_publish(kind, rl, "len_too_large")
+            return
         if rl > MAX_PACKET:
             raise MQTTError("len_too_large")
-        t = kind & 0xF0
         if t != _PUBLISH and rl > 4:
             raise MQTTError("bad_packet")  # we send one topic per SUBSCRIBE: acks are 2-3 bytes
         if rl <= _RX_BUF:
             b = self._rbuf
             mv = self._rmv[:rl]
         else:
-            b = bytearray(rl)
+            try:
+                b = bytearray(rl)
+            except MemoryError:
+                gc.collect()
+                try:
+                    b = bytearray(rl)
+                except MemoryError:
+                    await self._discard_publish(kind, rl, "no_memory")
+                    return
             mv = memoryview(b)
         await self._recv(mv)
         self._pkt_ms = None
@@ -561,6 +577,44 @@ class MQTTClient:
                 if len(self._q2) >= _QOS2_IDS:
                     self._q2.pop(0)
                 self._q2.append(pid)
+            await self._send_ack(_PUBREC, pid)
+
+    async def _discard_publish(self, kind, rl, reason):
+        # A PUBLISH we cannot hold is read through the fixed buffer, thrown away and still
+        # acknowledged: dropping the link instead would make the broker resend it after every
+        # reconnect (persistent session) and leave the terminal deaf to all that follows.
+        self._error("read", MQTTError(reason))
+        qos = (kind >> 1) & 3
+        n = rl if rl < _RX_BUF else _RX_BUF
+        head = self._rmv[:n]
+        await self._recv(head)
+        b = self._rbuf
+        topic = None
+        pid = 0
+        i = 2 + ((b[0] << 8) | b[1]) if n >= 2 else n + 1
+        if i + (2 if qos else 0) <= n:
+            try:
+                topic = str(head[2:i], "utf-8")
+            except Exception:
+                topic = None
+            if qos:
+                pid = (b[i] << 8) | b[i + 1]
+        left = rl - n
+        while left:
+            k = left if left < _RX_BUF else _RX_BUF
+            await self._recv(self._rmv[:k])
+            left -= k
+            self._pkt_ms = ticks_ms()  # only a stall is a timeout, not a long body
+        self._pkt_ms = None
+        self._rx_ms = ticks_ms()
+        self.stats["rx"] += 1
+        try:
+            self.on_oversize(topic, rl)
+        except Exception as ex:
+            self._error("on_oversize", ex)
+        if qos == 1:
+            await self._send_ack(_PUBACK, pid)
+        elif qos == 2:
             await self._send_ack(_PUBREC, pid)
 
     def _deliver(self, topic, payload, retain):

@@ -42,8 +42,12 @@ class Seen:
         write_atomic(self.path, json.dumps(out).encode())
 
     def _prune(self, now):
-        for k in [k for k, v in self._e.items() if v[0] <= now]:
-            del self._e[k]
+        # rebuilt rather than deleted from: a dict never shrinks its table in place
+        e = {}
+        for k, v in self._e.items():
+            if v[0] > now:
+                e[k] = v
+        self._e = e
         while len(self._e) > MAX_SEEN:
             first = None
             for k, v in self._e.items():

@@ -94,7 +94,7 @@ class Term:
         (path / "config.json").write_text(json.dumps(cfg))
         self.heap = heap
         self.proc: subprocess.Popen[bytes] | None = None
-        self.start()
+        self.start(wait=False)
 
     def start(self, reflash: bool = False, wait: bool = True) -> None:
         args = [CX, "emu", "run", "--dir", str(self.dir), "--config", str(self.dir / "config.json"),
@@ -205,7 +205,8 @@ class Rig:
     def terminal(self, name: str = "t1", heap: str = HEAP, env: dict[str, str] | None = None,
                  **cfg: Any) -> Term:
         t = Term(self.tmp / name, self.config(**cfg), heap, env)
-        self.terms.append(t)
+        self.terms.append(t)  # before waiting, so close() stops it even if it never comes up
+        t.wait_online()
         return t
 
     def alert(self, key: KeyPair | None = None, **kw: Any) -> tuple[str, dict[str, Any]]:

@@ -250,3 +250,13 @@ def test_rejections_are_counted_by_reason(rig: Rig) -> None:
     assert counts.get("rejected:bad_cert", 0) >= 7
     assert counts.get("rejected:bad_field", 0) >= 19
     assert counts.get("ignored:duplicate", 0) >= 2
+
+
+def test_envelope_too_big_to_hold_is_rejected_and_later_alerts_still_sound(rig: Rig) -> None:
+    # 40 KB: beyond what the MQTT client holds; it must be acknowledged and refused, not
+    # redelivered forever by the persistent session.
+    expect(rig, b"A" * 40000, "rejected", "too_large")
+    p = payload(kind="test", level=4, audio={"tone": "chime"})
+    rig.send(signed(rig, p), [TOPIC])
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", timeout=20)
+    assert len([r for r in rig.rx.items if r.get("reason") == "too_large"]) == 2
