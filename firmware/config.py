@@ -12,10 +12,15 @@ DEFAULTS = {
     "profile": "horn",  # "horn" (village loudspeaker) or "column" (town sound column)
     "warmup_ms": None,  # None: the profile's default (amp.PROFILES)
     "hold_ms": None,
-    "keepalive": 60,  # MQTT keep-alive, s
+    "keepalive": 60,  # MQTT keep-alive over IP, s
     "wdt_ms": 15000,  # watchdog timeout
     "queue_max": 64,  # offline receipts kept
     "clip_cache_bytes": 1048576,
+    "keepalive_4g": 240,  # MQTT keep-alive over 4G, s (docs/link.md: metered cost)
+    "ip_probe_ms": 1500,  # on IP: ping after this much silence, declared dead after twice it
+    "link_hysteresis_s": 60,  # IP must stay healthy this long before leaving 4G
+    "reconnect_max_ms": 10000,  # longest wait between reconnect attempts
+    "apn": "cmnet",  # 4G access point name
 }
 
 

@@ -23,6 +23,7 @@ class Terminal:
         import clip
         import clock
         import ed25519
+        import link
         import player
         import region
         import seen
@@ -47,25 +48,35 @@ class Terminal:
             cfg["hold_ms"] if cfg["hold_ms"] is not None else hold,
         )
         self.out = board.AudioOut()
-        self.clips = clip.ClipCache("clips", cfg["clip_cache_bytes"], board.open_tcp, log)
+        m = cfg["mqtt"]
+        host, port = m["host"], m["port"]
+        self.modem = None  # the 4G modem, when the board has one (next: modem.py)
+        self.link = link.Link(
+            board.open_tcp, self.modem, log, host, port,
+            hysteresis_ms=cfg["link_hysteresis_s"] * 1000,
+            probe_ms=cfg["ip_probe_ms"],
+            ip_keepalive=cfg["keepalive"],
+            g4_keepalive=cfg["keepalive_4g"],
+        )
+        self.clips = clip.ClipCache("clips", cfg["clip_cache_bytes"], self.link.open_stream, log)
         self.player = player.Player(self.amp, self.out, self.clips, log)
         self.arbiter = arbiter.Arbiter(self.player, self.receipt, self.clock, log)
         self._intake = []
         self._intake_ev = asyncio.Event()
         self._receipts = []
         self._receipts_ev = asyncio.Event()
-        m = cfg["mqtt"]
-        host, port = m["host"], m["port"]
         self.mqtt = MQTTClient(
             self.id,
-            lambda: board.open_tcp(host, port),
+            lambda: self.link.open(host, port),
             user=m.get("user"),
             password=m.get("password"),
             keepalive=cfg["keepalive"],
             clean=False,
             queue_max=cfg["queue_max"],
+            backoff_max_ms=cfg["reconnect_max_ms"],
             log=log,
         )
+        self.link.mqtt = self.mqtt
         for p in region.prefixes(cfg["region"]):  # alerts.md §6
             self.mqtt.subscribe("eb/alert/" + p, 1)
         self.mqtt.on_message = self._on_message
@@ -129,7 +140,7 @@ class Terminal:
         if status == "playing":
             board.led("alert")
         elif status in ("done", "cancelled", "preempted") and self.arbiter.current in (None, v):
-            board.led("ip" if self.mqtt.connected else "offline")
+            board.led(self.link.path if self.mqtt.connected else "offline")
 
     async def _receipt_task(self):
         topic = "eb/dev/%s/event" % self.id
@@ -147,9 +158,10 @@ class Terminal:
             if not self.clock.synced and board.clock_synced():
                 self.clock.set_synced()  # NTP answered once the link came up
                 self.log("clock_synced")
-            board.event("link", "ip")
-            board.led("ip")
-            self.log("link_up", path="ip")
+            path = self.link.path
+            board.event("link", path)
+            board.led(path)
+            self.log("link_up", path=path)
             await self.mqtt.down.wait()
             board.event("link", "none")
             board.led("offline")
@@ -182,6 +194,7 @@ class Terminal:
             asyncio.create_task(self._intake_task()),
             asyncio.create_task(self._receipt_task()),
             asyncio.create_task(self._link_task()),
+            asyncio.create_task(self.link.run()),
             asyncio.create_task(self._idle_task()),
             asyncio.create_task(board.bus_task(self._on_press)),
         ]

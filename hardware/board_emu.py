@@ -18,6 +18,7 @@ _AHEAD_MS = const(120)
 _HW = os.getenv("CX_HW") or "hw"
 _BUS_PORT = os.getenv("CX_BUS")
 _CAUSE = os.getenv("CX_BOOT_CAUSE") or "power"
+_IP_PROXY = os.getenv("CX_IP_PROXY")  # port of the emulator's cuttable IP line
 
 _events = None
 _bus = None
@@ -94,9 +95,23 @@ def reset():
     sys.exit(3)
 
 
-def open_tcp(host, port):
-    """Open a TCP stream over the IP path."""
-    return asyncio.open_connection(host, port)
+async def open_tcp(host, port):
+    """Open a TCP stream over the IP path. In the emulator the path is the host's line proxy
+    (CX_IP_PROXY): it answers OK once the far end is connected, and never while the line is cut,
+    as a real connect's SYN would go unanswered (callers bound the wait)."""
+    if not _IP_PROXY:
+        return await asyncio.open_connection(host, port)
+    r, w = await asyncio.open_connection("127.0.0.1", int(_IP_PROXY))
+    try:
+        w.write(("%s %d\n" % (host, port)).encode())
+        await w.drain()
+        if await r.readline() != b"OK\n":
+            raise OSError("connection refused")
+    except BaseException:
+        w.close()
+        await w.wait_closed()
+        raise
+    return r, w
 
 
 class AudioOut:

@@ -81,6 +81,102 @@ def flash(dirpath: Path, config: dict, reflash: bool) -> None:
         (fl / stale).unlink(missing_ok=True)
 
 
+class IpLine:
+    """The terminal's IP path: a loopback proxy the host can cut (`cx emu ctl DIR link ip down`).
+
+    The firmware's board opens every IP connection through it, naming the destination in a first
+    line; the proxy answers "OK" once the far end is connected. Cut, it behaves like a dead line:
+    connections in progress go silent (nothing forwarded, nothing closed) and new ones never get
+    their answer, so the firmware must notice by itself, as on a real village line. Restored, new
+    connections work and the silent ones are closed (their state is long gone on a real network).
+    """
+
+    def __init__(self) -> None:
+        self.up = True
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(16)
+        self.port = self._srv.getsockname()[1]
+        self._lock = threading.Lock()
+        self._dead: list[socket.socket] = []  # sockets of connections cut while in use
+        self._gen = 0  # bumped at every cut: connections of an older generation are dead
+        self.bytes = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def set(self, up: bool) -> None:
+        with self._lock:
+            if up == self.up:
+                return
+            self.up = up
+            if not up:
+                self._gen += 1
+            else:
+                for s in self._dead:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+                self._dead = []
+
+    def close(self) -> None:
+        self.set(True)
+        try:
+            self._srv.close()
+        except OSError:
+            pass
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        import select
+
+        up = None
+        try:
+            conn.settimeout(10)
+            head = b""
+            while not head.endswith(b"\n") and len(head) < 300:
+                chunk = conn.recv(1)
+                if not chunk:
+                    raise OSError("closed before the destination line")
+                head += chunk
+            host, port = head.decode().split()
+            conn.settimeout(None)
+            while not self.up:  # a cut line: the connect is never answered
+                r, _, _ = select.select([conn], [], [], 0.2)
+                if r and not conn.recv(4096):
+                    raise OSError("gave up")
+            up = socket.create_connection((host, int(port)), 5)
+            with self._lock:
+                gen = self._gen
+            conn.sendall(b"OK\n")
+            socks = [conn, up]
+            while True:
+                r, _, _ = select.select(socks, [], [], 0.5)
+                if self._gen != gen:
+                    with self._lock:
+                        self._dead += [conn, up]
+                    return  # silent from now on; closed when the line comes back
+                for s in r:
+                    data = s.recv(65536)
+                    if not data:
+                        raise OSError("closed")
+                    (up if s is conn else conn).sendall(data)
+                    self.bytes += len(data)
+        except (OSError, ValueError):
+            for s in (conn, up):
+                if s is not None:
+                    try:
+                        s.close()
+                    except OSError:
+                        pass
+
+
 class Terminal:
     """One emulated terminal: a supervised micropython process plus its host-side hardware."""
 
@@ -104,6 +200,7 @@ class Terminal:
         self._bus_srv.bind(("127.0.0.1", 0))
         self._bus_srv.listen(4)
         self.bus_port = self._bus_srv.getsockname()[1]
+        self.ip = IpLine()
         self._ctl_path = self.dir / "ctl.sock"
         self._ctl_path.unlink(missing_ok=True)
         self._ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -130,6 +227,7 @@ class Terminal:
             "CX_HW": str(self.hw),
             "CX_BUS": str(self.bus_port),
             "CX_BOOT_CAUSE": self.cause,
+            "CX_IP_PROXY": str(self.ip.port),
         })
         console = open(self.hw / "console.log", "ab")
         self.wdt_ms = 0
@@ -190,6 +288,7 @@ class Terminal:
                 s.close()
             except OSError:
                 pass
+        self.ip.close()
         self._ctl_path.unlink(missing_ok=True)
 
     # --- hardware bus -------------------------------------------------------------------------
@@ -284,7 +383,12 @@ class Terminal:
             self.kill("power")
             return "ok"
         if cmd == "link":
-            return "error: link control is not available yet (4G issue)"
+            if len(args) != 3 or args[1] not in ("ip", "4g") or args[2] not in ("up", "down"):
+                return "error: usage: link ip|4g up|down"
+            if args[1] == "ip":
+                self.ip.set(args[2] == "up")
+                return "ok"
+            return "error: no 4G modem on this terminal"
         if cmd == "status":
             p = self.proc
             return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause})

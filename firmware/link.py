@@ -1,0 +1,141 @@
+# Link manager: IP first, 4G fallback at once, back to IP only after it stayed healthy (issue 3).
+import asyncio
+import random
+
+from micropython import const
+from time import ticks_diff, ticks_ms
+
+# Defaults, overridable from config (docs/link.md says what each costs).
+HYSTERESIS_MS = const(60000)  # IP must answer this long, and the last switch be this old
+CHECK_MS = const(5000)  # while on 4G: how often IP is tried (a TCP connect over IP, no 4G bytes)
+CONNECT_MS = const(3000)  # a connect over IP that takes longer counts as failed
+PROBE_MS = const(1500)  # on IP: MQTT ping after this much silence, dead after twice it
+IP_KEEPALIVE = const(60)  # s, MQTT keep-alive over IP
+G4_KEEPALIVE = const(240)  # s, over 4G: long (metered) but under carriers' NAT idle timeouts
+
+
+class NoPath(OSError):
+    pass
+
+
+class Link:
+    """Chooses the path of the MQTT connection and of clip downloads.
+
+    The MQTT client reconnects through `open()`; losing an IP connection, or failing to make
+    one, moves the terminal to 4G at once (a warning may be on its way). While on 4G, `run()`
+    tries IP every CHECK_MS and moves back only when IP has answered every try for the
+    hysteresis period and the last switch is at least that old, so a flapping line causes at
+    most one switch per period.
+    """
+
+    def __init__(self, open_ip, modem, log, host, port, hysteresis_ms=HYSTERESIS_MS,
+                 check_ms=CHECK_MS, connect_ms=CONNECT_MS, probe_ms=PROBE_MS,
+                 ip_keepalive=IP_KEEPALIVE, g4_keepalive=G4_KEEPALIVE, on_path=None):
+        self._open_ip = open_ip
+        self.modem = modem
+        self._log = log
+        self._host = host
+        self._port = port
+        self.hysteresis_ms = hysteresis_ms
+        self.check_ms = check_ms
+        self.connect_ms = connect_ms
+        self.probe_ms = probe_ms
+        self._ka = {"ip": ip_keepalive, "4g": g4_keepalive}
+        self._on_path = on_path
+        self.mqtt = None  # attached after the client is built (it needs open())
+        self.mode = "ip"  # the path the next connection tries first
+        self.path = "none"  # the path of the current MQTT connection
+        self.switches = 0  # changes of the path in use between ip and 4g
+        self._last = None  # the last path a connection was made over
+        self._switch_ms = None  # ticks of the last such change
+        self._ip_ok_ms = None  # ticks since when every IP try succeeded (while on 4G)
+
+    def _modem_ready(self):
+        m = self.modem
+        return m is not None and m.ready.is_set()
+
+    def _set_mode(self, mode, why):
+        if mode == self.mode or (mode == "4g" and self.modem is None):
+            return
+        self.mode = mode
+        self._ip_ok_ms = None
+        self._log("link_mode", mode=mode, why=why)
+
+    async def _try_ip(self, host, port):
+        return await asyncio.wait_for_ms(self._open_ip(host, port), self.connect_ms)
+
+    async def open(self, host, port):
+        """The MQTT client's transport: a stream over the best path, or NoPath."""
+        if self.path == "ip":
+            self._set_mode("4g", "ip_lost")  # the IP connection we had has died
+        self.path = "none"
+        if self.mode == "ip" or not self._modem_ready():
+            try:
+                rw = await self._try_ip(host, port)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._log("link_fail", path="ip", reason=repr(e))
+                self._set_mode("4g", "ip_connect_failed")
+            else:
+                if self.mode != "ip":
+                    self._set_mode("ip", "4g_unavailable")
+                self._use("ip")
+                return rw
+        if self._modem_ready():
+            try:
+                rw = await asyncio.wait_for_ms(self.modem.open_tcp(host, port), 15000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                self._log("link_fail", path="4g", reason=repr(e))
+            else:
+                self._use("4g")
+                return rw
+        raise NoPath("no path")
+
+    async def open_stream(self, host, port):
+        """A stream for other traffic (clip downloads) over the path in use now."""
+        if self.path == "4g" and self._modem_ready():
+            return await self.modem.open_tcp(host, port)
+        return await self._try_ip(host, port)
+
+    def _use(self, path):
+        self.path = path
+        if self._last is not None and path != self._last:
+            self.switches += 1
+            self._switch_ms = ticks_ms()
+        self._last = path
+        m = self.mqtt
+        if m is not None:
+            m.set_keepalive(self._ka[path])
+            # free bytes on IP buy fast failure detection; on 4G only the keep-alive runs
+            m.probe_ms = self.probe_ms if path == "ip" else 0
+        if self._on_path is not None:
+            self._on_path(path)
+
+    async def run(self):
+        """While on 4G, watch IP and move back after the hysteresis."""
+        while True:
+            await asyncio.sleep_ms(self.check_ms + random.getrandbits(10))
+            if self.mode != "4g":
+                continue
+            try:
+                r, w = await self._try_ip(self._host, self._port)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._ip_ok_ms = None
+                continue
+            w.close()
+            await w.wait_closed()
+            now = ticks_ms()
+            if self._ip_ok_ms is None:
+                self._ip_ok_ms = now
+                self._log("link_ip_back")
+            if (ticks_diff(now, self._ip_ok_ms) >= self.hysteresis_ms
+                    and (self._switch_ms is None
+                         or ticks_diff(now, self._switch_ms) >= self.hysteresis_ms)):
+                self._set_mode("ip", "ip_stable")
+                if self.mqtt is not None and self.path == "4g":
+                    self.mqtt.kick("failback")
