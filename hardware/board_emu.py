@@ -114,6 +114,16 @@ async def open_tcp(host, port):
     return r, w
 
 
+def modem_uart():
+    """The 4G module's UART as asyncio (reader, writer), or None when no modem is fitted. The
+    emulator serves a SIM7600 model on the pseudo-terminal named by CX_MODEM_PTY (docs/modem.md)."""
+    path = os.getenv("CX_MODEM_PTY")
+    if not path:
+        return None
+    f = open(path, "r+b")
+    return asyncio.StreamReader(f), asyncio.StreamWriter(f, None)
+
+
 class AudioOut:
     """I2S output. Samples are mono signed 16-bit little-endian at RATE; write() paces to real time."""
 

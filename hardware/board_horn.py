@@ -197,6 +197,40 @@ async def open_tcp(host, port):
     return await asyncio.open_connection(host, port)
 
 
+# --- 4G path: SIM7600 on UART2 (hardware/README.md "Horn terminal"), driven by firmware/modem.py
+
+_MODEM_UART = const(2)
+_MODEM_BAUD = const(115200)
+# A CIPRXGET=2 reply is up to 1460 payload bytes plus its header and OK: 4 KB holds two of them
+# and the URCs around them while the event loop is busy elsewhere.
+_MODEM_RXBUF = const(4096)
+_MODEM_TXBUF = const(2048)  # one 1460-byte CIPSEND chunk
+_PWRKEY_MS = const(600)  # SIM7600/EC20 power on with a >= 500 ms PWRKEY pulse
+_MODEM_BOOT_MS = const(100)
+_modem = None
+
+
+def modem_uart():
+    """The SIM7600's UART as asyncio (reader, writer), opened once. After a power-on boot the
+    module is off too, so PWRKEY is pulsed; after a reset or watchdog it kept running, and a pulse
+    would switch it off (PWRKEY toggles), so none is given. A silent module is the driver's
+    'no_answer' (docs/modem.md)."""
+    global _modem
+    if _modem is None:
+        if _CAUSE == "power":
+            key = Pin(_P["modem_pwrkey"], Pin.OUT, value=1)
+            time.sleep_ms(_PWRKEY_MS)
+            key.value(0)
+            time.sleep_ms(_MODEM_BOOT_MS)
+        else:
+            Pin(_P["modem_pwrkey"], Pin.OUT, value=0)
+        u = machine.UART(_MODEM_UART, baudrate=_MODEM_BAUD, bits=8, parity=None, stop=1,
+                         tx=_P["modem_tx"], rx=_P["modem_rx"], rxbuf=_MODEM_RXBUF,
+                         txbuf=_MODEM_TXBUF, timeout=0)
+        _modem = (asyncio.StreamReader(u), asyncio.StreamWriter(u, {}))
+    return _modem
+
+
 class AudioOut:
     """I2S output to the PCM5102A. Samples are mono signed 16-bit little-endian at RATE; write()
     waits while the I2S buffer is full, so it paces to real time like the emulated board."""
