@@ -545,7 +545,9 @@ class Modem:
         self._raw_pos = 0
 
     def _check(self):
-        if self._ok and (self._until is None or self._seen):
+        # A result line (+CIPSEND:, +CIPOPEN:, +NETOPEN:) comes after OK and settles the command
+        # by itself, so a garbled OK before it costs nothing.
+        if self._seen or (self._ok and self._until is None):
             self._done.set()
 
     def _end(self, reason):

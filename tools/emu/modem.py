@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import random
 import re
 import select
 import socket
@@ -30,7 +31,7 @@ RX_HOLD = 65536  # bytes held per link before the model stops reading its socket
 DATA_IDLE_S = 2.0  # a '>' prompt left without data for this long ends with ERROR
 CONNECT_S = 5.0
 TZ_QUARTERS = 32  # network time zone: UTC+8, as a Chinese network reports it
-GARBLE_EVERY = 7  # with garble on, every Nth reply line is corrupted
+GARBLE_ONE_IN = 8  # with garble on, a reply line is corrupted with probability 1/N (default N)
 
 
 class _Link:
@@ -83,6 +84,8 @@ class ModemModel:
         self.csq = 20
         self.delay_ms = 0
         self.garble = False
+        self.garble_one_in = GARBLE_ONE_IN
+        self._rng = random.Random(3)  # the same faults on every run of a test
         self.split = False
         self.mute = False
         self.time_valid = True  # registered from the start: the network has set the clock
@@ -158,6 +161,8 @@ class ModemModel:
                 self.delay_ms = max(0, int(a[2]))
             elif cmd == "garble":
                 self.garble = _onoff(a[2])
+                if self.garble:
+                    self.garble_one_in = max(2, int(a[3])) if len(a) > 3 else GARBLE_ONE_IN
             elif cmd == "split":
                 self.split = _onoff(a[2])
             elif cmd == "mute":
@@ -496,12 +501,12 @@ class ModemModel:
         b = line.encode()
         if not urc:
             self._lines_out += 1
-            if self.garble and self._lines_out % GARBLE_EVERY == 0:
+            if self.garble and self._rng.randrange(self.garble_one_in) == 0:
                 b = self._corrupt(b)
         self._write(b"\r\n" + b + b"\r\n")
 
     def _corrupt(self, b: bytes) -> bytes:
-        kind = (self._lines_out // GARBLE_EVERY) % 4
+        kind = self._rng.randrange(4)
         self._log(f"garbling {b[:40]!r} (kind {kind})")
         if kind == 0:
             return b[: len(b) // 2] + b"#\xff~" + b[len(b) // 2 :]  # noise inside the line
