@@ -161,7 +161,8 @@ class Modem:
                 await self._watch()
                 reason = "stopped"
             except asyncio.CancelledError:
-                self._go_down("stopped")
+                if not self._stop:  # deinit() has already torn down
+                    self._go_down("stopped")
                 raise
             except ModemError as ex:
                 reason = ex.reason
