@@ -18,10 +18,11 @@ class Clock:
         except Exception:
             pass
         self._written = 0
+        self._offset = 0  # network time minus the board's clock, once set from the 4G network
 
     def now(self):
         """Best current time: the real clock once synced, else never earlier than the last persisted."""
-        t = int(board.epoch())
+        t = int(board.epoch()) + self._offset
         if not self.synced and t < self.persisted:
             return self.persisted
         return t
@@ -30,8 +31,13 @@ class Clock:
         self.synced = True
         self.persist(force=True)
 
+    def set_network(self, t):
+        """Time from the cellular network (AT+CCLK?): the board clock plus an offset from now on."""
+        self._offset = int(t) - int(board.epoch())
+        self.set_synced()
+
     def persist(self, force=False):
-        t = int(board.epoch())
+        t = int(board.epoch()) + self._offset
         if not self.synced:
             return
         if force or t - self._written >= PERSIST_EVERY:

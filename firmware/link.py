@@ -8,6 +8,9 @@ from time import ticks_diff, ticks_ms
 # Defaults, overridable from config (docs/link.md says what each costs).
 HYSTERESIS_MS = const(60000)  # IP must answer this long, and the last switch be this old
 CHECK_MS = const(5000)  # while on 4G: how often IP is tried (a TCP connect over IP, no 4G bytes)
+CHECK_CONNECT_MS = const(1000)  # a health-check connect slower than this counts as a failure
+RECHECK_MS = const(1000)  # once IP answered: tried this often, so a flap between tries is seen
+MAX_PENALTY = const(8)  # a failback that did not last multiplies the next hysteresis, up to this
 CONNECT_MS = const(3000)  # a connect over IP that takes longer counts as failed
 PROBE_MS = const(1500)  # on IP: MQTT ping after this much silence, dead after twice it
 IP_KEEPALIVE = const(60)  # s, MQTT keep-alive over IP
@@ -42,13 +45,19 @@ class Link:
         self.probe_ms = probe_ms
         self._ka = {"ip": ip_keepalive, "4g": g4_keepalive}
         self._on_path = on_path
-        self.mqtt = None  # attached after the client is built (it needs open())
+        self.mqtt = None  # attach()ed after the client is built
         self.mode = "ip"  # the path the next connection tries first
         self.path = "none"  # the path of the current MQTT connection
         self.switches = 0  # changes of the path in use between ip and 4g
         self._last = None  # the last path a connection was made over
         self._switch_ms = None  # ticks of the last such change
         self._ip_ok_ms = None  # ticks since when every IP try succeeded (while on 4G)
+        self._penalty = 1  # hysteresis multiplier, doubled when a failback did not hold
+        self._back_ms = None  # ticks of the last failback to IP
+
+    def attach(self, mqtt):
+        """The MQTT client whose connections this link carries (it needs open() first)."""
+        self.mqtt = mqtt
 
     def _modem_ready(self):
         m = self.modem
@@ -67,7 +76,15 @@ class Link:
     async def open(self, host, port):
         """The MQTT client's transport: a stream over the best path, or NoPath."""
         if self.path == "ip":
-            self._set_mode("4g", "ip_lost")  # the IP connection we had has died
+            # the IP connection we had has died; if it was a failback that did not hold for a
+            # period, the next one waits longer
+            if self._back_ms is not None:
+                if ticks_diff(ticks_ms(), self._back_ms) < self._hyst():
+                    self._penalty = min(self._penalty * 2, MAX_PENALTY)
+                else:
+                    self._penalty = 1
+                self._back_ms = None
+            self._set_mode("4g", "ip_lost")
         self.path = "none"
         if self.mode == "ip" or not self._modem_ready():
             try:
@@ -114,14 +131,20 @@ class Link:
         if self._on_path is not None:
             self._on_path(path)
 
+    def _hyst(self):
+        return self.hysteresis_ms * self._penalty
+
     async def run(self):
         """While on 4G, watch IP and move back after the hysteresis."""
         while True:
-            await asyncio.sleep_ms(self.check_ms + random.getrandbits(10))
+            wait = RECHECK_MS if self._ip_ok_ms is not None else self.check_ms
+            await asyncio.sleep_ms(wait + random.getrandbits(8))
             if self.mode != "4g":
                 continue
             try:
-                r, w = await self._try_ip(self._host, self._port)
+                # strict: a line that only answers after a retransmit is not healthy
+                r, w = await asyncio.wait_for_ms(self._open_ip(self._host, self._port),
+                                                 CHECK_CONNECT_MS)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -133,9 +156,10 @@ class Link:
             if self._ip_ok_ms is None:
                 self._ip_ok_ms = now
                 self._log("link_ip_back")
-            if (ticks_diff(now, self._ip_ok_ms) >= self.hysteresis_ms
-                    and (self._switch_ms is None
-                         or ticks_diff(now, self._switch_ms) >= self.hysteresis_ms)):
+            h = self._hyst()
+            if (ticks_diff(now, self._ip_ok_ms) >= h
+                    and (self._switch_ms is None or ticks_diff(now, self._switch_ms) >= h)):
                 self._set_mode("ip", "ip_stable")
+                self._back_ms = now
                 if self.mqtt is not None and self.path == "4g":
                     self.mqtt.kick("failback")

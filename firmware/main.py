@@ -50,7 +50,12 @@ class Terminal:
         self.out = board.AudioOut()
         m = cfg["mqtt"]
         host, port = m["host"], m["port"]
-        self.modem = None  # the 4G modem, when the board has one (next: modem.py)
+        self.modem = None
+        uart = board.modem_uart()  # None: no 4G module fitted
+        if uart is not None:
+            import modem
+
+            self.modem = modem.Modem(uart[0], uart[1], apn=cfg["apn"], log=log)
         self.link = link.Link(
             board.open_tcp, self.modem, log, host, port,
             hysteresis_ms=cfg["link_hysteresis_s"] * 1000,
@@ -76,7 +81,7 @@ class Terminal:
             backoff_max_ms=cfg["reconnect_max_ms"],
             log=log,
         )
-        self.link.mqtt = self.mqtt
+        self.link.attach(self.mqtt)
         for p in region.prefixes(cfg["region"]):  # alerts.md §6
             self.mqtt.subscribe("eb/alert/" + p, 1)
         self.mqtt.on_message = self._on_message
@@ -167,6 +172,18 @@ class Terminal:
             board.led("offline")
             self.log("link_down")
 
+    async def _clock_task(self):
+        # Time from the 4G network when NTP over IP never answered (alerts.md §4, clock).
+        m = self.modem
+        while m is not None and not self.clock.synced:
+            await m.ready.wait()
+            t = await m.network_time()
+            if t:
+                self.clock.set_network(t)
+                self.log("clock_synced", source="4g")
+                return
+            await asyncio.sleep_ms(60000)
+
     async def _idle_task(self):
         # After a burst of activity, at the first quiet moment: collect, and record heap use (the
         # memory benchmark and the leak test read these lines). Also notes analogue input changes.
@@ -195,9 +212,12 @@ class Terminal:
             asyncio.create_task(self._receipt_task()),
             asyncio.create_task(self._link_task()),
             asyncio.create_task(self.link.run()),
+            asyncio.create_task(self._clock_task()),
             asyncio.create_task(self._idle_task()),
             asyncio.create_task(board.bus_task(self._on_press)),
         ]
+        if self.modem is not None:
+            tasks.append(asyncio.create_task(self.modem.run()))
         await asyncio.gather(*tasks)
 
     def _on_press(self, kind):

@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=cmd_run)
 
     c = es.add_parser("ctl", help="act on a running terminal: press [--long] | adc NAME VALUE | "
-                                  "power-cut | link ip|4g down|up | status")
+                                  "power-cut | link ip|4g down|up | modem ... | status "
+                                  "(docs/modem.md lists the modem controls)")
     c.add_argument("dir", type=Path)
     c.add_argument("command", nargs=argparse.REMAINDER)
     c.set_defaults(func=cmd_ctl)
@@ -74,7 +75,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_ctl(args: argparse.Namespace) -> int:
     if not args.command:
         print("cx: error: give a command: press [--long] | adc NAME VALUE | power-cut | "
-              "link ip|4g down|up | status", file=sys.stderr)
+              "link ip|4g down|up | modem signal|sim|reg|delay|garble|split|mute|status ... | "
+              "status", file=sys.stderr)
         return 2
     try:
         reply = control(args.dir, args.command)

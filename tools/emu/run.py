@@ -201,6 +201,10 @@ class Terminal:
         self._bus_srv.listen(4)
         self.bus_port = self._bus_srv.getsockname()[1]
         self.ip = IpLine()
+        from tools.emu.modem import ModemModel
+
+        self.modem = ModemModel(log_path=self.hw / "modem.log")  # the SIM7600 on the board
+        self.modem.start()
         self._ctl_path = self.dir / "ctl.sock"
         self._ctl_path.unlink(missing_ok=True)
         self._ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -228,6 +232,7 @@ class Terminal:
             "CX_BUS": str(self.bus_port),
             "CX_BOOT_CAUSE": self.cause,
             "CX_IP_PROXY": str(self.ip.port),
+            "CX_MODEM_PTY": self.modem.device_path,
         })
         console = open(self.hw / "console.log", "ab")
         self.wdt_ms = 0
@@ -289,6 +294,7 @@ class Terminal:
             except OSError:
                 pass
         self.ip.close()
+        self.modem.stop()
         self._ctl_path.unlink(missing_ok=True)
 
     # --- hardware bus -------------------------------------------------------------------------
@@ -388,11 +394,13 @@ class Terminal:
             if args[1] == "ip":
                 self.ip.set(args[2] == "up")
                 return "ok"
-            return "error: no 4G modem on this terminal"
+            return self.modem.control(args)
+        if cmd == "modem":
+            return self.modem.control(args)
         if cmd == "status":
             p = self.proc
             return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause})
-        return f"error: unknown command {cmd!r} (press, adc, power-cut, link, status)"
+        return f"error: unknown command {cmd!r} (press, adc, power-cut, link, modem, status)"
 
 
 def control(dirpath: Path, args: list[str], timeout: float = 5.0) -> str:
