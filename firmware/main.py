@@ -197,8 +197,11 @@ class Terminal:
                 gc.collect()
                 self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(),
                          seen=len(self.verifier.seen), envelopes=self.activity)
+                m = self.modem
                 self.log("counts", receipts=self.stats, dropped=self.dropped,
-                         queued_dropped=self.mqtt.dropped)
+                         queued_dropped=self.mqtt.dropped, link=self.link.path,
+                         switches=self.link.switches,
+                         g4_in=m.bytes_in if m else 0, g4_out=m.bytes_out if m else 0)
                 self.clock.persist()
             adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
             if adc_now != adc_last:
