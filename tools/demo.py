@@ -145,18 +145,35 @@ def run(args: argparse.Namespace) -> int:
         publish(f"{h}.{body}.{s}", ["eb/alert/34"], broker.host, broker.port)
         _wait(lambda: watch is not None and sum(1 for r in watch.items if r["status"] == "rejected")
               >= len(terms), 15)
+        village = terms[0]
+        n = len(_events(village))
+        print(f"\n3) the village line of {village.dir.name} is cut (storm); it must find 4G by itself")
+        village.control(["link", "ip", "down"])
+        if not _wait(lambda: any(e["dev"] == "link" and e["value"] == "4g"
+                                 for e in _events(village)[n:]), 20):
+            raise CliError("the terminal did not fail over to 4G within 20 s")
+        on4g = next(e for e in _events(village)[n:] if e["dev"] == "link" and e["value"] == "4g")
+        print(f"  {on4g['t'] - t0:6.2f}s  {village.dir.name} link → 4g")
+        p3 = make_alert_payload(regions=["341122100201"], kind="test", level=4, tone="chime",
+                                expires_in=600)
+        print(f"   the county sends a test to village 341122100201 ({p3['id']})")
+        publish(sign_alert(county, p3), topics_for(p3), broker.host, broker.port)
+        if not _wait(lambda: watch is not None and watch.count(p3["id"], "done") >= 1, 30):
+            raise CliError("the test did not sound over 4G within 30 s")
         time.sleep(3)  # amplifiers go off after their hold time
         print("\nWhat each terminal did (from its hw/events.jsonl and hw/speaker.wav):")
-        print(f"  {'terminal':18} {'amp on→off':>12} {'audio':12} {'seconds':>7}  receipts")
+        print(f"  {'terminal':18} {'link':5} {'amp on→off':>11} {'audio':12} {'seconds':>7}  "
+              "receipts")
         for t in terms:
             ev = _events(t)
             amps = [e for e in ev if e["dev"] == "amp"]
             src = next((e["value"]["source"] for e in ev if e["dev"] == "audio"), "-")
             secs = _seconds(t.hw / "speaker.wav")
-            span = f"{amps[-1]['t'] - amps[0]['t']:.1f}s" if len(amps) >= 2 else "never"
+            span = f"{amps[1]['t'] - amps[0]['t']:.1f}s" if len(amps) >= 2 else "never"
+            path = next((e["value"] for e in reversed(ev) if e["dev"] == "link"), "none")
             rs = [r["status"] + (f":{r['reason']}" if r.get("reason") else "")
                   for r in watch.items if r["dev"] == t.dir.name]
-            print(f"  {t.dir.name:18} {span:>12} {src:12} {secs:7.1f}  {' → '.join(rs)}")
+            print(f"  {t.dir.name:18} {path:5} {span:>11} {src:12} {secs:7.1f}  {' → '.join(rs)}")
         print(f"\nListen: {base}/<terminal>/hw/speaker.wav   Outputs: <terminal>/hw/events.jsonl")
         return 0
     finally:
