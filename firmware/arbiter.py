@@ -6,15 +6,18 @@ from micropython import const
 MAX_WAITING = const(16)  # alerts queued behind the one playing; beyond, the lowest is dropped
 
 
+_KIND_RANK = {"alert": 0, "test": 1, "selftest": 2}  # a local self-test yields to everything
+
+
 def rank(item):
-    """Sort key, smallest plays first: alert before test, lower level, shorter (higher) issuer
-    scope prefix, later issued."""
+    """Sort key, smallest plays first: alert before test (before a local self-test), lower level,
+    shorter (higher) issuer scope prefix, later issued."""
     p = item.payload
     shortest = 12
     for s in item.scope:
         if len(s) < shortest:
             shortest = len(s)
-    return (1 if p["kind"] == "test" else 0, p.get("level") or 4, shortest, -p["issued"])
+    return (_KIND_RANK.get(p["kind"], 0), p.get("level") or 4, shortest, -p["issued"])
 
 
 class Arbiter:

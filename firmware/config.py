@@ -21,6 +21,13 @@ DEFAULTS = {
     "link_hysteresis_s": 60,  # IP must stay healthy this long before leaving 4G
     "reconnect_max_ms": 10000,  # longest wait between reconnect attempts
     "apn": "cmnet",  # 4G access point name
+    "hb_s": 60,  # heartbeat interval on IP, s (docs/fleet-protocol.md)
+    "hb_4g_s": 900,  # on 4G (metered), s
+    "volume": 80,  # local broadcast and self-test reference volume
+    "line_open_ma": 50,  # speaker-line current while playing below this: line open
+    "line_short_ma": 4000,  # above this: line shorted
+    "mains_mv": 13000,  # supply at or above: on mains (charger float voltage)
+    "battery_low_mv": 11500,  # below: battery low
 }
 
 

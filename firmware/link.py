@@ -55,6 +55,10 @@ class Link:
         self._penalty = 1  # hysteresis multiplier, doubled when a failback did not hold
         self._back_ms = None  # ticks of the last failback to IP
 
+    def set_keepalives(self, ip, g4):
+        """Keep-alive per path, s; the next connection takes it."""
+        self._ka = {"ip": ip, "4g": g4}
+
     def attach(self, mqtt):
         """The MQTT client whose connections this link carries (it needs open() first)."""
         self.mqtt = mqtt

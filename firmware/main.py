@@ -79,11 +79,17 @@ class Terminal:
             clean=False,
             queue_max=cfg["queue_max"],
             backoff_max_ms=cfg["reconnect_max_ms"],
+            will=("eb/dev/%s/state" % self.id, b"offline", 1, True),
             log=log,
         )
         self.link.attach(self.mqtt)
         for p in region.prefixes(cfg["region"]):  # alerts.md §6
             self.mqtt.subscribe("eb/alert/" + p, 1)
+        self._cmd_topic = "eb/dev/%s/cmd" % self.id
+        self.mqtt.subscribe(self._cmd_topic, 1)
+        from agent import Agent
+
+        self.agent = Agent(self, cfg, log)
         self.mqtt.on_message = self._on_message
         self.mqtt.on_oversize = self._on_oversize
         self._Verdict = alert.Verdict
@@ -91,7 +97,9 @@ class Terminal:
     # --- intake ---------------------------------------------------------------------------
 
     def _on_message(self, topic, payload, retain):
-        if topic.startswith("eb/alert/"):
+        if topic == self._cmd_topic:
+            self.agent.on_cmd(payload)
+        elif topic.startswith("eb/alert/"):
             if len(self._intake) >= INTAKE_MAX:
                 self._intake.pop(0)
                 self.dropped += 1
@@ -133,6 +141,10 @@ class Terminal:
     # --- receipts (alerts.md §6) ------------------------------------------------------------
 
     def receipt(self, v, status, reason):
+        local = getattr(v, "on_status", None)
+        if local is not None:  # a self-test: the agent is told, nothing is published
+            local(status, reason)
+            return
         key = status if reason is None else status + ":" + reason
         self.stats[key] = self.stats.get(key, 0) + 1
         r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
@@ -146,6 +158,27 @@ class Terminal:
             board.led("alert")
         elif status in ("done", "cancelled", "preempted") and self.arbiter.current in (None, v):
             board.led(self.link.path if self.mqtt.connected else "offline")
+
+    def send_event(self, ev):
+        """A JSON event (fault, …) on the same bounded queue as the receipts."""
+        if len(self._receipts) >= RECEIPTS_MAX:
+            self._receipts.pop(0)
+            self.dropped += 1
+        self._receipts.append(json.dumps(ev))
+        self._receipts_ev.set()
+
+    def apply_profile(self):
+        import amp
+
+        warm, hold = amp.PROFILES[self.cfg["profile"]]
+        self.amp.warmup_ms = self.cfg["warmup_ms"] if self.cfg["warmup_ms"] is not None else warm
+        self.amp.hold_ms = self.cfg["hold_ms"] if self.cfg["hold_ms"] is not None else hold
+
+    def apply_settings(self):
+        c, lk = self.cfg, self.link
+        lk.hysteresis_ms = c["link_hysteresis_s"] * 1000
+        lk.probe_ms = c["ip_probe_ms"]
+        lk.set_keepalives(c["keepalive"], c["keepalive_4g"])
 
     async def _receipt_task(self):
         topic = "eb/dev/%s/event" % self.id
@@ -167,6 +200,7 @@ class Terminal:
             board.event("link", path)
             board.led(path)
             self.log("link_up", path=path)
+            await self.mqtt.publish("eb/dev/%s/state" % self.id, b"online", 1, True)
             await self.mqtt.down.wait()
             board.event("link", "none")
             board.led("offline")
@@ -216,6 +250,8 @@ class Terminal:
             asyncio.create_task(self._link_task()),
             asyncio.create_task(self.link.run()),
             asyncio.create_task(self._clock_task()),
+            asyncio.create_task(self.agent.heartbeat_task()),
+            asyncio.create_task(self.agent.health_task()),
             asyncio.create_task(self._idle_task()),
             asyncio.create_task(board.bus_task(self._on_press)),
         ]

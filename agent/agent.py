@@ -1,0 +1,261 @@
+# Fleet agent: heartbeats, health (speaker line, supply), fault events, commands (fleet-protocol.md).
+import asyncio
+import json
+import random
+import time
+
+import board
+import config
+from micropython import const
+from version import VERSION
+
+HEALTH_MS = const(1000)  # how often the line (while playing) and the supply are read
+SELFTEST_VOLUME = const(10)
+SETTABLE = {
+    # key: (type, low, high) accepted by the `set` command
+    "hb_s": (int, 5, 86400),
+    "hb_4g_s": (int, 30, 86400),
+    "keepalive": (int, 10, 3600),
+    "keepalive_4g": (int, 30, 3600),
+    "link_hysteresis_s": (int, 1, 86400),
+    "ip_probe_ms": (int, 200, 60000),
+    "volume": (int, 0, 100),
+}
+
+
+class _Local:
+    """A self-test for the arbiter: below every alert and test, no receipts (on_status instead)."""
+
+    def __init__(self, now, on_status):
+        self.id = "selftest"
+        self.kid = None
+        self.scope = ["00"]
+        self.on_status = on_status
+        self.payload = {"id": "selftest", "kind": "selftest", "level": 4, "issued": now,
+                        "expires": now + 60, "audio": {"tone": "chime"},
+                        "volume": SELFTEST_VOLUME, "repeat": 1}
+
+
+class Agent:
+    def __init__(self, term, cfg, log):
+        self.term = term
+        self.cfg = cfg
+        self.log = log
+        self.id = cfg["id"]
+        self.t0 = time.ticks_ms()
+        self.line = "unknown"
+        self.line_ma = None
+        self.supply = "mains"
+        self.supply_mv = None
+        self.faults = {}  # fault -> active
+        self._hb_now = asyncio.Event()
+        self._selftest = None  # an asyncio.Event while a self-test runs
+
+    # --- heartbeat -----------------------------------------------------------------------
+
+    def hb_interval(self):
+        return self.cfg["hb_4g_s"] if self.term.link.path == "4g" else self.cfg["hb_s"]
+
+    def heartbeat(self):
+        t = self.term
+        m = t.modem
+        import gc
+
+        return {
+            "id": self.id, "t": t.clock.now(), "v": VERSION,
+            "up": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
+            "reset": board.boot_cause(), "link": t.link.path,
+            "rssi": m.rssi if m else None,
+            "g4": [m.bytes_in, m.bytes_out] if m else [0, 0],
+            "heap": gc.mem_free(), "clock": "synced" if t.clock.synced else "unsynced",
+            "amp": 1 if t.amp.is_on else 0, "line": self.line, "line_ma": self.line_ma,
+            "supply": self.supply, "supply_mv": self.supply_mv, "counts": t.stats,
+            "last_alert": t.last_alert, "hb_s": self.hb_interval(),
+        }
+
+    async def heartbeat_task(self):
+        topic = "eb/dev/%s/hb" % self.id
+        while True:
+            await self.term.mqtt.up.wait()
+            await self.term.mqtt.publish(topic, json.dumps(self.heartbeat()).encode(), 0)
+            ms = self.hb_interval() * 1000
+            ms += random.getrandbits(16) % (ms // 5 + 1) - ms // 10  # ±10 % jitter
+            self._hb_now.clear()
+            try:
+                await asyncio.wait_for_ms(self._hb_now.wait(), ms)
+            except asyncio.TimeoutError:
+                pass
+
+    # --- health --------------------------------------------------------------------------
+
+    def _fault(self, name, active, value=None):
+        if self.faults.get(name, False) == active:
+            return
+        self.faults[name] = active
+        self.log("fault_" + ("on" if active else "off"), fault=name, value=value)
+        ev = {"fault": name, "active": active, "value": value, "t": self.term.clock.now()}
+        self.term.send_event(ev)
+
+    def _classify_line(self, ma):
+        if ma < self.cfg["line_open_ma"]:
+            return "open"
+        if ma > self.cfg["line_short_ma"]:
+            return "short"
+        return "ok"
+
+    def measure(self):
+        """Read the supply always, the speaker line while audio drives it."""
+        t = self.term
+        if t.amp.is_on and t.arbiter.current is not None:
+            ma = board.adc("line_ma")
+            self.line_ma = ma
+            line = self._classify_line(ma)
+            if line != self.line:
+                self.line = line
+                self._fault("line_open", line == "open", ma)
+                self._fault("line_short", line == "short", ma)
+                self._hb_now.set()
+        mv = board.adc("supply_mv")
+        self.supply_mv = mv
+        supply = "mains" if mv >= self.cfg["mains_mv"] else (
+            "battery" if mv >= self.cfg["battery_low_mv"] else "low")
+        if supply != self.supply:
+            self.supply = supply
+            self._fault("mains_lost", supply != "mains", mv)
+            self._fault("battery_low", supply == "low", mv)
+            self._hb_now.set()
+        self._fault("clock_unsynced", not t.clock.synced)
+
+    async def health_task(self):
+        while True:
+            try:
+                self.measure()
+            except Exception as e:  # a sensor fault must not stop the agent
+                self.log("agent_error", where="measure", error=repr(e))
+            await asyncio.sleep_ms(HEALTH_MS)
+
+    # --- commands ------------------------------------------------------------------------
+
+    def on_cmd(self, payload):
+        asyncio.create_task(self._cmd(payload))
+
+    async def _cmd(self, payload):
+        cid = None
+        try:
+            try:
+                c = json.loads(payload)
+            except Exception:
+                raise CmdError("bad_json")
+            if not isinstance(c, dict):
+                raise CmdError("bad_json")
+            cid = c.get("cid")
+            if not isinstance(cid, str) or not 1 <= len(cid) <= 64:
+                cid = None
+                raise CmdError("no_cid")
+            args = c.get("args") or {}
+            if not isinstance(args, dict):
+                raise CmdError("bad_args")
+            op = c.get("op")
+            handler = _OPS.get(op) if isinstance(op, str) else None
+            if handler is None:
+                raise CmdError("unknown_op")
+            result = await handler(self, args)
+            self.log("cmd", cid=cid, op=op, ok=True)
+            await self._ack(cid, True, None, result)
+        except CmdError as e:
+            self.log("cmd", cid=cid, ok=False, error=e.reason)
+            await self._ack(cid, False, e.reason, None)
+        except Exception as e:  # never a crash from a command
+            self.log("agent_error", where="cmd", error=repr(e))
+            await self._ack(cid, False, "internal", None)
+
+    async def _ack(self, cid, ok, error, result):
+        a = {"cid": cid, "ok": ok, "error": error, "result": result, "t": self.term.clock.now()}
+        await self.term.mqtt.publish("eb/dev/%s/ack" % self.id, json.dumps(a).encode(), 1)
+
+    def _save(self, key, value):
+        self.cfg[key] = value
+        config.save(self.cfg)
+
+    async def op_status(self, args):
+        return self.heartbeat()
+
+    async def op_volume(self, args):
+        v = args.get("volume")
+        _check_int(v, 0, 100)
+        self._save("volume", v)
+        return {"volume": v}
+
+    async def op_profile(self, args):
+        p = args.get("profile")
+        if p not in ("horn", "column"):
+            raise CmdError("bad_args")
+        self._save("profile", p)
+        self.term.apply_profile()
+        return {"profile": p}
+
+    async def op_set(self, args):
+        key, value = args.get("key"), args.get("value")
+        spec = SETTABLE.get(key) if isinstance(key, str) else None
+        if spec is None:
+            raise CmdError("bad_args")
+        _check_int(value, spec[1], spec[2])
+        self._save(key, value)
+        self.term.apply_settings()
+        self._hb_now.set()
+        return {key: value}
+
+    async def op_reboot(self, args):
+        asyncio.create_task(_reboot_soon())
+        return {"rebooting": True}
+
+    async def op_selftest(self, args):
+        t = self.term
+        if t.arbiter.current is not None or t.arbiter.waiting or self._selftest is not None:
+            raise CmdError("busy")
+        done = asyncio.Event()
+        outcome = []
+        self._selftest = done
+
+        def on_status(status, reason):
+            if status in ("done", "cancelled", "preempted"):
+                outcome.append(status)
+                done.set()
+
+        try:
+            self.line = "unknown"
+            t.arbiter.submit(_Local(t.clock.now(), on_status))
+            await asyncio.wait_for_ms(done.wait(), 20000)
+        except asyncio.TimeoutError:
+            raise CmdError("timeout")
+        finally:
+            self._selftest = None
+        if outcome[0] != "done":
+            raise CmdError("busy")  # an alert took over the speaker
+        return {"line": self.line, "line_ma": self.line_ma}
+
+
+class CmdError(Exception):
+    def __init__(self, reason):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _check_int(v, lo, hi):
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise CmdError("bad_args")
+
+
+async def _reboot_soon():
+    await asyncio.sleep_ms(500)  # let the acknowledgement leave
+    board.reset()
+
+
+_OPS = {
+    "status": Agent.op_status,
+    "volume": Agent.op_volume,
+    "profile": Agent.op_profile,
+    "set": Agent.op_set,
+    "reboot": Agent.op_reboot,
+    "selftest": Agent.op_selftest,
+}
