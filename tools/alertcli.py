@@ -238,6 +238,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
     p.set_defaults(func=cmd_send)
 
+    from tools import cap  # here, not at the top: tools.cap imports this module
+
+    cap.register(sub)
+
     p = sub.add_parser("verify", add_help=False,
                        help="verify an envelope as a terminal would (tools.verifycli)")
     p.set_defaults(func=cmd_verify, accepts_extra=True)
