@@ -1,0 +1,229 @@
+"""What terminals send, checked: MQTT topic + payload → a typed record or a `Bad` with its kind.
+
+Pure functions, no I/O: the service parses, the store applies. The wire format is
+docs/fleet-protocol.md (heartbeat, state, fault events, acks) and alerts.md §6 (receipts).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.model import BadKind
+
+MAX_PAYLOAD = 8192
+"""Bytes: a heartbeat is ~400; anything near this is not a terminal talking."""
+MAX_STR = 128
+"""Characters in any string field we keep (versions, reasons, alert ids are all short)."""
+MAX_ID = 64
+"""Device ids and alert ids: at most 64 characters (alerts.md §3 for alert ids)."""
+DEFAULT_HB_S = 60
+"""Heartbeat interval assumed when a heartbeat does not say (fleet-protocol.md)."""
+
+RECEIPT_STATUSES = ("accepted", "rejected", "ignored", "playing", "done", "preempted", "cancelled")
+FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced")
+TOPIC_KINDS = ("hb", "state", "event", "ack")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    device: str
+    t: int
+    up: int
+    hb_s: int
+    body: dict[str, Any]
+    received_at: float
+
+
+@dataclass(frozen=True)
+class State:
+    device: str
+    online: bool
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Fault:
+    device: str
+    fault: str
+    active: bool
+    t: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class ReceiptMsg:
+    device: str
+    alert: str | None
+    kid: str | None
+    status: str
+    reason: str | None
+    t: int
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Ack:
+    device: str
+    cid: str | None
+    ok: bool
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Bad:
+    kind: BadKind
+    device: str
+    """The topic's device id ('' when the topic has none)."""
+    topic: str
+    """hb, state, event, ack, or '' when the topic itself is malformed."""
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Ignored:
+    """Valid but carries nothing to store (an empty retained state clearing the topic)."""
+
+    device: str
+
+
+Record = Heartbeat | State | Fault | ReceiptMsg | Ack | Bad | Ignored
+
+
+class _WrongType(ValueError):
+    pass
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _str(v: Any, limit: int = MAX_STR, *, none_ok: bool = False) -> str | None:
+    if v is None and none_ok:
+        return None
+    if not isinstance(v, str) or len(v) > limit or "\x00" in v:
+        raise _WrongType()
+    return v
+
+
+def _int(v: Any, lo: int = -(2**62), hi: int = 2**62) -> int:
+    if not _is_int(v) or not lo <= v <= hi:
+        raise _WrongType()
+    return int(v)
+
+
+def _opt_int(v: Any, lo: int, hi: int) -> int | None:
+    return None if v is None else _int(v, lo, hi)
+
+
+def _check_heartbeat(obj: dict[str, Any]) -> None:
+    """Known fields, when present, have their documented types (fleet-protocol.md)."""
+    for key in ("v", "reset", "link", "clock", "line", "supply"):
+        if key in obj:
+            _str(obj[key])
+    if "last_alert" in obj:
+        _str(obj["last_alert"], MAX_ID, none_ok=True)
+    for key in ("up", "heap", "amp", "supply_mv"):
+        if key in obj:
+            _int(obj[key], 0)
+    if "rssi" in obj:
+        _opt_int(obj["rssi"], -200, 200)
+    if "line_ma" in obj and not (_is_int(obj["line_ma"]) or isinstance(obj["line_ma"], float)):
+        raise _WrongType()
+    if "g4" in obj:
+        g4 = obj["g4"]
+        if not isinstance(g4, list) or len(g4) != 2:
+            raise _WrongType()
+        for n in g4:
+            _int(n, 0)
+    if "counts" in obj:
+        counts = obj["counts"]
+        if not isinstance(counts, dict) or len(counts) > 64:
+            raise _WrongType()
+        for k, n in counts.items():
+            _str(k, MAX_STR)
+            _int(n, 0)
+
+
+def parse(topic: str, payload: bytes, received_at: float) -> Record:
+    """Check one message from `eb/dev/<id>/<kind>`; never raises."""
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "eb" or parts[1] != "dev" or parts[3] not in TOPIC_KINDS:
+        return Bad(BadKind.WRONG_TYPES, "", "", received_at)
+    device, kind = parts[2], parts[3]
+    if not device or len(device) > MAX_ID:
+        return Bad(BadKind.WRONG_TYPES, device[:MAX_ID], kind, received_at)
+    if len(payload) > MAX_PAYLOAD:
+        return Bad(BadKind.TOO_LARGE, device, kind, received_at)
+    if kind == "state":
+        return _parse_state(device, payload, received_at)
+    try:
+        obj = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return Bad(BadKind.NOT_JSON, device, kind, received_at)
+    if not isinstance(obj, dict):
+        return Bad(BadKind.WRONG_TYPES, device, kind, received_at)
+    try:
+        if kind == "hb":
+            return _parse_heartbeat(device, obj, received_at)
+        if kind == "event":
+            return _parse_event(device, obj, received_at)
+        return _parse_ack(device, obj, received_at)
+    except _WrongType:
+        return Bad(BadKind.WRONG_TYPES, device, kind, received_at)
+
+
+def _parse_state(device: str, payload: bytes, received_at: float) -> Record:
+    # The protocol shows the bare words; a JSON string or {"state": …} is accepted too.
+    if not payload:
+        return Ignored(device)
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return Bad(BadKind.NOT_JSON, device, "state", received_at)
+    value: Any = text
+    if text[:1] in ('"', "{"):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return Bad(BadKind.NOT_JSON, device, "state", received_at)
+        if isinstance(value, dict):
+            value = value.get("state")
+    if value in ("online", "offline"):
+        return State(device, value == "online", received_at)
+    return Bad(BadKind.WRONG_TYPES, device, "state", received_at)
+
+
+def _parse_heartbeat(device: str, obj: dict[str, Any], received_at: float) -> Record:
+    hb_id = _str(obj.get("id"), MAX_ID)
+    t = _int(obj.get("t"), 0)
+    hb_s = _int(obj.get("hb_s", DEFAULT_HB_S), 1, 86400)
+    _check_heartbeat(obj)
+    if hb_id != device:
+        return Bad(BadKind.SPOOFED_ID, device, "hb", received_at)
+    up = obj.get("up", -1)
+    return Heartbeat(device, t, up, hb_s, obj, received_at)
+
+
+def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record:
+    if "fault" in obj:
+        fault = _str(obj["fault"])
+        if fault not in FAULTS or not isinstance(obj.get("active"), bool):
+            raise _WrongType()
+        t = _int(obj.get("t"), 0)
+        return Fault(device, fault, bool(obj["active"]), t, received_at)
+    status = obj.get("status")
+    if status not in RECEIPT_STATUSES:
+        raise _WrongType()
+    t = _int(obj.get("t"), 0)
+    return ReceiptMsg(device, _str(obj.get("alert"), MAX_ID, none_ok=True),
+                      _str(obj.get("kid"), MAX_ID, none_ok=True), str(status),
+                      _str(obj.get("reason"), none_ok=True), t, received_at)
+
+
+def _parse_ack(device: str, obj: dict[str, Any], received_at: float) -> Record:
+    cid = _str(obj.get("cid"), MAX_ID, none_ok=True)
+    if not isinstance(obj.get("ok"), bool):
+        raise _WrongType()
+    return Ack(device, cid, bool(obj["ok"]), received_at)
