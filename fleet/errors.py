@@ -5,6 +5,7 @@
     │   ├── StoreUnavailable    the database cannot be reached (retry later)
     │   ├── UnknownDevice       no device with that id in the registry
     │   └── UnknownAlarm        no alarm with that id
+    ├── BrokerUnavailable       the MQTT broker cannot be reached or refused us
     └── CommandError            a device command failed
         ├── CommandTimeout      no acknowledgement within the wait
         └── CommandRefused      the terminal acknowledged with ok: false
@@ -41,6 +42,10 @@ class UnknownAlarm(StoreError):
     def __init__(self, alarm: int) -> None:
         super().__init__(f"unknown alarm {alarm}")
         self.alarm = alarm
+
+
+class BrokerUnavailable(FleetError):
+    """The MQTT broker cannot be reached, or refused the connection."""
 
 
 class CommandError(FleetError):

@@ -1,0 +1,330 @@
+"""`cx fleet …`: parse, call the fleet library, print (tables for people, --json for scripts).
+
+Exit codes (tools/cx.py): 0 ok, 1 failure (unknown id, refused or unanswered command),
+2 usage, 3 broker or database unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fleet.command import OPS, send_command
+from fleet.errors import (
+    BrokerUnavailable,
+    CommandRefused,
+    FleetError,
+    StoreUnavailable,
+)
+from fleet.model import Device
+from fleet.service import Service, default_instance
+from fleet.store import ON_4G_AFTER, Store
+from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+
+DEFAULT_DB = "fleet.sqlite"
+STATES = ("online", "offline", "new", "fault")
+
+
+def db_url(args: argparse.Namespace) -> str:
+    return args.db or os.environ.get("CX_FLEET_DB") or DEFAULT_DB
+
+
+def _host_port(text: str | None) -> tuple[str, int]:
+    text = text or os.environ.get("CX_BROKER")
+    if not text:
+        raise CliError("give --broker HOST:PORT (or set CX_BROKER)", EXIT_USAGE)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"--broker {text!r} must be HOST:PORT", EXIT_USAGE)
+    return host.strip("[]"), int(port)
+
+
+def _fail(e: FleetError) -> CliError:
+    code = EXIT_UNREACHABLE if isinstance(e, (StoreUnavailable, BrokerUnavailable)) else \
+        EXIT_FAILURE
+    return CliError(str(e), code)
+
+
+def _open(args: argparse.Namespace, create: bool = False) -> Store:
+    try:
+        return Store.open(db_url(args), create=create)
+    except FleetError as e:
+        raise _fail(e) from None
+
+
+def _with_store(fn: Callable[[argparse.Namespace, Store], int]) -> Callable[..., int]:
+    def handler(args: argparse.Namespace) -> int:
+        store = _open(args)
+        try:
+            return fn(args, store)
+        except FleetError as e:
+            raise _fail(e) from None
+        finally:
+            store.close()
+
+    return handler
+
+
+# ---------------------------------------------------------------------------------- printing
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _age(t: float | None, now: float | None = None) -> str:
+    if t is None:
+        return "-"
+    s = int(max(0, (now or time.time()) - t))
+    if s < 120:
+        return f"{s}s"
+    if s < 7200:
+        return f"{s // 60}m"
+    if s < 172800:
+        return f"{s // 3600}h"
+    return f"{s // 86400}d"
+
+
+def _when(t: float | None) -> str:
+    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
+
+
+def _dump(obj: Any) -> None:
+    print(json.dumps(obj, ensure_ascii=False, indent=None))
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    host, port = _host_port(args.broker)
+    stop = threading.Event()
+
+    def on_signal(_sig: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    svc = Service(db_url(args), host, port, instance=args.instance,
+                  sweep_every=args.sweep_every, on_4g_after=args.on_4g_after)
+    svc.log(f"starting (client id cx-fleet-{svc.instance}, database {db_url(args)})")
+    svc.run(stop)
+    t = svc.totals
+    svc.log(f"stopped: {t.stored} messages stored ({t.heartbeats} heartbeats, {t.receipts} "
+            f"receipts, {t.bad} bad), {t.acked} acknowledged, {t.dropped} dropped")
+    return 0
+
+
+def _device_row(d: Device, now: float) -> list[Any]:
+    return [d.id, d.town, d.state, _age(d.state_since, now), d.version, d.link, d.line,
+            d.supply, _age(d.last_hb_at, now), ",".join(d.alarms) or None]
+
+
+@_with_store
+def cmd_devices(args: argparse.Namespace, store: Store) -> int:
+    devices = store.devices(args.region, args.state)
+    if args.json:
+        _dump([d.to_json() for d in devices])
+        return 0
+    now = time.time()
+    _table(("id", "town", "state", "since", "version", "link", "line", "supply", "last hb",
+            "alarms"), [_device_row(d, now) for d in devices])
+    return 0
+
+
+@_with_store
+def cmd_show(args: argparse.Namespace, store: Store) -> int:
+    d = store.device(args.id)
+    history = store.history(args.id, args.history)
+    alarms = store.alarms(active=True, device=args.id)
+    if args.json:
+        _dump({"device": d.to_json(), "history": history,
+               "alarms": [a.to_json() for a in alarms]})
+        return 0
+    now = time.time()
+    for key, val in (("id", d.id), ("region", d.region), ("town", d.town),
+                     ("profile", d.profile),
+                     ("state", f"{d.state} for {_age(d.state_since, now)}"
+                      + (f" ({d.state_reason})" if d.state_reason else "")),
+                     ("firmware", d.version),
+                     ("link", f"{d.link or '-'} for {_age(d.link_since, now)}"),
+                     ("line", d.line), ("supply", d.supply), ("clock", d.clock),
+                     ("heartbeat", f"every {d.hb_s or '-'} s, last {_age(d.last_hb_at, now)} ago"),
+                     ("first seen", _when(d.first_seen))):
+        print(f"{key:<11}{'-' if val is None else val}")
+    if d.last_hb:
+        print(f"{'last hb':<11}{json.dumps(d.last_hb, separators=(',', ':'))}")
+    print()
+    if alarms:
+        _table(("alarm", "kind", "state", "opened", "detail"),
+               [[a.id, a.kind, a.state, _when(a.opened_at), a.detail] for a in alarms])
+    else:
+        print("no open alarms")
+    print()
+    _table(("received", "t", "up", "link", "rssi", "line", "supply", "heap"),
+           [[_when(h["received_at"]), h.get("t"), h.get("up"), h.get("link"), h.get("rssi"),
+             h.get("line"), h.get("supply"), h.get("heap")] for h in history])
+    return 0
+
+
+@_with_store
+def cmd_alarms(args: argparse.Namespace, store: Store) -> int:
+    alarms = store.alarms(active=args.open, device=args.device, kind=args.kind, limit=args.limit)
+    if args.json:
+        _dump([a.to_json() for a in alarms])
+        return 0
+    _table(("id", "device", "kind", "state", "opened", "acked", "closed", "count", "detail"),
+           [[a.id, a.device, a.kind, a.state, _when(a.opened_at), _when(a.acked_at),
+             _when(a.closed_at), a.count, a.detail] for a in alarms])
+    return 0
+
+
+@_with_store
+def cmd_ack(args: argparse.Namespace, store: Store) -> int:
+    a = store.ack_alarm(args.alarm)
+    if args.json:
+        _dump(a.to_json())
+    else:
+        print(f"alarm {a.id} ({a.kind} on {a.device}): {a.state}")
+    return 0
+
+
+@_with_store
+def cmd_report(args: argparse.Namespace, store: Store) -> int:
+    rep = store.report(args.region)
+    if args.json:
+        _dump(rep.to_json())
+        return 0
+    _table(("town", "terminals", "online", "offline", "faults", "on 4g", "firmware"),
+           [[t.town, t.terminals, t.online, t.offline, t.faults, t.on_4g,
+             " ".join(f"{v}:{n}" for v, n in t.versions.items())] for t in rep.towns])
+    tot = [sum(getattr(t, f) for t in rep.towns)
+           for f in ("terminals", "online", "offline", "faults", "on_4g")]
+    print(f"total: {tot[0]} terminals, {tot[1]} online, {tot[2]} offline, {tot[3]} with faults, "
+          f"{tot[4]} on 4G")
+    print()
+    if rep.bad:
+        _table(("bad message", "device", "topic", "count", "last"),
+               [[b.kind, b.device or "-", b.topic or "-", b.count, _when(b.last_at)]
+                for b in rep.bad])
+    else:
+        print("no bad messages")
+    return 0
+
+
+def _parse_args(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"command argument {pair!r} must be key=value", EXIT_USAGE)
+        try:
+            out[key] = json.loads(raw)
+        except ValueError:
+            out[key] = raw
+    return out
+
+
+def cmd_cmd(args: argparse.Namespace) -> int:
+    host, port = _host_port(args.broker)
+    cargs = _parse_args(args.args)
+    url = db_url(args)
+    if args.db or os.environ.get("CX_FLEET_DB") or os.path.exists(url):
+        store = _open(args)
+        try:
+            store.device(args.id)
+        except FleetError as e:
+            raise _fail(e) from None
+        finally:
+            store.close()
+    try:
+        ack = send_command(host, port, args.id, args.op, cargs, wait=args.wait)
+    except CommandRefused as e:
+        if args.json:
+            _dump(e.ack)
+        raise CliError(f"{args.id} refused {args.op}: {e.ack.get('error')}") from None
+    except FleetError as e:
+        raise _fail(e) from None
+    if args.json:
+        _dump(ack)
+    else:
+        result = ack.get("result")
+        print(f"{args.id}: {args.op} ok" + (f" {json.dumps(result)}" if result is not None else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", metavar="URL",
+                    help="fleet database: a SQLite file or postgresql://… "
+                         f"(default $CX_FLEET_DB or ./{DEFAULT_DB})")
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+    p = subparsers.add_parser("fleet", help="fleet service administration",
+                              description="The county fleet: ingestion service, registry, "
+                                          "alarms, reports and device commands.")
+    sub = p.add_subparsers(dest="fleet_cmd", metavar="COMMAND", required=True)
+
+    s = sub.add_parser("serve", parents=[db], help="ingest heartbeats, states, events; raise alarms")
+    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
+    s.add_argument("--instance", metavar="NAME", default=None,
+                   help=f"stable name of this instance, MQTT client id cx-fleet-NAME "
+                        f"(default the host name, {default_instance()})")
+    s.add_argument("--on-4g-after", type=float, default=ON_4G_AFTER, metavar="S",
+                   help=f"seconds on 4G before an on_4g alarm (default {ON_4G_AFTER:g})")
+    s.add_argument("--sweep-every", type=float, default=2.0, metavar="S",
+                   help="seconds between offline sweeps (default 2)")
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("devices", parents=[db, js], help="list terminals and their state")
+    s.add_argument("--region", metavar="PREFIX", help="only regions starting with PREFIX")
+    s.add_argument("--state", choices=STATES,
+                   help="online, offline, new (never heard), fault (line, power, 4G, clock alarm)")
+    s.set_defaults(func=cmd_devices)
+
+    s = sub.add_parser("show", parents=[db, js], help="one terminal: state, history, alarms")
+    s.add_argument("id", metavar="ID")
+    s.add_argument("--history", type=int, default=10, metavar="N",
+                   help="recent heartbeats shown (default 10)")
+    s.set_defaults(func=cmd_show)
+
+    s = sub.add_parser("alarms", parents=[db, js], help="alarms, newest first")
+    s.add_argument("--open", action="store_true", help="only open or acknowledged alarms")
+    s.add_argument("--device", metavar="ID", help="only this terminal's")
+    s.add_argument("--kind", help="only this kind (offline, line, power, on_4g, rejected, "
+                                  "clock_unsynced)")
+    s.add_argument("--limit", type=int, default=200, metavar="N", help="at most N (default 200)")
+    s.set_defaults(func=cmd_alarms)
+
+    s = sub.add_parser("ack", parents=[db, js], help="acknowledge an alarm")
+    s.add_argument("alarm", type=int, metavar="ALARM_ID")
+    s.set_defaults(func=cmd_ack)
+
+    s = sub.add_parser("report", parents=[db, js],
+                       help="per town: terminals, online, faults, on 4G, firmware; bad messages")
+    s.add_argument("--region", metavar="PREFIX", help="only regions starting with PREFIX")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("cmd", parents=[db, js], help="send a command to a terminal, print its ack")
+    s.add_argument("id", metavar="ID")
+    s.add_argument("op", metavar="OP", help=f"one of {', '.join(OPS)} (others are sent as is)")
+    s.add_argument("args", nargs="*", metavar="KEY=VALUE",
+                   help="arguments; values are JSON when they parse (volume=80), else strings")
+    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
+    s.add_argument("--wait", type=float, default=10.0, metavar="S",
+                   help="seconds to wait for the acknowledgement (default 10)")
+    s.set_defaults(func=cmd_cmd)
