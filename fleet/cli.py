@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fleet.command import OPS, send_command
+from fleet.command import OPS, BrokerAuth, send_command
 from fleet.errors import (
     BrokerUnavailable,
     CommandRefused,
@@ -43,6 +43,13 @@ def _host_port(text: str | None) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CliError(f"--broker {text!r} must be HOST:PORT", EXIT_USAGE)
     return host.strip("[]"), int(port)
+
+
+def _auth(args: argparse.Namespace) -> BrokerAuth | None:
+    try:
+        return BrokerAuth.from_files(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
+    except FleetError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
 
 
 def _fail(e: FleetError) -> CliError:
@@ -116,7 +123,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     svc = Service(db_url(args), host, port, instance=args.instance,
-                  sweep_every=args.sweep_every, on_4g_after=args.on_4g_after)
+                  sweep_every=args.sweep_every, on_4g_after=args.on_4g_after, auth=_auth(args))
     svc.log(f"starting (client id cx-fleet-{svc.instance}, database {db_url(args)})")
     svc.run(stop)
     t = svc.totals
@@ -248,7 +255,7 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         finally:
             store.close()
     try:
-        ack = send_command(host, port, args.id, args.op, cargs, wait=args.wait)
+        ack = send_command(host, port, args.id, args.op, cargs, wait=args.wait, auth=_auth(args))
     except CommandRefused as e:
         if args.json:
             _dump(e.ack)
@@ -271,6 +278,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     db.add_argument("--db", metavar="URL",
                     help="fleet database: a SQLite file or postgresql://… "
                          f"(default $CX_FLEET_DB or ./{DEFAULT_DB})")
+    mq = argparse.ArgumentParser(add_help=False)
+    mq.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
+    mq.add_argument("--cred", metavar="FILE", help="broker login, the fleet.cred written by "
+                    "'cx fleet broker-config' (default $CX_FLEET_CRED)")
+    mq.add_argument("--cafile", metavar="FILE", help="CA certificate: connect with TLS")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -279,8 +291,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                                           "alarms, reports and device commands.")
     sub = p.add_subparsers(dest="fleet_cmd", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("serve", parents=[db], help="ingest heartbeats, states, events; raise alarms")
-    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
+    s = sub.add_parser("serve", parents=[db, mq],
+                       help="ingest heartbeats, states, events; raise alarms")
     s.add_argument("--instance", metavar="NAME", default=None,
                    help=f"stable name of this instance, MQTT client id cx-fleet-NAME "
                         f"(default the host name, {default_instance()})")
@@ -319,12 +331,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--region", metavar="PREFIX", help="only regions starting with PREFIX")
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("cmd", parents=[db, js], help="send a command to a terminal, print its ack")
+    s = sub.add_parser("cmd", parents=[db, mq, js],
+                       help="send a command to a terminal, print its ack")
     s.add_argument("id", metavar="ID")
     s.add_argument("op", metavar="OP", help=f"one of {', '.join(OPS)} (others are sent as is)")
     s.add_argument("args", nargs="*", metavar="KEY=VALUE",
                    help="arguments; values are JSON when they parse (volume=80), else strings")
-    s.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
     s.add_argument("--wait", type=float, default=10.0, metavar="S",
                    help="seconds to wait for the acknowledgement (default 10)")
     s.set_defaults(func=cmd_cmd)
+
+    # Groups written alongside (provisioning and broker configuration): optional, and a broken
+    # one never takes the rest of `cx fleet` down.
+    try:
+        from fleet import provision
+    except Exception:
+        return
+    provision.register_into(sub)

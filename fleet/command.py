@@ -7,15 +7,53 @@ import json
 import secrets
 import threading
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.errors import BrokerUnavailable, CommandRefused, CommandTimeout
+from fleet.errors import BrokerUnavailable, CommandRefused, CommandTimeout, FleetError
 
 OPS = ("status", "volume", "profile", "selftest", "reboot", "set")
 """Operations the agent knows; anything else gets `unknown_op` back from the terminal."""
+
+
+@dataclass(frozen=True)
+class BrokerAuth:
+    """How the fleet logs in to a broker with ACLs: a user and password (the `fleet.cred` file
+    `cx fleet broker-config` writes), and a CA file for a TLS listener."""
+
+    username: str | None = None
+    password: str | None = None
+    cafile: str | None = None
+
+    @classmethod
+    def from_files(cls, cred: str | None, cafile: str | None = None) -> BrokerAuth | None:
+        if cred is None and cafile is None:
+            return None
+        user = password = None
+        if cred is not None:
+            try:
+                doc = json.loads(Path(cred).read_text(encoding="utf-8"))
+                user, password = doc["user"], doc["password"]
+                if not isinstance(user, str) or not isinstance(password, str):
+                    raise TypeError
+            except OSError as e:
+                raise FleetError(f"cannot read the credential {cred}: {e.strerror}") from None
+            except (ValueError, KeyError, TypeError):
+                raise FleetError(f"credential {cred} is not {{\"user\": …, \"password\": …}}"
+                                 ) from None
+        if cafile is not None and not Path(cafile).is_file():
+            raise FleetError(f"no CA file {cafile}")
+        return cls(user, password, cafile)
+
+    def apply(self, client: mqtt.Client) -> None:
+        if self.username is not None:
+            client.username_pw_set(self.username, self.password)
+        if self.cafile is not None:
+            client.tls_set(ca_certs=self.cafile)
 
 
 def new_cid() -> str:
@@ -23,7 +61,8 @@ def new_cid() -> str:
 
 
 def send_command(host: str, port: int, device: str, op: str, args: dict[str, Any] | None = None,
-                 *, wait: float = 10.0, cid: str | None = None) -> dict[str, Any]:
+                 *, wait: float = 10.0, cid: str | None = None,
+                 auth: BrokerAuth | None = None) -> dict[str, Any]:
     """Send one command and return the terminal's acknowledgement (a dict with `ok: true`).
     Raises BrokerUnavailable, CommandTimeout, or CommandRefused (`ok: false`)."""
     cid = cid or new_cid()
@@ -50,6 +89,8 @@ def send_command(host: str, port: int, device: str, op: str, args: dict[str, Any
             out["ack"] = ack
             answered.set()
 
+    if auth is not None:
+        auth.apply(client)
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = on_message

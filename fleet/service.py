@@ -22,6 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.command import BrokerAuth
 from fleet.errors import StoreError, StoreUnavailable
 from fleet.ingest import Bad, parse
 from fleet.model import BadKind
@@ -83,7 +84,7 @@ class Service:
     def __init__(self, db: str, host: str, port: int, *, instance: str | None = None,
                  batch_size: int = BATCH_SIZE, batch_wait: float = BATCH_WAIT,
                  sweep_every: float = SWEEP_EVERY, on_4g_after: float = ON_4G_AFTER,
-                 log: Callable[[str], None] = _stderr) -> None:
+                 auth: BrokerAuth | None = None, log: Callable[[str], None] = _stderr) -> None:
         self.db = db
         self.host, self.port = host, port
         self.instance = instance or default_instance()
@@ -103,6 +104,8 @@ class Service:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.reconnect_delay_set(1, 10)
+        if auth is not None:
+            auth.apply(self._client)
         self._was_connected = False
 
     def log(self, text: str) -> None:
