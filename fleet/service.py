@@ -183,6 +183,7 @@ class Service:
                 except StoreError as e:
                     self.log(f"{e}; unacknowledged messages stay with the broker")
         finally:
+            self._was_connected = False  # our own DISCONNECT is not "lost the broker"
             self._client.disconnect()
             self._client.loop_stop()
             if store is not None:
