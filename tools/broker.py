@@ -31,15 +31,18 @@ def mosquitto_bin() -> str:
 class Broker:
     """A Mosquitto process listening on 127.0.0.1:<free port>, config and log in `folder`."""
 
-    def __init__(self, folder: Path, extra_conf: str = "", port: int | None = None) -> None:
+    def __init__(self, folder: Path, extra_conf: str = "", port: int | None = None,
+                 config: str | None = None) -> None:
+        """`config`: the whole mosquitto.conf instead of the anonymous loopback listener (it must
+        listen on 127.0.0.1:`port`); `extra_conf` is appended either way."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         folder.mkdir(parents=True, exist_ok=True)
         self.conf = folder / "mosquitto.conf"
-        self.conf.write_text(
+        base = config if config is not None else (
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"max_queued_messages 10000\nmax_inflight_messages 100\n{extra_conf}"
-        )
+            f"max_queued_messages 10000\nmax_inflight_messages 100\n")
+        self.conf.write_text(base + extra_conf)
         self.log = open(folder / "mosquitto.log", "wb")
         self.proc = subprocess.Popen(
             [mosquitto_bin(), "-c", str(self.conf), "-v"], stdout=self.log,

@@ -71,6 +71,7 @@ def build_parser() -> Parser:
     keys.register(sub)
     alertcli.register(sub)
     demo.register(sub)
+    importlib.import_module("tools.flash").register(sub)
     for name, module, help_ in OPTIONAL_GROUPS:
         mod, why = _import_optional(module)
         if mod is not None:

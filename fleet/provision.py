@@ -1,0 +1,449 @@
+"""`cx fleet provision` and `cx fleet broker-config`: a terminal's identity, MQTT credential and
+config, and the Mosquitto password, ACL and listener files that hold the fleet to its topics.
+
+Secrets: a device's plaintext password exists only in its own `DIR/<id>/config.json` (0600, it
+goes onto the terminal's flash). `DIR/credentials.json` (0600) keeps, per device, the Mosquitto
+PBKDF2 hash and the region its alert ACL needs, so the broker config can be rebuilt at any time
+without the plaintexts. docs/provisioning.md is the admin's guide.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import fcntl
+import json
+import shutil
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fleet import brokercfg
+from fleet.brokercfg import BrokerConfigError, DeviceCred, Tls
+from fleet.errors import FleetError, StoreUnavailable
+from fleet.store import Store
+
+PROFILES = ("horn", "column")
+CREDENTIALS = "credentials.json"
+MAX_CSV_ERRORS = 5
+"""Bad CSV lines listed before giving up (the rest are counted)."""
+
+
+class ProvisionError(FleetError):
+    """Provisioning input or output refused (one line, says what to fix)."""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    region: str
+    profile: str = "horn"
+
+
+# ---------------------------------------------------------------------------------- input
+
+
+def check_device(d: Device, where: str = "") -> None:
+    at = f"{where}: " if where else ""
+    if not brokercfg.ID_RE.match(d.id):
+        raise ProvisionError(f"{at}bad device id {d.id!r}: 1..64 of A-Z a-z 0-9 . _ : -")
+    if not brokercfg.REGION_RE.match(d.region) or d.region[:2] == "00":
+        raise ProvisionError(f"{at}bad region {d.region!r} for {d.id}: 12 digits, "
+                             f"province not 00")
+    if d.profile not in PROFILES:
+        raise ProvisionError(f"{at}bad profile {d.profile!r} for {d.id}: horn or column")
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ProvisionError(f"--broker {text!r} must be HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def _check_anchor(a: Any, i: int) -> None:
+    # The same rules as firmware/config.py _check_anchor: a config the terminal refuses
+    # must never be written.
+    if not isinstance(a, dict):
+        raise ProvisionError(f"trust anchor {i} is not an object")
+    kid = a.get("kid")
+    if not isinstance(kid, str) or not 1 <= len(kid) <= 64:
+        raise ProvisionError(f"trust anchor {i}: kid must be 1..64 characters")
+    if not isinstance(a.get("pub"), str):
+        raise ProvisionError(f"trust anchor {kid}: pub must be a base64 string")
+    for k in ("scope", "use"):
+        v = a.get(k)
+        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
+            raise ProvisionError(f"trust anchor {kid}: {k} must be a non-empty list of strings")
+
+
+def load_trust(path: Path) -> list[dict[str, Any]]:
+    """The anchors of `cx keys anchors` (a JSON list), checked as the terminal will check them."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ProvisionError(f"cannot read --trust {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ProvisionError(f"--trust {path} is not JSON ({e}): use 'cx keys anchors'") from None
+    if not isinstance(doc, list) or not doc:
+        raise ProvisionError(f"--trust {path} must be a non-empty JSON list of anchors "
+                             f"('cx keys anchors ROOT.json --out {path}')")
+    for i, a in enumerate(doc):
+        _check_anchor(a, i)
+    return doc
+
+
+def check_coverage(trust: list[dict[str, Any]], d: Device) -> None:
+    """A terminal whose anchors cannot sign for its region would never sound an alert."""
+    for a in trust:
+        if "alert" in a["use"] and any(d.region.startswith(s) for s in a["scope"]):
+            return
+    raise ProvisionError(f"no alert anchor in --trust covers region {d.region} of {d.id}")
+
+
+def read_csv(path: Path, default_profile: str) -> list[Device]:
+    """`id,region[,profile]` per line; a first line starting with `id` is a header; `#` comments."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise ProvisionError(f"cannot read --from-csv {path}: {e.strerror}") from None
+    out: list[Device] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    for n, row in enumerate(csv.reader(text.splitlines()), 1):
+        cells = [c.strip() for c in row]
+        if not cells or not any(cells) or cells[0].startswith("#"):
+            continue
+        if n == 1 and cells[0].lower() == "id":
+            continue
+        if len(cells) not in (2, 3):
+            errors.append(f"{path}:{n}: want id,region[,profile], got {len(cells)} fields")
+            continue
+        d = Device(cells[0], cells[1], cells[2] if len(cells) == 3 and cells[2]
+                   else default_profile)
+        try:
+            check_device(d, f"{path}:{n}")
+        except ProvisionError as e:
+            errors.append(str(e))
+            continue
+        if d.id in seen:
+            errors.append(f"{path}:{n}: {d.id} already on line {seen[d.id]}")
+            continue
+        seen[d.id] = n
+        out.append(d)
+    if errors:
+        more = len(errors) - MAX_CSV_ERRORS
+        raise ProvisionError("; ".join(errors[:MAX_CSV_ERRORS])
+                             + (f"; and {more} more bad lines" if more > 0 else ""))
+    if not out:
+        raise ProvisionError(f"--from-csv {path} lists no devices")
+    return out
+
+
+# ---------------------------------------------------------------------------------- output
+
+
+def write_private(path: Path, text: str, mode: int = 0o600) -> None:
+    """Replace `path` atomically with a file created with `mode` (never briefly world-readable)."""
+    from tools.keys import KeyFileError
+    from tools.keys import write_private as _write
+
+    try:
+        _write(path, text, force=True, mode=mode)
+    except (KeyFileError, OSError) as e:
+        raise ProvisionError(f"cannot write {path}: {e}") from None
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    # Two provisioning runs into one DIR must not lose each other's credentials.
+    with open(out / ".credentials.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def load_credentials(path: Path, *, missing_ok: bool = False) -> dict[str, DeviceCred]:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return {}
+        raise ProvisionError(f"no credentials file {path}: run 'cx fleet provision' "
+                             f"first") from None
+    except OSError as e:
+        raise ProvisionError(f"cannot read {path}: {e.strerror}") from None
+    except ValueError as e:
+        raise ProvisionError(f"{path} is not JSON ({e})") from None
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    if not isinstance(devices, dict):
+        raise ProvisionError(f"{path} is not a credentials file of 'cx fleet provision'")
+    out = {}
+    for dev_id, v in devices.items():
+        if not isinstance(v, dict):
+            raise ProvisionError(f"{path}: entry {dev_id!r} is damaged")
+        out[dev_id] = DeviceCred(dev_id, str(v.get("region")), str(v.get("hash")))
+    return out
+
+
+def _credentials_text(creds: dict[str, DeviceCred]) -> str:
+    return json.dumps({"version": 1, "devices": {
+        k: {"region": c.region, "hash": c.hash} for k, c in sorted(creds.items())}},
+        indent=1) + "\n"
+
+
+def terminal_config(d: Device, trust: list[dict[str, Any]], host: str, port: int,
+                    password: str) -> dict[str, Any]:
+    """firmware/config.py: the required keys, the profile, and the MQTT credential."""
+    return {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust,
+            "mqtt": {"host": host, "port": port, "user": d.id, "password": password}}
+
+
+def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker: tuple[str, int],
+              out: Path, store: Store, force: bool = False,
+              progress: Callable[[int, int], None] | None = None) -> list[Path]:
+    """Register, write each device's config and record its hash; returns the config paths.
+
+    Everything is checked before anything is written. The store comes first (an upsert, so a
+    run interrupted later can simply be repeated with --force)."""
+    for d in devices:
+        check_device(d)
+        check_coverage(trust, d)
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProvisionError(f"cannot create --out {out}: {e.strerror}") from None
+    if not force:
+        taken = [d.id for d in devices if (out / d.id).exists()]
+        if taken:
+            raise ProvisionError(f"{len(taken)} device folder(s) exist already in {out} "
+                                 f"({', '.join(taken[:3])}{'…' if len(taken) > 3 else ''}): "
+                                 f"--force issues new credentials (reflash those terminals)")
+    store.upsert_devices((d.id, d.region, d.profile) for d in devices)
+    paths: list[Path] = []
+    new: dict[str, DeviceCred] = {}
+    for i, d in enumerate(devices, 1):
+        password = brokercfg.new_password()
+        folder = out / d.id
+        try:
+            folder.mkdir(mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise ProvisionError(f"cannot create {folder}: {e.strerror}") from None
+        cfg = terminal_config(d, trust, broker[0], broker[1], password)
+        write_private(folder / "config.json", json.dumps(cfg, indent=1) + "\n")
+        new[d.id] = DeviceCred(d.id, d.region, brokercfg.hash_password(password))
+        paths.append(folder / "config.json")
+        if progress:
+            progress(i, len(devices))
+    with _locked(out):
+        creds = load_credentials(out / CREDENTIALS, missing_ok=True)
+        creds.update(new)
+        write_private(out / CREDENTIALS, _credentials_text(creds))
+    return paths
+
+
+# ---------------------------------------------------------------------------------- broker
+
+
+def _service_cred(path: Path, user: str) -> tuple[str, bool]:
+    """The service's password: kept from an earlier run (running services keep working), or new."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(doc, dict) and doc.get("user") == user and isinstance(doc.get("password"),
+                                                                              str):
+            return doc["password"], False
+    except (OSError, ValueError):
+        pass
+    password = brokercfg.new_password()
+    write_private(path, json.dumps({"user": user, "password": password}) + "\n")
+    return password, True
+
+
+@dataclass
+class BrokerFiles:
+    passwd: Path
+    acl: Path
+    conf: Path
+    devices: int
+    new_service_creds: list[Path]
+
+
+def broker_config(creds_path: Path, confdir: Path, *,
+                  dispatcher: str = brokercfg.DEFAULT_DISPATCHER,
+                  fleet: str = brokercfg.DEFAULT_FLEET, port: int | None = brokercfg.DEFAULT_PORT,
+                  bind: str | None = None, tls: Tls | None = None,
+                  tls_port: int = brokercfg.DEFAULT_TLS_PORT,
+                  service: tuple[str, int] | None = None,
+                  broker_user: str | None = None) -> BrokerFiles:
+    devices = load_credentials(creds_path)
+    try:
+        brokercfg.check_users(devices, dispatcher, fleet)
+    except BrokerConfigError as e:
+        raise ProvisionError(str(e)) from None
+    if tls is not None:
+        for p in (tls.cert, tls.key, tls.ca):
+            if p is not None and not Path(p).is_file():
+                raise ProvisionError(f"TLS file {p} does not exist")
+    try:
+        confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        raise ProvisionError(f"cannot create --out {confdir}: {e.strerror}") from None
+    hashes = {d.id: d.hash for d in devices.values()}
+    fresh = []
+    for user in (dispatcher, fleet):
+        cred = confdir / f"{user}.cred"
+        password, is_new = _service_cred(cred, user)
+        hashes[user] = brokercfg.hash_password(password)
+        if is_new:
+            fresh.append(cred)
+    files = BrokerFiles(confdir / "passwd", confdir / "acl", confdir / "mosquitto.conf",
+                        len(devices), fresh)
+    write_private(files.passwd, brokercfg.passwd_text(hashes))
+    write_private(files.acl, brokercfg.acl_text(devices, dispatcher, fleet))
+    write_private(files.conf, brokercfg.conf_text(confdir, port=port, bind=bind, tls=tls,
+                                                  tls_port=tls_port, service=service), 0o644)
+    if broker_user:
+        # Started as root, Mosquitto reads these after dropping to its own user.
+        try:
+            for p in (confdir, files.passwd, files.acl):
+                shutil.chown(p, user=broker_user)
+        except (LookupError, OSError) as e:
+            raise ProvisionError(f"cannot give {confdir} to user {broker_user!r}: {e}") from None
+    return files
+
+
+# ---------------------------------------------------------------------------------- CLI
+
+
+def _cli_error(e: FleetError) -> Exception:
+    from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, CliError
+
+    return CliError(str(e), EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else EXIT_FAILURE)
+
+
+def _progress(done: int, total: int) -> None:
+    tty = sys.stderr.isatty()
+    if tty or done == total or done % 500 == 0:
+        end = "\n" if done == total or not tty else ""
+        print(f"\rprovisioning: {done}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from fleet.cli import db_url
+    from tools.cx import EXIT_USAGE, CliError
+
+    if (args.id is None) == (args.from_csv is None):
+        raise CliError("give either ID --region CODE or --from-csv FILE", EXIT_USAGE)
+    try:
+        if args.from_csv is not None:
+            if args.region:
+                raise CliError("--region goes in the CSV with --from-csv", EXIT_USAGE)
+            devices = read_csv(args.from_csv, args.profile)
+        else:
+            if not args.region:
+                raise CliError("give --region CODE (12 digits) for the device", EXIT_USAGE)
+            devices = [Device(args.id, args.region, args.profile)]
+            check_device(devices[0])
+        broker = parse_broker(args.broker)
+        trust = load_trust(args.trust)
+        for d in devices:
+            check_coverage(trust, d)
+        store = Store.open(db_url(args), create=True)
+        try:
+            paths = provision(devices, trust=trust, broker=broker, out=args.out, store=store,
+                              force=args.force,
+                              progress=_progress if len(devices) > 1 else None)
+        finally:
+            store.close()
+    except FleetError as e:
+        raise _cli_error(e) from None
+    if len(paths) == 1:
+        print(f"{devices[0].id}: {paths[0]} (flash it: cx flash PORT --config {paths[0]})")
+    else:
+        print(f"{len(paths)} devices -> {args.out}/<id>/config.json")
+    print(f"credentials: {args.out / CREDENTIALS} (next: cx fleet broker-config --creds "
+          f"{args.out / CREDENTIALS} --out CONFDIR)")
+    return 0
+
+
+def cmd_broker_config(args: argparse.Namespace) -> int:
+    from tools.cx import EXIT_USAGE, CliError
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
+    if args.tls_ca and not args.tls_cert:
+        raise CliError("--tls-ca needs --tls-cert and --tls-key", EXIT_USAGE)
+    tls = Tls(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
+    if not args.port and tls is None:
+        raise CliError("--port 0 leaves terminals no listener: give --tls-cert/--tls-key",
+                       EXIT_USAGE)
+    try:
+        service = None if args.service_listen == "none" else parse_broker(args.service_listen)
+        files = broker_config(args.creds, args.out, dispatcher=args.dispatcher_user,
+                              fleet=args.fleet_user, port=args.port or None, bind=args.bind,
+                              tls=tls, tls_port=args.tls_port, service=service,
+                              broker_user=args.broker_user)
+    except FleetError as e:
+        raise _cli_error(e) from None
+    print(f"{files.devices} devices + {args.dispatcher_user}, {args.fleet_user}: "
+          f"{files.passwd}, {files.acl}, {files.conf}")
+    for cred in files.new_service_creds:
+        print(f"new service credential: {cred} (0600; give it to that service only)")
+    print(f"use it: include {files.conf} from mosquitto.conf (or copy it into "
+          f"/etc/mosquitto/conf.d/), then restart mosquitto")
+    return 0
+
+
+def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add `provision` and `broker-config` to the `cx fleet` subparsers."""
+    from fleet.cli import DEFAULT_DB
+
+    p = sub.add_parser("provision", help="a terminal's id, MQTT credential and config",
+                       description="Register terminals, give each an MQTT credential and write "
+                                   "DIR/<id>/config.json for 'cx flash' or 'cx emu run'.")
+    p.add_argument("id", nargs="?", metavar="ID", help="device id: 1..64 of A-Z a-z 0-9 . _ : -")
+    p.add_argument("--region", metavar="CODE12", help="the terminal's 12-digit region code")
+    p.add_argument("--profile", choices=PROFILES, default="horn",
+                   help="amplifier profile (default horn; the CSV's third column wins)")
+    p.add_argument("--from-csv", type=Path, metavar="FILE",
+                   help="many devices: id,region[,profile] per line")
+    p.add_argument("--trust", type=Path, required=True, metavar="ANCHORS.json",
+                   help="trust anchors (cx keys anchors ROOT.json --out ANCHORS.json)")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT",
+                   help="the broker terminals connect to")
+    p.add_argument("--db", metavar="URL", help="fleet database: a SQLite file or "
+                   f"postgresql://… (default $CX_FLEET_DB or ./{DEFAULT_DB})")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="DIR/<id>/config.json and DIR/credentials.json")
+    p.add_argument("--force", action="store_true",
+                   help="re-provision existing devices (new passwords: reflash them)")
+    p.set_defaults(func=cmd_provision)
+
+    b = sub.add_parser("broker-config", help="Mosquitto password, ACL and listener files",
+                       description="Write CONFDIR/passwd, CONFDIR/acl and CONFDIR/mosquitto.conf "
+                                   "from the provisioning credentials; service credentials in "
+                                   "CONFDIR/<user>.cred (kept across runs).")
+    b.add_argument("--creds", type=Path, required=True, metavar="DIR/credentials.json")
+    b.add_argument("--out", type=Path, required=True, metavar="CONFDIR")
+    b.add_argument("--dispatcher-user", default=brokercfg.DEFAULT_DISPATCHER, metavar="NAME",
+                   help="the only user that may publish alerts (default dispatcher)")
+    b.add_argument("--fleet-user", default=brokercfg.DEFAULT_FLEET, metavar="NAME",
+                   help="the fleet service's user (default fleet)")
+    b.add_argument("--port", type=int, default=brokercfg.DEFAULT_PORT, metavar="N",
+                   help="terminals' plain MQTT listener (default 1883; 0: none)")
+    b.add_argument("--bind", metavar="ADDR", help="address of the terminals' listeners "
+                                                 "(default all)")
+    b.add_argument("--tls-cert", metavar="PEM")
+    b.add_argument("--tls-key", metavar="PEM")
+    b.add_argument("--tls-ca", metavar="PEM", help="CA chain sent to clients")
+    b.add_argument("--tls-port", type=int, default=brokercfg.DEFAULT_TLS_PORT, metavar="N",
+                   help="terminals' TLS listener when a certificate is given (default 8883)")
+    b.add_argument("--service-listen", default=brokercfg.DEFAULT_SERVICE_LISTEN,
+                   metavar="HOST:PORT", help="listener for the fleet service and dispatcher "
+                   f"(default {brokercfg.DEFAULT_SERVICE_LISTEN}; 'none' to leave it out)")
+    b.add_argument("--broker-user", metavar="USER",
+                   help="give CONFDIR, passwd and acl to this user (Mosquitto started as root "
+                        "reads them as 'mosquitto'); the .cred files stay yours")
+    b.set_defaults(func=cmd_broker_config)

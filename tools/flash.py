@@ -1,0 +1,132 @@
+"""`cx flash PORT --config FILE`: put the firmware, the agent, the board file and a terminal's
+config onto a real board with mpremote (hardware/README.md "Flash layout", docs/provisioning.md).
+
+Two mpremote runs. A running terminal has started the ESP32 watchdog, which nothing stops, and
+mpremote's interrupt leaves it unfed: so the first run only deletes main.py and resets (well
+inside the watchdog's 15 s), and the board comes back to a bare REPL. The second copies
+everything, main.py last, so a copy cut short never boots half a firmware, then resets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARDS = ("horn", "column")
+SETTLE_S = 2.0
+"""Wait after the first run's reset before connecting again (boot messages, USB re-open)."""
+DISARM = 'import os; "main.py" in os.listdir() and os.remove("main.py")'
+
+
+def device_files(board: str) -> list[tuple[Path, str]]:
+    """(source, name on flash), main.py last; the same set as tools/emu/run.py's device_files()
+    with the real board file instead of the emulated one."""
+    files = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
+    files += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
+    files.append((ROOT / "hardware" / f"board_{board}.py", "board.py"))
+    if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
+        files.append((ROOT / "hardware" / "board_horn.py", "board_horn.py"))
+    files.append((ROOT / "firmware" / "main.py", "main.py"))
+    return files
+
+
+def check_config(path: Path) -> dict:
+    """The checks of firmware/config.py validate() that a host can make, as one-line errors."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise CliError(f"cannot read --config {path}: {e.strerror}", EXIT_USAGE) from None
+    except ValueError as e:
+        raise CliError(f"--config {path} is not JSON ({e})", EXIT_USAGE) from None
+    bad = None
+    if not isinstance(cfg, dict):
+        bad = "not a JSON object"
+    elif not isinstance(cfg.get("id"), str) or not 1 <= len(cfg["id"]) <= 64:
+        bad = "id"
+    elif not (isinstance(cfg.get("region"), str) and len(cfg["region"]) == 12
+              and cfg["region"].isdigit() and cfg["region"][:2] != "00"):
+        bad = "region"
+    elif not isinstance(cfg.get("trust"), list) or not cfg["trust"]:
+        bad = "trust (no anchors: the terminal could verify nothing)"
+    elif not isinstance(cfg.get("mqtt"), dict) or not isinstance(cfg["mqtt"].get("host"), str) \
+            or not isinstance(cfg["mqtt"].get("port"), int):
+        bad = "mqtt host/port"
+    elif not isinstance(cfg["mqtt"].get("user"), str) or \
+            not isinstance(cfg["mqtt"].get("password"), str):
+        bad = "mqtt user/password (provision it: cx fleet provision)"
+    elif cfg.get("profile", "horn") not in BOARDS:
+        bad = "profile"
+    if bad:
+        raise CliError(f"--config {path}: bad {bad}; a terminal would refuse it", EXIT_USAGE)
+    return cfg
+
+
+def check_port(port: str) -> None:
+    # mpremote also takes shortcuts (a0, u0), id:… and rfc2217://; only device paths are checked.
+    if port.startswith("/dev/") and not os.path.exists(port):
+        raise CliError(f"no serial port {port}: is the board plugged in? "
+                       f"('mpremote devs' lists ports)", EXIT_USAGE)
+
+
+def plan(port: str, config: Path, board: str, mpremote: str = "mpremote") -> list[list[str]]:
+    """The mpremote command lines, in order."""
+    files = device_files(board)
+    same = [str(src) for src, name in files if src.name == name and name != "main.py"]
+    cmd = [mpremote, "connect", port, "fs", "cp", *same, ":"]
+    for src, name in files:
+        if src.name != name:
+            cmd += ["+", "fs", "cp", str(src), f":{name}"]
+    cmd += ["+", "fs", "cp", str(config), ":config.json",
+            "+", "fs", "cp", str(ROOT / "firmware" / "main.py"), ":main.py", "+", "reset"]
+    return [[mpremote, "connect", port, "exec", DISARM, "+", "reset"], cmd]
+
+
+def cmd_flash(args: argparse.Namespace) -> int:
+    cfg = check_config(args.config)
+    board = args.board or cfg.get("profile", "horn")
+    if board != cfg.get("profile", "horn"):
+        print(f"cx flash: note: board {board} but the config's profile is "
+              f"{cfg.get('profile', 'horn')}", file=sys.stderr)
+    steps = plan(args.port, args.config, board)
+    if args.dry_run:
+        print(shlex.join(steps[0]))
+        print(f"sleep {SETTLE_S:g}")
+        print(shlex.join(steps[1]))
+        return 0
+    check_port(args.port)
+    mp = shutil.which("mpremote") or str(Path(sys.executable).parent / "mpremote")
+    if not Path(mp).exists():
+        raise CliError("mpremote not found: run scripts/bootstrap (it is in .venv)", EXIT_USAGE)
+    for i, step in enumerate(steps):
+        step = [mp, *step[1:]]
+        if i:
+            time.sleep(SETTLE_S)
+        r = subprocess.run(step, check=False)
+        if r.returncode != 0:
+            raise CliError(f"mpremote failed (exit {r.returncode}) on {args.port}; the board may "
+                           f"be left without main.py: run 'cx flash' again", EXIT_FAILURE)
+    print(f"flashed {cfg['id']} ({board}) on {args.port}; it is rebooting")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("flash", help="copy firmware, agent and a config to a real board",
+                              description="Copy firmware/*.py, agent/*.py, the board file and "
+                                          "a terminal's config to a board with mpremote.")
+    p.add_argument("port", metavar="PORT", help="serial port (/dev/ttyUSB0) or mpremote "
+                                                "shortcut (u0)")
+    p.add_argument("--config", type=Path, required=True, metavar="FILE",
+                   help="the terminal's config.json (cx fleet provision)")
+    p.add_argument("--board", choices=BOARDS, help="board file (default: the config's profile)")
+    p.add_argument("--dry-run", action="store_true", help="print the mpremote commands only")
+    p.set_defaults(func=cmd_flash)
