@@ -121,13 +121,15 @@ def test_cancel_stops_playing_alert_and_amp_goes_off_after_hold(rig: Rig) -> Non
 
 def test_cancel_removes_waiting_alert(rig: Rig) -> None:
     rig.terminal("t1", hold_ms=300)
-    high = rig.send_alert(level=1, tone="siren")
+    # long enough that the cancel finds the low one still waiting on a loaded machine
+    high = rig.send_alert(level=1, tone="siren", repeat=5)
     wait_status(rig, high["id"], "playing")
     low = rig.send_alert(level=3, tone="chime")
     wait_status(rig, low["id"], "accepted")
     rig.send_alert(kind="cancel", refs=[low["id"]])
     wait_status(rig, low["id"], "cancelled")
-    wait_status(rig, high["id"], "done", 20)
+    rig.send_alert(kind="cancel", refs=[high["id"]])
+    wait_status(rig, high["id"], "cancelled", 20)
     time.sleep(1)
     assert statuses(rig, low["id"]) == ["accepted", "cancelled"]
 
