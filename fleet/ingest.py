@@ -124,12 +124,15 @@ def _check_heartbeat(obj: dict[str, Any]) -> None:
             _str(obj[key])
     if "last_alert" in obj:
         _str(obj["last_alert"], MAX_ID, none_ok=True)
-    for key in ("up", "heap", "amp", "supply_mv"):
+    for key in ("up", "heap", "amp"):
         if key in obj:
             _int(obj[key], 0)
+    if "supply_mv" in obj:  # null until the first reading
+        _opt_int(obj["supply_mv"], 0, 2**31)
     if "rssi" in obj:
         _opt_int(obj["rssi"], -200, 200)
-    if "line_ma" in obj and not (_is_int(obj["line_ma"]) or isinstance(obj["line_ma"], float)):
+    line_ma = obj.get("line_ma")  # null until the line was measured while playing
+    if line_ma is not None and not (_is_int(line_ma) or isinstance(line_ma, float)):
         raise _WrongType()
     if "g4" in obj:
         g4 = obj["g4"]

@@ -168,10 +168,9 @@ _ALARM_COLS = "id, device, kind, state, detail, count, opened_at, acked_at, clos
 def region_prefix(code: str) -> str:
     """alerts.md §3: the 12-digit code without its trailing all-zero groups."""
     for cut in (9, 6, 4, 2):
-        if code[cut:] == "0" * (12 - cut):
-            code = code[:cut]
-        else:
+        if code[cut:].strip("0"):
             break
+        code = code[:cut]
     return code
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tools import alertstatus
 from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CliError
 from tools.envelope import (
     AUDIO_TONES,
@@ -186,11 +187,17 @@ def cmd_send(args: argparse.Namespace) -> int:
         return 0
     publish(envelope, topics, broker[0], broker[1], args.timeout)
     summary["published_at"] = int(time.time())
+    url = alertstatus.db_url(args)
+    if url is not None:  # for `cx alert status`: who should have heard it
+        summary["targets"] = alertstatus.record(url, payload["id"], key.kid, regions,
+                                                summary["published_at"])
     if args.json:
         print(json.dumps(summary))
     else:
+        recorded = (f"; {summary['targets']} registered terminals targeted (cx alert status "
+                    f"{payload['id']})") if "targets" in summary else ""
         print(f"sent {payload['kind']} {payload['id']} (kid {key.kid}, {len(envelope)} bytes) "
-              f"to {', '.join(topics)}")
+              f"to {', '.join(topics)}{recorded}")
     return 0
 
 
@@ -233,6 +240,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"seconds to wait for the broker (default {DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "
+                                "(default $CX_FLEET_DB, or ./fleet.sqlite when it exists)")
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
     dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
@@ -245,3 +254,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("verify", add_help=False,
                        help="verify an envelope as a terminal would (tools.verifycli)")
     p.set_defaults(func=cmd_verify, accepts_extra=True)
+    alertstatus.register(sub)
