@@ -172,6 +172,13 @@ def cmd_send(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from None
     if not args.unchecked:
         check_signer(key, regions, int(time.time()))
+    return dispatch(args, key, payload, broker)
+
+
+def dispatch(args: argparse.Namespace, key: Any, payload: dict[str, Any],
+             broker: tuple[str, int] | None) -> int:
+    """Sign, then print (--print) or publish and record the alert; the one output of
+    `cx alert send` and `cx alert from-cap` (uses args.json, args.timeout, args.db)."""
     try:
         envelope = sign_alert(key, payload)
     except ValueError as e:
@@ -189,8 +196,8 @@ def cmd_send(args: argparse.Namespace) -> int:
     summary["published_at"] = int(time.time())
     url = alertstatus.db_url(args)
     if url is not None:  # for `cx alert status`: who should have heard it
-        summary["targets"] = alertstatus.record(url, payload["id"], key.kid, regions,
-                                                summary["published_at"])
+        summary["targets"] = alertstatus.record(url, payload["id"], key.kid,
+                                                payload["regions"], summary["published_at"])
     if args.json:
         print(json.dumps(summary))
     else:

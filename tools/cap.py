@@ -12,7 +12,6 @@ import argparse
 import codecs
 import hashlib
 import http.client
-import json
 import re
 import struct
 import time
@@ -23,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tools.alertcli import _host_port, check_signer, publish
+from tools.alertcli import _host_port, check_signer, dispatch
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 from tools.envelope import (
     MAX_EVENT,
@@ -33,8 +32,6 @@ from tools.envelope import (
     check_id,
     make_alert_payload,
     region_prefix,
-    sign_alert,
-    topics_for,
 )
 from tools.keys import KeyFileError, load_keyfile
 
@@ -459,25 +456,7 @@ def cmd_from_cap(args: argparse.Namespace) -> int:
         payload = payload_for(cap, clip)
     except CapError as e:
         raise CliError(f"{args.file}: {e}", EXIT_FAILURE) from None
-    try:
-        envelope = sign_alert(key, payload)
-    except ValueError as e:
-        raise CliError(str(e)) from None
-    topics = topics_for(payload)
-    # The output of `cx alert send`, field for field.
-    summary: dict[str, Any] = {"id": payload["id"], "kid": key.kid, "topics": topics,
-                               "envelope_bytes": len(envelope)}
-    if broker is None:
-        print(json.dumps({**summary, "envelope": envelope}) if args.json else envelope)
-        return 0
-    publish(envelope, topics, broker[0], broker[1], args.timeout)
-    summary["published_at"] = int(time.time())
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(f"sent {payload['kind']} {payload['id']} (kid {key.kid}, {len(envelope)} bytes) "
-              f"to {', '.join(topics)}")
-    return 0
+    return dispatch(args, key, payload, broker)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -492,6 +471,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                    help=f"seconds for the broker and for fetching audio (default "
                    f"{FETCH_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "
+                                "(default $CX_FLEET_DB, or ./fleet.sqlite when it exists)")
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
     dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
