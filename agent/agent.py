@@ -75,16 +75,22 @@ class Agent:
 
     async def heartbeat_task(self):
         topic = "eb/dev/%s/hb" % self.id
+        link = self.term.link
         while True:
             await self.term.mqtt.up.wait()
             await self.term.mqtt.publish(topic, json.dumps(self.heartbeat()).encode(), 0)
-            ms = self.hb_interval() * 1000
-            ms += random.getrandbits(16) % (ms // 5 + 1) - ms // 10  # ±10 % jitter
+            sent = time.ticks_ms()
+            path = link.path
+            due = _jitter(self.hb_interval() * 1000)
             self._hb_now.clear()
-            try:
-                await asyncio.wait_for_ms(self._hb_now.wait(), ms)
-            except asyncio.TimeoutError:
-                pass
+            while not self._hb_now.is_set():
+                await asyncio.sleep_ms(500)
+                if link.path != path:
+                    # a new path has its own interval (metered 4G: long), from the last send
+                    path = link.path
+                    due = _jitter(self.hb_interval() * 1000)
+                if time.ticks_diff(time.ticks_ms(), sent) >= due:
+                    break
 
     # --- health --------------------------------------------------------------------------
 
@@ -239,6 +245,10 @@ class CmdError(Exception):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
+
+
+def _jitter(ms):
+    return ms + random.getrandbits(16) % (ms // 5 + 1) - ms // 10  # ±10 %
 
 
 def _check_int(v, lo, hi):
