@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from tools.broker import Broker, BrokerError
 from tools.emu.run import Terminal, flash
@@ -42,7 +43,7 @@ class Watch:
         self.t0 = t0
         self.items: list[dict[str, Any]] = []
         self.lock = threading.Lock()
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="cx-demo-watch")
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-demo-watch")
         self.c.on_message = self._on
         self.c.connect(broker.host, broker.port)
         self.c.subscribe("eb/dev/+/event", 1)

@@ -59,10 +59,11 @@ class ModemModel:
         )
         # VMIN=0: a read on the firmware's side returns what is there instead of blocking until
         # its whole buffer is full (MicroPython's file readinto loops on a blocking tty).
-        attrs = termios.tcgetattr(self._port.fd)
+        fd = self._port.fileno()
+        attrs = termios.tcgetattr(fd)
         attrs[6][termios.VMIN] = 0
         attrs[6][termios.VTIME] = 0
-        termios.tcsetattr(self._port.fd, termios.TCSANOW, attrs)
+        termios.tcsetattr(fd, termios.TCSANOW, attrs)
         os.set_blocking(self._master, False)
         self._log_file = open(log_path, "a") if log_path else None
         self._lock = threading.RLock()  # state and output
