@@ -282,10 +282,6 @@ class MQTTClient:
             if e[4] == _SENT:
                 e[4] = _RESEND
         self.connected = True
-        self.down.clear()
-        self.up.set()
-        # Queue for the write lock before any task woken by `up`, so subscriptions and the
-        # backlog go out before what the application publishes in reaction.
         async with self._lock:
             # A kept session still holds what we subscribed since boot: resubscribing would only
             # spend metered bytes. The first CONNACK of a boot always resubscribes (the config,
@@ -295,6 +291,13 @@ class MQTTClient:
                     if not await self._send_subscribe(topic, self._subs[topic]):
                         return
                 self._subscribed = True
+        # `up` only once the subscriptions are on the wire: whoever is told we are up (the
+        # link LED, an operator, a test) may expect alerts to reach us from then on.
+        self.down.clear()
+        self.up.set()
+        # Take the write lock before any task woken by `up` runs, so the backlog goes out
+        # before what the application publishes in reaction.
+        async with self._lock:
             await self._flush_locked()
 
     def _drop(self, reason, epoch=0):

@@ -117,6 +117,7 @@ def test_alert_status_reports_done_and_silent_per_town(fleet, tmp_path: Path) ->
     assert r.returncode == 1, "not every target is done"
     assert s["counts"] == {"done": 4, "silent": 1}
     assert s["towns"] == {"341122100": {"done": 3}, "341122200": {"done": 1, "silent": 1}}
-    assert s["latency_ms"]["n"] == 4 and s["latency_ms"]["p99"] < 5000
+    lat = s["latency_ms"]
+    assert lat["n"] == 4 and 0 <= lat["p50"] <= lat["p99"] <= lat["max"]
     human = cx("alert", "status", aid, db=db).stdout
     assert "T341122200102-01" in human and "silent" in human
