@@ -7,7 +7,7 @@ docs/fleet-protocol.md (heartbeat, state, fault events, acks) and alerts.md §6 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.model import BadKind
@@ -34,6 +34,8 @@ class Heartbeat:
     hb_s: int
     body: dict[str, Any]
     received_at: float
+    raw: str = field(default="", compare=False, repr=False)
+    """The payload as received (checked JSON text): stored as is, never encoded again."""
 
 
 @dataclass(frozen=True)
@@ -162,14 +164,15 @@ def parse(topic: str, payload: bytes, received_at: float) -> Record:
     if kind == "state":
         return _parse_state(device, payload, received_at)
     try:
-        obj = json.loads(payload.decode("utf-8"))
+        text = payload.decode("utf-8")
+        obj = json.loads(text)
     except (UnicodeDecodeError, ValueError):
         return Bad(BadKind.NOT_JSON, device, kind, received_at)
     if not isinstance(obj, dict):
         return Bad(BadKind.WRONG_TYPES, device, kind, received_at)
     try:
         if kind == "hb":
-            return _parse_heartbeat(device, obj, received_at)
+            return _parse_heartbeat(device, obj, received_at, text)
         if kind == "event":
             return _parse_event(device, obj, received_at)
         return _parse_ack(device, obj, received_at)
@@ -198,7 +201,8 @@ def _parse_state(device: str, payload: bytes, received_at: float) -> Record:
     return Bad(BadKind.WRONG_TYPES, device, "state", received_at)
 
 
-def _parse_heartbeat(device: str, obj: dict[str, Any], received_at: float) -> Record:
+def _parse_heartbeat(device: str, obj: dict[str, Any], received_at: float,
+                     raw: str = "") -> Record:
     hb_id = _str(obj.get("id"), MAX_ID)
     t = _int(obj.get("t"), 0)
     hb_s = _int(obj.get("hb_s", DEFAULT_HB_S), 1, 86400)
@@ -206,7 +210,7 @@ def _parse_heartbeat(device: str, obj: dict[str, Any], received_at: float) -> Re
     if hb_id != device:
         return Bad(BadKind.SPOOFED_ID, device, "hb", received_at)
     up = obj.get("up", -1)
-    return Heartbeat(device, t, up, hb_s, obj, received_at)
+    return Heartbeat(device, t, up, hb_s, obj, received_at, raw)
 
 
 def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record:

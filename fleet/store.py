@@ -211,6 +211,10 @@ class _Dialect:
             out.append(cur.rowcount == 1)
         return out
 
+    def id_in(self, col: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        """`col` is one of `ids`: an SQL condition and its parameters."""
+        return f"{col} IN ({','.join('?' * len(ids))})", list(ids)
+
     def describe(self) -> str:
         raise NotImplementedError
 
@@ -277,6 +281,10 @@ class _Postgres(_Dialect):
 
     def migration_lock(self, cur: Any) -> None:
         cur.execute("SELECT pg_advisory_xact_lock(74230001)")
+
+    def id_in(self, col: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
+        # One array parameter: one plan whatever the number of ids.
+        return f"{col} = ANY(?)", [list(ids)]
 
     def insert_each(self, cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
         if not rows:
@@ -476,22 +484,24 @@ class Store:
                                 "UPDATE SET count = bad_messages.count + excluded.count, "
                                 "last_at = excluded.last_at",
                            sorted((k, d, t, n, now) for (k, d, t), n in bad.items()))
-            touched = self._apply_device_messages(cur, good, st)
+            changed = self._apply_device_messages(cur, good, st, now)
             self._apply_receipts(cur, [r for r in good if isinstance(r, ReceiptMsg)], st, now)
             st.acks = sum(1 for r in good if isinstance(r, Ack))
-            if touched:
-                opened, closed = self._reconcile(cur, now, sorted(touched))
+            if changed:
+                opened, closed = self._reconcile(cur, now, sorted(changed))
                 st.alarms_opened += opened
                 st.alarms_closed += closed
         return st
 
-    def _apply_device_messages(self, cur: Any, good: list[Record], st: IngestStats) -> set[str]:
+    def _apply_device_messages(self, cur: Any, good: list[Record], st: IngestStats,
+                               now: float) -> set[str]:
+        """Apply heartbeats, states and faults; returns the devices whose alarm inputs may have
+        changed (the only ones `_reconcile` needs to look at; the sweep looks at all)."""
         hbs = [r for r in good if isinstance(r, Heartbeat)]
         new = self._d.insert_each(
             cur, "INSERT INTO heartbeats (device, t, up, received_at, body) VALUES (?, ?, ?, ?, ?) "
                  "ON CONFLICT DO NOTHING",
-            [(h.device, h.t, h.up, h.received_at, json.dumps(h.body, separators=(",", ":")))
-             for h in hbs])
+            [(h.device, h.t, h.up, h.received_at, _hb_body(h)) for h in hbs])
         fresh = {id(h) for h, is_new in zip(hbs, new, strict=True) if is_new}
         st.heartbeats = len(fresh)
         st.duplicates = len(hbs) - len(fresh)
@@ -503,11 +513,34 @@ class Store:
                     per_dev[r.device] = [r]
             elif isinstance(r, (State, Fault)):
                 per_dev[r.device].append(r)
+        if not per_dev:
+            return set()
+        # Alarm inputs before this batch: a device whose only news is a heartbeat that leaves
+        # them as they were needs no reconciliation.
+        cond, params = self._d.id_in("id", sorted(per_dev))
+        before = {r[0]: r[1:] for r in self._x(
+            cur, f"SELECT id, state, state_reason, line, supply, link, clock, link_since FROM "
+                 f"devices WHERE {cond}", params)}
+        changed: set[str] = set()
         rows = []
+        cut_4g = now - self.on_4g_after
         for dev in sorted(per_dev):
-            first = per_dev[dev][0]
+            recs = per_dev[dev]
+            first = recs[0]
             if isinstance(first, Heartbeat):
                 rows.append(_hb_row(first))
+            if len(recs) > 1 or not isinstance(first, Heartbeat) or dev not in before:
+                changed.add(dev)
+                continue
+            state, reason, line, supply, link, clock, link_since = before[dev]
+            b = first.body
+            after = ("online", None, *(old if b.get(k) is None else b[k] for k, old in
+                                       (("line", line), ("supply", supply), ("link", link),
+                                        ("clock", clock))))
+            if after != (state, reason, line, supply, link, clock):
+                changed.add(dev)
+            elif link == "4g" and link_since is not None and link_since <= cut_4g:
+                changed.add(dev)  # the on_4g threshold may have passed since the last sweep
         self._many(cur, _HB_UPDATE, rows)
         for dev in sorted(per_dev):
             for r in per_dev[dev]:
@@ -521,13 +554,14 @@ class Store:
                 elif isinstance(r, Fault):
                     st.faults += 1
                     self._x(cur, _FAULT_UPDATES[(r.fault, r.active)], (r.device, r.t))
-        if hbs:
+        trim = sorted({h.device for h in hbs if id(h) in fresh})
+        if trim:
+            # One statement per device, sent together (psycopg pipelines executemany).
             keep = self.history_keep
-            for dev in sorted({h.device for h in hbs if id(h) in fresh}):
-                self._x(cur, "DELETE FROM heartbeats WHERE device = ? AND seq < (SELECT MIN(seq) "
-                             "FROM (SELECT seq FROM heartbeats WHERE device = ? ORDER BY seq DESC "
-                             "LIMIT ?) k)", (dev, dev, keep))
-        return set(per_dev)
+            self._many(cur, "DELETE FROM heartbeats WHERE device = ? AND seq < (SELECT MIN(seq) "
+                            "FROM (SELECT seq FROM heartbeats WHERE device = ? ORDER BY seq DESC "
+                            "LIMIT ?) k)", [(dev, dev, keep) for dev in trim])
+        return changed
 
     def _apply_receipts(self, cur: Any, receipts: list[ReceiptMsg], st: IngestStats,
                         now: float) -> None:
@@ -558,8 +592,8 @@ class Store:
         flt = ""
         fparams: list[Any] = []
         if devices is not None:
-            flt = f" AND d.id IN ({','.join('?' * len(devices))})"
-            fparams = list(devices)
+            cond_ids, fparams = self._d.id_in("d.id", devices)
+            flt = f" AND {cond_ids}"
         for kind, (cond, detail) in _CONDITIONS.items():
             cparams: list[Any] = [now - self.on_4g_after] if "?" in cond else []
             c = self._x(cur, f"INSERT INTO alarms (device, kind, state, detail, count, opened_at) "
@@ -815,11 +849,17 @@ _FAULT_UPDATES: dict[tuple[str, bool], str] = {
 }
 
 
+def _hb_body(h: Heartbeat) -> str:
+    """The heartbeat as stored: the checked payload text as received (encoded only when the
+    record was built in code)."""
+    return h.raw or json.dumps(h.body, separators=(",", ":"))
+
+
 def _hb_row(h: Heartbeat) -> tuple[Any, ...]:
     b = h.body
     at = h.received_at
     link = b.get("link")
-    return (b.get("v"), json.dumps(b, separators=(",", ":")), at, h.t, at,
+    return (b.get("v"), _hb_body(h), at, h.t, at,
             at + OFFLINE_AFTER * h.hb_s, at, link, at, link, b.get("line"), b.get("supply"),
             b.get("clock"), h.hb_s, at, h.device, at)
 
