@@ -20,10 +20,12 @@ def rig(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("rej")
     broker = Broker(tmp)
     r = Rig(tmp, broker)
-    r.terminal("t1")
-    yield r
-    r.close()
-    broker.stop()
+    try:
+        r.terminal("t1")
+        yield r
+    finally:  # also when the terminal never comes up: stop what was started
+        r.close()
+        broker.stop()
 
 
 def payload(**over: Any) -> dict[str, Any]:
