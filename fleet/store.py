@@ -541,7 +541,7 @@ class Store:
                 changed.add(dev)
             elif link == "4g" and link_since is not None and link_since <= cut_4g:
                 changed.add(dev)  # the on_4g threshold may have passed since the last sweep
-        self._many(cur, _HB_UPDATE, rows)
+        self._many(cur, _HB_UPDATE, rows)  # psycopg pipelines it: one round trip
         for dev in sorted(per_dev):
             for r in per_dev[dev]:
                 if isinstance(r, State):
@@ -554,14 +554,24 @@ class Store:
                 elif isinstance(r, Fault):
                     st.faults += 1
                     self._x(cur, _FAULT_UPDATES[(r.fault, r.active)], (r.device, r.t))
-        trim = sorted({h.device for h in hbs if id(h) in fresh})
-        if trim:
-            # One statement per device, sent together (psycopg pipelines executemany).
-            keep = self.history_keep
-            self._many(cur, "DELETE FROM heartbeats WHERE device = ? AND seq < (SELECT MIN(seq) "
-                            "FROM (SELECT seq FROM heartbeats WHERE device = ? ORDER BY seq DESC "
-                            "LIMIT ?) k)", [(dev, dev, keep) for dev in trim])
+        self._trim(cur, sorted({h.device for h in hbs if id(h) in fresh}))
         return changed
+
+    def _trim(self, cur: Any, devices: list[str]) -> None:
+        """Keep the last `history_keep` heartbeats of each of `devices`: one statement for the
+        batch on PostgreSQL, one per device on SQLite (no round trips there)."""
+        if not devices:
+            return
+        keep = self.history_keep
+        if self._d.name == "postgresql":
+            self._x(cur, "DELETE FROM heartbeats h USING (SELECT d.dev, (SELECT seq FROM "
+                         "heartbeats WHERE device = d.dev ORDER BY seq DESC OFFSET ? LIMIT 1) "
+                         "AS cut FROM unnest(?::text[]) AS d(dev)) c WHERE h.device = c.dev "
+                         "AND h.seq <= c.cut", (keep, devices))
+            return
+        self._many(cur, "DELETE FROM heartbeats WHERE device = ? AND seq < (SELECT MIN(seq) "
+                        "FROM (SELECT seq FROM heartbeats WHERE device = ? ORDER BY seq DESC "
+                        "LIMIT ?) k)", [(dev, dev, keep) for dev in devices])
 
     def _apply_receipts(self, cur: Any, receipts: list[ReceiptMsg], st: IngestStats,
                         now: float) -> None:
