@@ -405,10 +405,7 @@ def isolation(url: str, batches: int = 50) -> dict[str, float]:
         for _ in range(5):
             with st._tx() as cur:
                 t = time.perf_counter()
-                for dev in devs:  # as Store._apply_device_messages does, one per device
-                    st._x(cur, "DELETE FROM heartbeats WHERE device = ? AND seq < (SELECT "
-                               "MIN(seq) FROM (SELECT seq FROM heartbeats WHERE device = ? "
-                               "ORDER BY seq DESC LIMIT ?) k)", (dev, dev, HISTORY_KEEP))
+                st._trim(cur, devs)  # as Store._apply_device_messages does
                 trim += time.perf_counter() - t
                 t = time.perf_counter()
                 st._reconcile(cur, time.time(), devs)
@@ -728,10 +725,10 @@ def fmt_findings(r: dict[str, Any]) -> str:
 ### Where the service's time goes (the writer alone, no MQTT)
 
 `Store.ingest` on {50} batches of {BATCH_SIZE} heartbeats parsed by `fleet.ingest.parse`, in this process;
-then, inside one transaction, the two parts of a batch that issue one statement per device or
-per alarm kind, timed alone with the same SQL: the history trim (`DELETE … LIMIT {HISTORY_KEEP}` once per
-device in the batch, fleet/store.py `_apply_device_messages`) and `_reconcile` for the batch's
-devices (5 kinds × 3 statements, each with a {BATCH_SIZE}-id `IN (…)` list).
+then, inside one transaction, the two parts of a batch that the first run found slow, timed alone: the history trim
+(`Store._trim`, keep the last {HISTORY_KEEP} per device; now one statement per batch on PostgreSQL) and
+`_reconcile` for all the batch's devices (5 kinds × 3 statements; ids as one array on PostgreSQL;
+`ingest` now reconciles only the devices whose alarm inputs changed).
 
 | database | parse µs/msg | ingest ms/batch | ingest µs/msg | → msgs/s, one writer | trim ms/batch | reconcile ms/batch |
 |---|---:|---:|---:|---:|---:|---:|"""]
@@ -745,38 +742,30 @@ devices (5 kinds × 3 statements, each with a {BATCH_SIZE}-id `IN (…)` list).
     sq = r.get("iso_sqlite")
     if pg and sq:
         lines.append(f"""
-**Findings (performance problems, not fixed here; fleet/ untouched):**
+**Findings of the first run (d251732), fixed since in fleet/store.py** (first run: SQLite 6.0 ms
+per batch, PostgreSQL 50.7 ms, trim 13.7 ms, reconcile 16.3 ms; this run in the table above):
 
-PostgreSQL is the slow side (≥ 5,000/s at best borderline): one writer alone stores ~{1e6 / (pg['per_msg_us'] + pg['parse_us']):,.0f}/s (table above), and two
-instances on 2 cores shared with PostgreSQL, Mosquitto and the simulator do not double it. Items 1
-and 2 are most of a batch:
-
-1. **PostgreSQL: one round trip per device per batch for the history trim.**
-   `Store._apply_device_messages` runs `DELETE FROM heartbeats WHERE device = ? AND seq < (…
-   LIMIT {HISTORY_KEEP})` once for every device in the batch: {pg['trim_ms']:.0f} ms of a
-   {pg['ingest_ms']:.0f} ms batch ({pg['trim_ms'] / pg['ingest_ms']:.0%}), to delete at most one
-   row per device in steady state. Fix: one statement per batch (`self._many(…)`, which psycopg 3
-   pipelines into one round trip; or a set-based `DELETE … WHERE seq IN (SELECT seq FROM (SELECT
-   seq, row_number() OVER (PARTITION BY device ORDER BY seq DESC) rn FROM heartbeats WHERE device
-   IN (…)) x WHERE rn > ?)`), or trim in the sweep (every few minutes, set-based) and keep the hot
-   path insert-only.
-2. **PostgreSQL: `_reconcile` after every batch**, 5 alarm kinds × 3 statements with a
-   {BATCH_SIZE}-placeholder `IN (…)` list: {pg['reconcile_ms']:.0f} ms per batch
-   ({pg['reconcile_ms'] / pg['ingest_ms']:.0%}); psycopg converts each such query again (it does not
-   cache queries this long: `_query2pg_nocache` was ~15 % of ingest time under cProfile). A heartbeat from an online device whose `line`, `supply`, `link` and
-   `clock` did not change opens or closes nothing. Fix: reconcile only the devices whose
-   alarm inputs changed (compare with the row before the update), and on PostgreSQL pass the
-   ids as one array (`d.id = ANY(%s)`).
-3. **Both: every heartbeat body is JSON-encoded twice** (`json.dumps` for the history row and
-   again in `_hb_row` for `last_hb`), after `parse` decoded it: about 30 % of `Store.ingest`
-   on SQLite under cProfile. Fix: encode once per heartbeat (or keep the received payload text).
-4. **Stored / bare below 0.8 on SQLite**: the service is one CPython process: paho's network
-   thread and the writer share one interpreter lock, so each message costs paho's receive work
-   plus parse ({sq['parse_us']:.0f} µs) plus ingest ({sq['per_msg_us']:.0f} µs) in series, while the bare
-   subscriber pays only the first. ≥ 5,000/s is {'met' if r['sqlite']['runs'][0]['served']['rate'] >= 5000 else '**not met**'} on SQLite for QoS 0; 0.8 of a bare paho
-   subscriber is not reachable by trimming the store alone on this machine. Items 1-3 help;
-   past that, the writer would need its own process (a receiving process feeding it), which a
-   2-core machine shared with the broker and the simulator cannot show.""")
+1. **PostgreSQL: one round trip per device per batch for the history trim** (27 % of a batch).
+   Now `Store._trim`: one set-based `DELETE … USING (SELECT dev, (SELECT seq … ORDER BY seq DESC
+   OFFSET {HISTORY_KEEP} LIMIT 1) FROM unnest(%s)) …` per batch on PostgreSQL ({pg['trim_ms']:.1f} ms); SQLite
+   keeps one statement per device through `executemany` (no round trips there).
+2. **PostgreSQL: `_reconcile` after every batch** for all its devices, 5 kinds × 3 statements
+   with a {BATCH_SIZE}-placeholder `IN (…)` list (32 %). Now `ingest` reads the batch's devices' alarm inputs
+   (state, reason, line, supply, link, clock) before its updates and reconciles only those the
+   batch changes (plus devices on 4G past the threshold), with the ids as one array
+   (`= ANY(%s)`). The writer-alone batches above are every device's first heartbeat (new →
+   online), so they still reconcile all {BATCH_SIZE} ({pg['reconcile_ms']:.0f} ms on PostgreSQL); a steady
+   heartbeat that changes nothing reconciles none (the sweep still reconciles everything every
+   2 s).
+3. **Every heartbeat body JSON-encoded twice** after `parse` decoded it (~30 % of `ingest` on
+   SQLite). Now the checked payload text is stored as received (`Heartbeat.raw`), encoded
+   nowhere.
+4. **Still open: stored / bare below 0.8 for QoS 0**: the service is one CPython process: paho's
+   network thread and the writer share one interpreter lock, so each message costs paho's
+   receive work plus parse ({sq['parse_us']:.0f} µs) plus ingest ({sq['per_msg_us']:.0f} µs) in series, while the
+   bare subscriber pays only the first. ≥ 5,000/s is {'met' if r['sqlite']['runs'][0]['served']['rate'] >= 5000 else '**not met**'} on SQLite for QoS 0; 0.8 of a bare paho
+   subscriber would need the writer in its own process (a receiving process feeding it), which a
+   2-core machine shared with the broker, PostgreSQL and the simulator cannot show.""")
     return "\n".join(lines)
 
 
