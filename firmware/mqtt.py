@@ -38,6 +38,7 @@ _QOS2_IDS = const(8)  # inbound QoS 2 ids remembered until PUBREL
 _QUEUED = const(0)
 _RESEND = const(1)  # sent on an earlier connection: resend with DUP (§4.4)
 _SENT = const(2)
+_ACK_SLICE_MS = const(100)  # longest a missed PUBACK pulse can delay publish() returning
 _ACKED = const(3)
 _DROPPED = const(4)
 
@@ -170,8 +171,10 @@ class MQTTClient:
             if left <= 0:
                 self._drop("puback_timeout")
                 break
+            # In slices: wait_for runs the wait in a new task, which a PUBACK pulsed before
+            # that task first runs would miss; the state is re-checked after each slice.
             try:
-                await asyncio.wait_for_ms(self._acked.wait(), left)
+                await asyncio.wait_for_ms(self._acked.wait(), min(left, _ACK_SLICE_MS))
             except asyncio.TimeoutError:
                 pass
         return e[4] == _ACKED
