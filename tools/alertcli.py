@@ -9,18 +9,25 @@ import argparse
 import hashlib
 import importlib
 import json
+import os
 import secrets
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tools import alertstatus
-from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from tools.cx import (
+    EXIT_FAILURE,
+    EXIT_NOT_AUTHORIZED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+)
 from tools.envelope import (
     AUDIO_TONES,
     KINDS,
@@ -34,10 +41,14 @@ from tools.envelope import (
 )
 from tools.keys import KeyFileError, load_keyfile
 
+if TYPE_CHECKING:  # imported when used: a broken fleet package must not take `cx alert` down
+    from fleet.command import BrokerAuth
+
 DEFAULT_EXPIRES = 3600  # s
 DEFAULT_TIMEOUT = 10.0  # s: connect + every PUBACK
 TEST_DEFAULT_LEVEL = 4
 TEST_DEFAULT_TONE = "chime"
+CRED_ENV = "CX_ALERT_CRED"
 
 
 # --- library-ish helpers (used by tests and other tools) ------------------------------
@@ -70,20 +81,38 @@ def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
                            f"{','.join(key.scope)}", EXIT_USAGE)
 
 
+NOT_AUTHORIZED = (134, 135)
+"""MQTT 5 reason codes "Bad user name or password" and "Not authorized" (paho maps the 3.1.1
+CONNACK refusals 4 and 5 onto them)."""
+
+
 def publish(envelope: str, topics: list[str], host: str, port: int,
-            timeout: float = DEFAULT_TIMEOUT) -> None:
-    """Publish QoS 1 to every topic and wait for each PUBACK; CliError(3) when unreachable."""
+            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None) -> None:
+    """Publish QoS 1 to every topic and wait for each PUBACK. CliError(3) when unreachable,
+    CliError(4) when the broker refuses the login or a publish.
+
+    MQTT 5, because only its PUBACK says "Not authorized": under 3.1.1 Mosquitto acknowledges a
+    publish its ACL denies and drops it, so a wrong credential would look sent (decisions.md)."""
     where = f"{host}:{port}"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-alert-" + secrets.token_hex(4))
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-alert-" + secrets.token_hex(4),
+                         protocol=mqtt.MQTTv5)
     client.connect_timeout = timeout
     connected = threading.Event()
     outcome: dict[str, Any] = {}
+    acks: dict[int, Any] = {}
 
     def on_connect(_c: Any, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
         outcome["rc"] = reason_code
         connected.set()
 
+    def on_publish(_c: Any, _u: Any, mid: int, reason_code: Any, _p: Any) -> None:
+        acks[mid] = reason_code
+
     client.on_connect = on_connect
+    client.on_publish = on_publish
+    if auth is not None:
+        auth.apply(client)
+    user = f"user {auth.username}" if auth is not None and auth.username else "no user"
     try:
         client.connect(host, port, keepalive=max(10, int(timeout) * 2))
     except OSError as e:
@@ -96,6 +125,10 @@ def publish(envelope: str, topics: list[str], host: str, port: int,
             raise CliError(f"broker {where} is unreachable: no CONNACK within {timeout:g} s",
                            EXIT_UNREACHABLE)
         rc = outcome["rc"]
+        if rc.is_failure and rc.value in NOT_AUTHORIZED:
+            raise CliError(f"broker {where} refused the login ({user}): {rc}; check --cred "
+                           f"(the dispatcher.cred of 'cx fleet broker-config')",
+                           EXIT_NOT_AUTHORIZED)
         if rc.is_failure:
             raise CliError(f"broker {where} refused the connection: {rc}", EXIT_FAILURE)
         infos = [client.publish(t, envelope, qos=1) for t in topics]
@@ -107,6 +140,17 @@ def publish(envelope: str, topics: list[str], host: str, port: int,
             if not info.is_published():
                 raise CliError(f"broker {where} is unreachable: no PUBACK for {topic} within "
                                f"{timeout:g} s", EXIT_UNREACHABLE)
+        refused: list[tuple[str, Any]] = [
+            (t, acks[i.mid]) for t, i in zip(topics, infos, strict=True)
+            if i.mid in acks and acks[i.mid].is_failure]
+        if refused:
+            sent = len(topics) - len(refused)
+            code = EXIT_NOT_AUTHORIZED if any(r.value in NOT_AUTHORIZED for _, r in refused) \
+                else EXIT_FAILURE
+            raise CliError(f"broker {where} refused the alert on "
+                           f"{', '.join(t for t, _ in refused)}: {refused[0][1]} ({user}; only "
+                           f"the dispatcher credential may publish alerts)"
+                           + (f"; {sent} other topic(s) were sent" if sent else ""), code)
     finally:
         client.disconnect()
         client.loop_stop()
@@ -117,6 +161,35 @@ def _host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise CliError(f"--broker {text!r} must be HOST:PORT", EXIT_USAGE)
     return host.strip("[]"), int(port)
+
+
+Destination = tuple[str, int, "BrokerAuth | None"]
+"""Where `dispatch` publishes: host, port and the login (None: anonymous, plain MQTT)."""
+
+
+def destination(args: argparse.Namespace) -> Destination | None:
+    """--broker HOST:PORT with its login (--cred, default $CX_ALERT_CRED; --cafile); None when
+    the envelope is only printed. A credential file that is missing or not a credential is a
+    usage error, found before anything is signed or fetched."""
+    if not args.broker:
+        return None
+    host, port = _host_port(args.broker)
+    from fleet.command import BrokerAuth
+    from fleet.errors import FleetError
+
+    try:
+        auth = BrokerAuth.from_files(args.cred or os.environ.get(CRED_ENV) or None, args.cafile)
+    except FleetError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    return host, port, auth
+
+
+def add_broker_login(p: argparse.ArgumentParser) -> None:
+    """--cred and --cafile, named as for `cx fleet serve` and `cx fleet cmd`."""
+    p.add_argument("--cred", metavar="FILE",
+                   help="broker login: the dispatcher.cred written by 'cx fleet broker-config', "
+                        f"the only user allowed to publish alerts (default ${CRED_ENV})")
+    p.add_argument("--cafile", metavar="FILE", help="CA certificate: connect with TLS")
 
 
 def _audio(args: argparse.Namespace) -> tuple[str | None, dict[str, Any] | None]:
@@ -165,7 +238,7 @@ def cmd_send(args: argparse.Namespace) -> int:
             volume=args.volume, repeat=args.repeat, event=args.event, text=args.text)
     except ValueError as e:
         raise CliError(str(e), EXIT_USAGE) from None
-    broker = _host_port(args.broker) if args.broker else None
+    broker = destination(args)
     try:
         key = load_keyfile(args.key)
     except KeyFileError as e:
@@ -176,7 +249,7 @@ def cmd_send(args: argparse.Namespace) -> int:
 
 
 def dispatch(args: argparse.Namespace, key: Any, payload: dict[str, Any],
-             broker: tuple[str, int] | None) -> int:
+             broker: Destination | None) -> int:
     """Sign, then print (--print) or publish and record the alert; the one output of
     `cx alert send` and `cx alert from-cap` (uses args.json, args.timeout, args.db)."""
     try:
@@ -192,7 +265,7 @@ def dispatch(args: argparse.Namespace, key: Any, payload: dict[str, Any],
         else:
             print(envelope)
         return 0
-    publish(envelope, topics, broker[0], broker[1], args.timeout)
+    publish(envelope, topics, broker[0], broker[1], args.timeout, broker[2])
     summary["published_at"] = int(time.time())
     url = alertstatus.db_url(args)
     if url is not None:  # for `cx alert status`: who should have heard it
@@ -252,6 +325,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
     dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
+    add_broker_login(p)
     p.set_defaults(func=cmd_send)
 
     from tools import cap  # here, not at the top: tools.cap imports this module

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tools.alertcli import _host_port, check_signer, dispatch
+from tools.alertcli import add_broker_login, check_signer, destination, dispatch
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 from tools.envelope import (
     MAX_EVENT,
@@ -429,7 +429,7 @@ def payload_for(cap: CapAlert, clip: dict[str, Any] | None = None) -> dict[str, 
 
 
 def cmd_from_cap(args: argparse.Namespace) -> int:
-    broker = _host_port(args.broker) if args.broker else None
+    broker = destination(args)
     try:
         with open(args.file, "rb") as f:
             data = f.read(MAX_CAP_FILE + 1)
@@ -476,4 +476,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
     dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
+    add_broker_login(p)
     p.set_defaults(func=cmd_from_cap)

@@ -4,7 +4,8 @@ Each group module exposes `register(subparsers)`, adds its parser and sets
 `func=handler(args) -> int` on every leaf command. Handlers raise `CliError` for
 anything the user can fix; `main` prints it as one line, never a traceback.
 
-Exit codes: 0 ok, 1 failure, 2 usage error, 3 broker unreachable.
+Exit codes: 0 ok, 1 failure, 2 usage error, 3 broker unreachable, 4 the broker refused the login
+or the publish (not authorized).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
+EXIT_NOT_AUTHORIZED = 4
 
 
 class CliError(Exception):
