@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from fleet import retention
 from fleet.command import OPS, BrokerAuth, send_command
 from fleet.errors import (
     BrokerUnavailable,
@@ -122,6 +123,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    retention.configure(_policy(args) if args.prune_every > 0 else None,
+                        args.prune_every or retention.SERVE_EVERY)
     svc = Service(db_url(args), host, port, instance=args.instance,
                   sweep_every=args.sweep_every, on_4g_after=args.on_4g_after, auth=_auth(args))
     svc.log(f"starting (client id cx-fleet-{svc.instance}, database {db_url(args)})")
@@ -229,6 +232,69 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def _days(text: str) -> float | None:
+    if text in ("forever", "never"):
+        return None
+    try:
+        days = float(text)
+    except ValueError:
+        days = 0.0
+    if not days > 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of days above 0, or 'forever'")
+    return days
+
+
+_UNSET: Any = object()  # a --keep-* / --older-than not given
+
+
+def _policy(args: argparse.Namespace) -> retention.Policy:
+    """--keep-* over --older-than (prune only) over the defaults."""
+    base: Any = getattr(args, "older_than", _UNSET)
+    d = retention.DEFAULT
+
+    def pick(value: Any, default: float | None) -> float | None:
+        if value is not _UNSET:
+            return value
+        return default if base is _UNSET else base
+
+    return retention.Policy(pick(args.keep_alerts, d.alerts_days),
+                            pick(args.keep_alarms, d.alarms_days),
+                            pick(args.keep_bad, d.bad_days))
+
+
+def _rule(days: float | None, now: float, text: str) -> str:
+    """`text` with {cut} as the cutoff time, or "kept forever"."""
+    if days is None:
+        return "kept forever"
+    return text.format(cut=_when(now - days * retention.DAY))
+
+
+@_with_store
+def cmd_prune(args: argparse.Namespace, store: Store) -> int:
+    policy = _policy(args)
+    now = time.time()
+    st = retention.prune(store, policy, now, dry_run=args.dry_run)
+    if args.json:
+        _dump({"dry_run": st.dry_run, "now": now,
+               "policy": {"alerts_days": policy.alerts_days, "alarms_days": policy.alarms_days,
+                          "bad_days": policy.bad_days},
+               "tables": st.tables(), "total": st.total})
+        return 0
+    alerts = _rule(policy.alerts_days, now, "published before {cut}, no receipt since")
+    rules = {"alerts": alerts,
+             "alert_targets": "of those alerts" if policy.alerts_days else alerts,
+             "receipts": _rule(policy.alerts_days, now, "of those alerts, or of unrecorded "
+                               "alerts and received before {cut}"),
+             "alarms": _rule(policy.alarms_days, now, "closed before {cut} (open and acked: "
+                             "never)"),
+             "bad_messages": _rule(policy.bad_days, now, "last counted before {cut}")}
+    _table(("table", "would delete" if st.dry_run else "deleted", "rule"),
+           [[t, n, rules[t]] for t, n in st.tables().items()])
+    print(f"total: {st.total} rows" + (" would be deleted (dry run: nothing was)"
+                                        if st.dry_run else " deleted"))
+    return 0
+
+
 def _parse_args(pairs: Sequence[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for pair in pairs:
@@ -285,13 +351,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     mq.add_argument("--cafile", metavar="FILE", help="CA certificate: connect with TLS")
     js = argparse.ArgumentParser(add_help=False)
     js.add_argument("--json", action="store_true", help="print JSON for scripts")
+    keep = argparse.ArgumentParser(add_help=False)
+    d = retention.DEFAULT
+    for flag, default, what in (
+            ("--keep-alerts", d.alerts_days, "alert records and their receipts"),
+            ("--keep-alarms", d.alarms_days, "closed alarms (open ones are always kept)"),
+            ("--keep-bad", d.bad_days, "bad-message counters not counted since")):
+        keep.add_argument(flag, type=_days, default=_UNSET, metavar="DAYS",
+                          help=f"days to keep {what} (default {default:g}; 'forever')")
 
     p = subparsers.add_parser("fleet", help="fleet service administration",
                               description="The county fleet: ingestion service, registry, "
                                           "alarms, reports and device commands.")
     sub = p.add_subparsers(dest="fleet_cmd", metavar="COMMAND", required=True)
 
-    s = sub.add_parser("serve", parents=[db, mq],
+    s = sub.add_parser("serve", parents=[db, mq, keep],
                        help="ingest heartbeats, states, events; raise alarms")
     s.add_argument("--instance", metavar="NAME", default=None,
                    help=f"stable name of this instance, MQTT client id cx-fleet-NAME "
@@ -300,6 +374,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"seconds on 4G before an on_4g alarm (default {ON_4G_AFTER:g})")
     s.add_argument("--sweep-every", type=float, default=2.0, metavar="S",
                    help="seconds between offline sweeps (default 2)")
+    s.add_argument("--prune-every", type=float, default=retention.SERVE_EVERY, metavar="S",
+                   help=f"seconds between retention runs, with the --keep-* ages (default "
+                        f"{retention.SERVE_EVERY:g}; 0: never delete anything)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("devices", parents=[db, js], help="list terminals and their state")
@@ -330,6 +407,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        help="per town: terminals, online, faults, on 4G, firmware; bad messages")
     s.add_argument("--region", metavar="PREFIX", help="only regions starting with PREFIX")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("prune", parents=[db, keep, js],
+                       help="delete old alert records, receipts, closed alarms, counters",
+                       description="Apply the retention policy (docs/admin.md, Retention): what "
+                                   "'cx fleet serve' also does every hour. Open alarms and the "
+                                   "records of alerts with recent receipts are never deleted.")
+    s.add_argument("--older-than", type=_days, default=_UNSET, metavar="DAYS",
+                   help="one age for all three kinds (a --keep-* given too wins for its kind)")
+    s.add_argument("--dry-run", action="store_true",
+                   help="count what would be deleted, delete nothing")
+    s.set_defaults(func=cmd_prune)
 
     s = sub.add_parser("cmd", parents=[db, mq, js],
                        help="send a command to a terminal, print its ack")
