@@ -4,6 +4,7 @@ import asyncio
 import random
 from time import ticks_diff, ticks_ms
 
+import evlog
 from micropython import const
 
 MAX_LINE = const(256)  # longest reply line kept; a longer one is discarded whole ("garbled")
@@ -592,12 +593,7 @@ class Modem:
         return self._links[f[0]]
 
     def _log(self, event, **fields):
-        f = self._logf
-        if f is not None:
-            try:
-                f(event, **fields)
-            except Exception:
-                pass
+        evlog.call(self._logf, event, **fields)
 
     def _lose(self, reason):
         if self.ready.is_set() and self._lost is None:

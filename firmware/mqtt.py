@@ -4,6 +4,7 @@ import gc
 import random
 from time import ticks_diff, ticks_ms
 
+import evlog
 from micropython import const
 
 # Packet types (MQTT 3.1.1 §2.2.1), high nibble of the first byte.
@@ -663,12 +664,7 @@ class MQTTClient:
         self._log("error", where=where, reason=reason)
 
     def _log(self, event, **fields):
-        f = self._logf
-        if f is not None:
-            try:
-                f(event, **fields)
-            except Exception:
-                pass
+        evlog.call(self._logf, event, **fields)
 
 
 async def _wait_closed(w):
