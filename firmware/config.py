@@ -6,6 +6,7 @@ import region
 
 PATH = "config.json"
 BACKUP = "config.bak"  # the last copy that loaded and validated
+MAX_NAME = 32  # a file named by the config (the TLS CA) lies beside it: a plain name, no path
 
 # Optional keys and their defaults (specs/emulator.md "Config"); documented in docs/config.md.
 DEFAULTS = {
@@ -51,6 +52,18 @@ def _check_anchor(a):
             raise ConfigError("trust " + k)
 
 
+def _check_tls(m):
+    # "tls": true asks for MQTT over TLS, verified against the CA certificate (DER) in the flash
+    # file "ca"; absent or false is plain MQTT, as before (docs/provisioning.md "TLS").
+    tls = m.get("tls", False)
+    if not isinstance(tls, bool):
+        raise ConfigError("mqtt tls")
+    if tls:
+        ca = m.get("ca")
+        if not isinstance(ca, str) or not 1 <= len(ca) <= MAX_NAME or "/" in ca or ca[0] == ".":
+            raise ConfigError("mqtt ca")
+
+
 def validate(cfg):
     """Raise ConfigError(reason) unless cfg is a usable config; return it with defaults filled."""
     if not isinstance(cfg, dict):
@@ -67,6 +80,7 @@ def validate(cfg):
     m = cfg.get("mqtt")
     if not isinstance(m, dict) or not isinstance(m.get("host"), str) or not isinstance(m.get("port"), int):
         raise ConfigError("mqtt")
+    _check_tls(m)
     for k in DEFAULTS:
         if k not in cfg:
             cfg[k] = DEFAULTS[k]

@@ -33,8 +33,11 @@ class Link:
 
     def __init__(self, open_ip, modem, log, host, port, hysteresis_ms=HYSTERESIS_MS,
                  check_ms=CHECK_MS, connect_ms=CONNECT_MS, probe_ms=PROBE_MS,
-                 ip_keepalive=IP_KEEPALIVE, g4_keepalive=G4_KEEPALIVE, on_path=None):
+                 ip_keepalive=IP_KEEPALIVE, g4_keepalive=G4_KEEPALIVE, on_path=None, tls=None):
         self._open_ip = open_ip
+        # tls: None (plain MQTT) or (reader, writer, path) -> (reader, writer) wrapping a fresh
+        # connection in a TLS session (tlsstream.wrap); IP health checks and clips stay TCP
+        self._tls = tls
         self.modem = modem
         self._log = log
         self._host = host
@@ -77,6 +80,13 @@ class Link:
     async def _try_ip(self, host, port):
         return await asyncio.wait_for_ms(self._open_ip(host, port), self.connect_ms)
 
+    def _secure(self, rw, path):
+        # The handshake runs in the MQTT client's first drain() and its failure fails the connect
+        # like any other (logged as tls_fail); the next open() then treats the IP path as lost.
+        if self._tls is None:
+            return rw
+        return self._tls(rw[0], rw[1], path)
+
     async def open(self, host, port):
         """The MQTT client's transport: a stream over the best path, or NoPath."""
         if self.path == "ip":
@@ -92,7 +102,7 @@ class Link:
         self.path = "none"
         if self.mode == "ip" or not self._modem_ready():
             try:
-                rw = await self._try_ip(host, port)
+                rw = self._secure(await self._try_ip(host, port), "ip")
             except asyncio.CancelledError:
                 raise
             except Exception as e:
@@ -106,6 +116,7 @@ class Link:
         if self._modem_ready():
             try:
                 rw = await asyncio.wait_for_ms(self.modem.open_tcp(host, port), 15000)
+                rw = self._secure(rw, "4g")
             except asyncio.CancelledError:
                 raise
             except Exception as e:

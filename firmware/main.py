@@ -16,7 +16,7 @@ IDLE_CHECK_MS = const(1000)
 
 
 class Terminal:
-    def __init__(self, cfg, log):
+    def __init__(self, cfg, log, tls_ctx=None):
         import alert
         import amp
         import arbiter
@@ -56,12 +56,20 @@ class Terminal:
             import modem
 
             self.modem = modem.Modem(uart[0], uart[1], apn=cfg["apn"], log=log)
+        tls = None
+        if tls_ctx is not None:
+            import tlsstream
+
+            # the broker's certificate must name the host the terminal dials (docs/link.md "TLS")
+            tls = lambda r, w, path: tlsstream.wrap(tls_ctx, r, w, host, log, path)  # noqa: E731
+
         self.link = link.Link(
             board.open_tcp, self.modem, log, host, port,
             hysteresis_ms=cfg["link_hysteresis_s"] * 1000,
             probe_ms=cfg["ip_probe_ms"],
             ip_keepalive=cfg["keepalive"],
             g4_keepalive=cfg["keepalive_4g"],
+            tls=tls,
         )
         self.clips = clip.ClipCache("clips", cfg["clip_cache_bytes"], self.link.open_stream, log)
         self.player = player.Player(self.amp, self.out, self.clips, log)
@@ -277,6 +285,23 @@ async def _fault_mode(wdt):
     await _feed(wdt)
 
 
+def _tls_context(m, log):
+    # The broker's CA, read once at boot. None (logged) when it is missing or unreadable: the
+    # terminal then never falls back to plain MQTT, it waits in fault mode for a technician.
+    import tlsstream
+    from fsutil import read_bytes
+
+    ca = read_bytes(m["ca"])
+    if not ca:
+        log("fault", reason="tls_ca_missing", file=m["ca"])
+        return None
+    try:
+        return tlsstream.context(ca)
+    except tlsstream.TLSError as e:
+        log("fault", reason="tls_ca_invalid", file=m["ca"], detail=e.detail)
+        return None
+
+
 async def _main():
     log = EventLog()
     board.event("boot", {"cause": board.boot_cause(), "version": VERSION})
@@ -289,8 +314,14 @@ async def _main():
         return
     if source == "backup":
         board.led("fault")
+    tls_ctx = None
+    if cfg["mqtt"].get("tls"):
+        tls_ctx = _tls_context(cfg["mqtt"], log)
+        if tls_ctx is None:
+            await _fault_mode(wdt)
+            return
     gc.collect()
-    term = Terminal(cfg, log)
+    term = Terminal(cfg, log, tls_ctx)
     gc.collect()
     log("ready", id=cfg["id"], region=cfg["region"], alloc=gc.mem_alloc(), free=gc.mem_free())
     asyncio.create_task(_feed(wdt))
