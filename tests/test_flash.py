@@ -104,3 +104,20 @@ def test_missing_port_or_config_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot read --config" in r.stderr
     r = cx("flash", "--config", str(write(tmp_path, CFG)))
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "PORT" in r.stderr.upper()
+
+
+def test_tls_config_flashes_its_ca_before_the_config_and_refuses_without_it(tmp_path: Path) -> None:
+    cfg = dict(CFG, mqtt=dict(CFG["mqtt"], port=8883, tls=True, ca="ca.der"))
+    path = write(tmp_path, cfg)
+    r = cx("flash", "/dev/ttyUSB7", "--config", str(path), "--dry-run")
+    assert r.returncode == 2 and "ca.der does not exist" in r.stderr and r.stderr.count("\n") == 1
+    (tmp_path / "ca.der").write_bytes(b"0\x82")
+    r = cx("flash", "/dev/ttyUSB7", "--config", str(path), "--dry-run")
+    assert r.returncode == 0, r.stderr
+    second = r.stdout.splitlines()[2]
+    assert copies(shlex.split(second))["ca.der"] == str(tmp_path / "ca.der")
+    assert second.index(":ca.der") < second.index(":config.json")
+    for bad in ({"tls": "yes"}, {"tls": True, "ca": "../ca.der"}, {"tls": True}):
+        r = cx("flash", "/dev/ttyUSB7", "--config",
+               str(write(tmp_path, dict(CFG, mqtt=dict(CFG["mqtt"], **bad)))), "--dry-run")
+        assert r.returncode == 2 and "bad mqtt" in r.stderr, bad

@@ -66,9 +66,31 @@ def check_config(path: Path) -> dict:
         bad = "mqtt user/password (provision it: cx fleet provision)"
     elif cfg.get("profile", "horn") not in BOARDS:
         bad = "profile"
+    elif not isinstance(cfg["mqtt"].get("tls", False), bool):
+        bad = "mqtt tls (true or false)"
+    elif cfg["mqtt"].get("tls") and not _plain_name(cfg["mqtt"].get("ca")):
+        bad = "mqtt ca (the CA file name beside the config, as cx fleet provision --tls-ca writes)"
     if bad:
         raise CliError(f"--config {path}: bad {bad}; a terminal would refuse it", EXIT_USAGE)
+    for src, _ in config_files(path, cfg):
+        if not src.is_file():
+            raise CliError(f"--config {path} asks for TLS but {src} does not exist: provision "
+                           f"with --tls-ca (the terminal would not start without it)", EXIT_USAGE)
     return cfg
+
+
+def _plain_name(name: object) -> bool:
+    # firmware/config.py: a file beside config.json, no path
+    return isinstance(name, str) and 1 <= len(name) <= 32 and "/" not in name \
+        and not name.startswith(".")
+
+
+def config_files(path: Path, cfg: dict) -> list[tuple[Path, str]]:
+    """(source, name on flash) of the files the config names: the broker's CA with TLS."""
+    m = cfg.get("mqtt") or {}
+    if m.get("tls") is True:
+        return [(path.parent / m["ca"], m["ca"])]
+    return []
 
 
 def check_port(port: str) -> None:
@@ -78,14 +100,17 @@ def check_port(port: str) -> None:
                        f"('mpremote devs' lists ports)", EXIT_USAGE)
 
 
-def plan(port: str, config: Path, board: str, mpremote: str = "mpremote") -> list[list[str]]:
-    """The mpremote command lines, in order."""
+def plan(port: str, config: Path, board: str, mpremote: str = "mpremote",
+         extra: list[tuple[Path, str]] | None = None) -> list[list[str]]:
+    """The mpremote command lines, in order; `extra`: files the config names (config_files)."""
     files = device_files(board)
     same = [str(src) for src, name in files if src.name == name and name != "main.py"]
     cmd = [mpremote, "connect", port, "fs", "cp", *same, ":"]
     for src, name in files:
         if src.name != name:
             cmd += ["+", "fs", "cp", str(src), f":{name}"]
+    for src, name in extra or []:  # before the config that names them
+        cmd += ["+", "fs", "cp", str(src), f":{name}"]
     cmd += ["+", "fs", "cp", str(config), ":config.json",
             "+", "fs", "cp", str(ROOT / "firmware" / "main.py"), ":main.py", "+", "reset"]
     return [[mpremote, "connect", port, "exec", DISARM, "+", "reset"], cmd]
@@ -97,7 +122,7 @@ def cmd_flash(args: argparse.Namespace) -> int:
     if board != cfg.get("profile", "horn"):
         print(f"cx flash: note: board {board} but the config's profile is "
               f"{cfg.get('profile', 'horn')}", file=sys.stderr)
-    steps = plan(args.port, args.config, board)
+    steps = plan(args.port, args.config, board, extra=config_files(args.config, cfg))
     if args.dry_run:
         print(shlex.join(steps[0]))
         print(f"sleep {SETTLE_S:g}")

@@ -63,7 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         heap = parse_heap(args.heap)
         cfg = load_config(args.config)
         args.dir.mkdir(parents=True, exist_ok=True)
-        flash(args.dir, cfg, args.reflash)
+        flash(args.dir, cfg, args.reflash, args.config.parent)
         term = Terminal(args.dir, heap)
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
@@ -114,7 +114,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             cfg = derive(template, i)
             d = args.dir / cfg["id"]
             d.mkdir(parents=True, exist_ok=True)
-            flash(d, cfg, reflash=False)
+            flash(d, cfg, reflash=False, src_dir=args.config_template.parent)
             terms.append(Terminal(d, heap, quiet=True))
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)

@@ -69,12 +69,30 @@ def device_files() -> list[tuple[Path, str]]:
     return files
 
 
-def flash(dirpath: Path, config: dict, reflash: bool) -> None:
+def config_files(config: dict, src_dir: Path | None) -> list[tuple[Path, str]]:
+    """(source, name on flash) of the files a config names: the broker's CA when MQTT is over
+    TLS, taken from beside the config as `cx fleet provision --tls-ca` writes it."""
+    m = config.get("mqtt")
+    if not isinstance(m, dict) or m.get("tls") is not True:
+        return []
+    ca = m.get("ca")
+    if not isinstance(ca, str) or not ca or "/" in ca or ca.startswith("."):
+        raise EmuError(f"config mqtt.ca {ca!r} must be a plain file name (the CA beside the config)")
+    src = (src_dir or Path(".")) / ca
+    if not src.is_file():
+        raise EmuError(f"config asks for TLS but its CA {src} does not exist "
+                       f"(cx fleet provision --tls-ca writes it beside config.json)")
+    return [(src, ca)]
+
+
+def flash(dirpath: Path, config: dict, reflash: bool, src_dir: Path | None = None) -> None:
+    """Copy firmware and config (and the files it names, from `src_dir`) to DIR/flash."""
+    extra = config_files(config, src_dir)
     fl = dirpath / "flash"
     if (fl / "main.py").exists() and not reflash:
         return
     fl.mkdir(parents=True, exist_ok=True)
-    for src, name in device_files():
+    for src, name in device_files() + extra:
         shutil.copyfile(src, fl / name)
     (fl / "config.json").write_text(json.dumps(config, indent=1))
     for stale in ("config.bak",):
