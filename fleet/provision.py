@@ -28,6 +28,9 @@ from fleet.store import Store
 
 PROFILES = ("horn", "column")
 CREDENTIALS = "credentials.json"
+CA_FILE = "ca.der"
+"""The broker's CA beside each config (--tls-ca), copied to the terminal's flash under this name:
+DER, the one form the terminal's mbedTLS reads (firmware/config.py "tls")."""
 MAX_CSV_ERRORS = 5
 """Bad CSV lines listed before giving up (the rest are counted)."""
 
@@ -94,6 +97,29 @@ def load_trust(path: Path) -> list[dict[str, Any]]:
     for i, a in enumerate(doc):
         _check_anchor(a, i)
     return doc
+
+
+def load_ca(path: Path) -> bytes:
+    """The one CA certificate in `path` (PEM or DER) as DER, the form terminals read."""
+    from cryptography import x509
+
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ProvisionError(f"cannot read --tls-ca {path}: {e.strerror}") from None
+    try:
+        if data.lstrip().startswith(b"-----BEGIN"):
+            certs = x509.load_pem_x509_certificates(data)
+        else:
+            certs = [x509.load_der_x509_certificate(data)]
+    except ValueError:
+        raise ProvisionError(f"--tls-ca {path} is not a PEM or DER certificate") from None
+    if len(certs) != 1:
+        raise ProvisionError(f"--tls-ca {path} holds {len(certs)} certificates: give the one "
+                             f"CA that signed the broker's certificate (terminals trust only it)")
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return certs[0].public_bytes(Encoding.DER)
 
 
 def check_coverage(trust: list[dict[str, Any]], d: Device) -> None:
@@ -195,16 +221,20 @@ def _credentials_text(creds: dict[str, DeviceCred]) -> str:
 
 
 def terminal_config(d: Device, trust: list[dict[str, Any]], host: str, port: int,
-                    password: str) -> dict[str, Any]:
-    """firmware/config.py: the required keys, the profile, and the MQTT credential."""
-    return {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust,
-            "mqtt": {"host": host, "port": port, "user": d.id, "password": password}}
+                    password: str, tls: bool = False) -> dict[str, Any]:
+    """firmware/config.py: the required keys, the profile, and the MQTT credential; with `tls`,
+    MQTT over TLS verified against the CA file beside the config."""
+    mqtt: dict[str, Any] = {"host": host, "port": port, "user": d.id, "password": password}
+    if tls:
+        mqtt.update(tls=True, ca=CA_FILE)
+    return {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust, "mqtt": mqtt}
 
 
 def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker: tuple[str, int],
-              out: Path, store: Store, force: bool = False,
+              out: Path, store: Store, force: bool = False, tls_ca: bytes | None = None,
               progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Register, write each device's config and record its hash; returns the config paths.
+    `tls_ca` (DER, load_ca): the terminals use MQTT over TLS and get it as DIR/<id>/ca.der.
 
     Everything is checked before anything is written. The store comes first (an upsert, so a
     run interrupted later can simply be repeated with --force)."""
@@ -231,7 +261,9 @@ def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker:
             folder.mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise ProvisionError(f"cannot create {folder}: {e.strerror}") from None
-        cfg = terminal_config(d, trust, broker[0], broker[1], password)
+        cfg = terminal_config(d, trust, broker[0], broker[1], password, tls_ca is not None)
+        if tls_ca is not None:
+            _write_ca(folder / CA_FILE, tls_ca)
         write_private(folder / "config.json", json.dumps(cfg, indent=1) + "\n")
         new[d.id] = DeviceCred(d.id, d.region, brokercfg.hash_password(password))
         paths.append(folder / "config.json")
@@ -242,6 +274,18 @@ def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker:
         creds.update(new)
         write_private(out / CREDENTIALS, _credentials_text(creds))
     return paths
+
+
+def _write_ca(path: Path, der: bytes) -> None:
+    # public, but beside the config in a 0700 folder; replaced atomically like the config
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(der)
+        tmp.chmod(0o644)
+        tmp.replace(path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise ProvisionError(f"cannot write {path}: {e.strerror}") from None
 
 
 # ---------------------------------------------------------------------------------- broker
@@ -348,12 +392,13 @@ def cmd_provision(args: argparse.Namespace) -> int:
             check_device(devices[0])
         broker = parse_broker(args.broker)
         trust = load_trust(args.trust)
+        tls_ca = load_ca(args.tls_ca) if args.tls_ca is not None else None
         for d in devices:
             check_coverage(trust, d)
         store = Store.open(db_url(args), create=True)
         try:
             paths = provision(devices, trust=trust, broker=broker, out=args.out, store=store,
-                              force=args.force,
+                              force=args.force, tls_ca=tls_ca,
                               progress=_progress if len(devices) > 1 else None)
         finally:
             store.close()
@@ -412,7 +457,11 @@ def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--trust", type=Path, required=True, metavar="ANCHORS.json",
                    help="trust anchors (cx keys anchors ROOT.json --out ANCHORS.json)")
     p.add_argument("--broker", required=True, metavar="HOST:PORT",
-                   help="the broker terminals connect to")
+                   help="the broker terminals connect to (its TLS port with --tls-ca)")
+    p.add_argument("--tls-ca", type=Path, metavar="CA.pem",
+                   help="MQTT over TLS: the CA certificate (PEM or DER) that signed the "
+                        "broker's; written as DIR/<id>/ca.der. The broker certificate must name "
+                        "the --broker host")
     p.add_argument("--db", metavar="URL", help="fleet database: a SQLite file or "
                    f"postgresql://… (default $CX_FLEET_DB or ./{DEFAULT_DB})")
     p.add_argument("--out", type=Path, required=True, metavar="DIR",

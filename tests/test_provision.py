@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, run_mpy
+from tlscerts import Ca
 
 from fleet.brokercfg import check_password
 from fleet.provision import register_into
@@ -171,3 +172,29 @@ def test_broker_config_refuses_a_device_named_like_a_service(env: Any) -> None:
     code, err = cx_fleet("broker-config", "--creds", str(env.tmp / "none.json"),
                          "--out", str(env.tmp / "conf"))
     assert code == 1 and "run 'cx fleet provision' first" in err
+
+
+def test_tls_ca_goes_beside_each_config_as_der_and_the_config_asks_for_tls(env: Any) -> None:
+    ca = Ca.make()
+    (env.tmp / "ca.pem").write_bytes(ca.pem())
+    assert env.provision(DEV, "--region", "341122100201", "--tls-ca",
+                         str(env.tmp / "ca.pem")) == (0, "")
+    cfg = json.loads((env.out / DEV / "config.json").read_text())
+    assert (cfg["mqtt"]["tls"], cfg["mqtt"]["ca"]) == (True, "ca.der")
+    assert (env.out / DEV / "ca.der").read_bytes() == ca.der()
+    r = run_mpy(f"import config, json\nc = config.validate(json.loads(open("
+                f"{str(env.out / DEV / 'config.json')!r}).read()))\nprint(c['mqtt']['tls'])")
+    assert r.stdout.strip() == "True", r.stderr
+    # DER in works too; PEM with two certificates, or not a certificate, is refused
+    (env.tmp / "ca.der").write_bytes(ca.der())
+    assert env.provision("T341122100201-02", "--region", "341122100201", "--tls-ca",
+                         str(env.tmp / "ca.der")) == (0, "")
+    (env.tmp / "two.pem").write_bytes(ca.pem() + Ca.make("b").pem())
+    code, err = env.provision("T341122100201-03", "--region", "341122100201", "--tls-ca",
+                              str(env.tmp / "two.pem"))
+    assert code != 0 and "holds 2 certificates" in err
+    (env.tmp / "junk.pem").write_text("hello")
+    code, err = env.provision("T341122100201-03", "--region", "341122100201", "--tls-ca",
+                              str(env.tmp / "junk.pem"))
+    assert code != 0 and "not a PEM or DER certificate" in err
+    assert not (env.out / "T341122100201-03").exists()
