@@ -1,27 +1,40 @@
 """`cx fleet serve`: MQTT ingestion into the store, alarm rules, the periodic offline sweep.
 
-Threads: paho's network loop only queues what arrives; one writer thread (the caller of `run`)
-parses, stores a batch in one transaction, commits, and only then acknowledges the batch's
-QoS 1 messages (manual acknowledgement), so nothing is acknowledged that is not stored. If the
-database is unreachable the batch is kept and retried with backoff while the broker holds the
-unacknowledged rest of the session. State lives in the database: any number of instances share
-the load through `$share/fleet/…` and all of them may sweep.
+Two processes, so that receiving never waits for the database nor for the interpreter lock the
+writer holds while it parses and stores:
+
+- the receiver (this process): paho's network thread only queues what arrives; the forwarding
+  thread (the caller of `run`) cuts the queue into batches and sends them to the writer down a
+  pipe; the reply thread takes the writer's "stored" replies and only then acknowledges the
+  batch's QoS 1 messages (manual acknowledgement). A batch stays here until it is stored, so a
+  writer that dies is restarted and given the batches it had not confirmed again.
+- the writer (a child process, `_writer_main`): parses, stores each batch in one transaction,
+  commits, replies; sweeps for silent devices; prunes old records (fleet/retention.py). If the
+  database is unreachable it keeps the batch and retries with backoff; nothing is confirmed, so
+  nothing is acknowledged, and the broker holds the unacknowledged rest of the session.
+
+State lives in the database: any number of instances share the load through `$share/fleet/…`
+and all of them may sweep.
 """
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import queue
+import signal
 import socket
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet import retention
 from fleet.command import BrokerAuth
 from fleet.errors import StoreError, StoreUnavailable
 from fleet.ingest import Bad, parse
@@ -31,9 +44,18 @@ from fleet.store import ON_4G_AFTER, IngestStats, Store
 SHARE_GROUP = "fleet"
 TOPICS = tuple(f"$share/{SHARE_GROUP}/eb/dev/+/{kind}" for kind in ("hb", "state", "event", "ack"))
 BATCH_SIZE = 200
-"""Messages per transaction at most: one commit and one round of acknowledgements each."""
+"""Messages the receiver sends the writer at once at most."""
 BATCH_WAIT = 0.05
-"""Seconds a batch waits to fill before it is stored anyway."""
+"""Seconds a batch waits to fill before it is sent anyway."""
+TX_MAX = 1000
+"""Messages the writer stores in one transaction at most: batches that queued up while it was
+busy are stored together (fewer commits under load, the same 50 ms batches when quiet)."""
+TX_MAX_ACKED = 200
+"""The same for transactions holding QoS 1 messages: the broker sends a subscriber only so many
+unacknowledged ones (max_inflight_messages), so their acknowledgements must not wait for a big
+transaction or the receiver starves."""
+MAX_INFLIGHT = 16
+"""Batches sent to the writer and not yet confirmed; beyond this the receiver holds the rest."""
 SWEEP_EVERY = 2.0
 """Seconds between offline/on_4g sweeps (each instance; the sweep is idempotent)."""
 MAX_PENDING = 200_000
@@ -41,20 +63,14 @@ MAX_PENDING = 200_000
 dropped (and counted) — QoS 1 messages are never dropped, the broker bounds them per session."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 """Seconds between database reconnection attempts."""
+STOP_WAIT = 30.0
+"""Seconds a stopping service waits for the writer to store what had arrived."""
+
+_ctx = mp.get_context("spawn")  # never fork a process that runs paho's thread
 
 
 def default_instance() -> str:
     return socket.gethostname() or "fleet"
-
-
-@dataclass
-class _Item:
-    gen: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received_at: float
 
 
 @dataclass
@@ -72,10 +88,21 @@ class Totals:
     alarms_opened: int = 0
     alarms_closed: int = 0
     went_offline: int = 0
+    writer_restarts: int = 0
 
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+# An item as queued by paho's thread: (connection generation, mid, qos, topic, payload, time).
+_Item = tuple[int, int, int, str, bytes | bytearray, float]
+
+
+@dataclass
+class _Batch:
+    n: int
+    items: list[_Item]
 
 
 class Service:
@@ -92,11 +119,17 @@ class Service:
         self.sweep_every, self.on_4g_after = sweep_every, on_4g_after
         self._log_fn = log
         self.totals = Totals()
-        self._q: queue.Queue[_Item] = queue.Queue()
+        self._q: queue.SimpleQueue[_Item] = queue.SimpleQueue()
         self._gen = 0
-        self._gen_lock = threading.Lock()
         self.connected = threading.Event()
-        self.db_ready = threading.Event()
+        # Batches sent to the writer, not confirmed yet (in order), and their lock.
+        self._inflight: dict[int, _Batch] = {}
+        self._cv = threading.Condition()
+        self._next_n = 0
+        self._writer: Any = None
+        self._conn: Connection | None = None
+        self._writer_gone = threading.Event()
+        self._writer_stopped = threading.Event()
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"cx-fleet-{self.instance}",
                                    clean_session=False, manual_ack=True)
@@ -117,8 +150,7 @@ class Service:
         if rc.is_failure:
             self.log(f"broker {self.host}:{self.port} refused the connection: {rc}")
             return
-        with self._gen_lock:
-            self._gen += 1
+        self._gen += 1
         client.subscribe([(t, 1) for t in TOPICS])
         self._was_connected = True
         self.connected.set()
@@ -136,69 +168,34 @@ class Service:
         if msg.qos == 0 and self._q.qsize() >= MAX_PENDING:
             self.totals.dropped += 1
             return
-        self._q.put(_Item(self._gen, msg.mid, msg.qos, msg.topic, bytes(msg.payload), time.time()))
+        self._q.put((self._gen, msg.mid, msg.qos, msg.topic, msg.payload, time.time()))
 
-    # ---- writer thread
+    # ---- forwarding thread
 
     def run(self, stop: threading.Event) -> None:
-        """Connect (retrying broker and database), store and acknowledge until `stop`."""
+        """Start the writer, connect (retrying broker and database), store and acknowledge
+        until `stop`."""
+        self._start_writer(resend=False)
         self._client.connect_async(self.host, self.port, keepalive=30)
         self._client.loop_start()
-        store: Store | None = None
-        pending: list[_Item] = []
-        attempt = 0
-        next_sweep = 0.0
         try:
             while not stop.is_set():
-                if store is None:
-                    store = self._open_store(attempt)
-                    if store is None:
-                        stop.wait(BACKOFF[min(attempt, len(BACKOFF) - 1)])
-                        attempt += 1
+                if self._writer_gone.is_set():
+                    self._restart_writer(stop)
+                    continue
+                with self._cv:
+                    if len(self._inflight) >= MAX_INFLIGHT:
+                        self._cv.wait(0.2)
                         continue
-                    attempt = 0
-                if not pending:
-                    pending = self._take(min(0.5, max(0.0, next_sweep - time.monotonic())))
-                try:
-                    if pending:
-                        self._store(store, pending)
-                        pending = []
-                    if time.monotonic() >= next_sweep:
-                        sw = store.sweep()
-                        self.totals.went_offline += sw.went_offline
-                        self.totals.alarms_opened += sw.alarms_opened
-                        self.totals.alarms_closed += sw.alarms_closed
-                        next_sweep = time.monotonic() + self.sweep_every
-                except StoreUnavailable as e:
-                    self.log(f"{e}; {len(pending)} messages held, not acknowledged; reconnecting")
-                    self.db_ready.clear()
-                    store.close()
-                    store = None
-            if store is not None:
-                # Store what already arrived before leaving; the rest stays with the broker.
-                try:
-                    leftovers = pending + self._take(0.0, everything=True)
-                    if leftovers:
-                        self._store(store, leftovers)
-                except StoreError as e:
-                    self.log(f"{e}; unacknowledged messages stay with the broker")
+                items = self._take(0.2)
+                if items:
+                    self._send(items)
+            self._finish()
         finally:
             self._was_connected = False  # our own DISCONNECT is not "lost the broker"
             self._client.disconnect()
             self._client.loop_stop()
-            if store is not None:
-                store.close()
-
-    def _open_store(self, attempt: int) -> Store | None:
-        try:
-            store = Store.open(self.db, on_4g_after=self.on_4g_after)
-        except StoreError as e:
-            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            self.log(f"{e}; retrying in {wait:g} s")
-            return None
-        self.log(f"storing into {store.backend} {store.where}")
-        self.db_ready.set()
-        return store
+            self._end_writer()
 
     def _take(self, first_wait: float, everything: bool = False) -> list[_Item]:
         """The next batch: wait up to `first_wait` for a first message, then up to `batch_wait`
@@ -220,8 +217,221 @@ class Service:
                 break
         return batch
 
-    def _store(self, store: Store, items: list[_Item]) -> None:
-        records = [parse(i.topic, i.payload, i.received_at) for i in items]
+    def _send(self, items: list[_Item]) -> None:
+        with self._cv:
+            self._next_n += 1
+            b = _Batch(self._next_n, items)
+            self._inflight[b.n] = b
+        self._post(_batch_msg(b))
+
+    def _post(self, msg: tuple[Any, ...]) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            conn.send(msg)
+        except (OSError, ValueError):
+            self._writer_gone.set()  # the reply thread says why; the batch stays in flight
+
+    def _finish(self) -> None:
+        """Stopping: hand the writer what already arrived, let it store and confirm, then let
+        it go. What it cannot store in time stays with the broker (not acknowledged)."""
+        leftovers = self._take(0.0, everything=True)
+        for k in range(0, len(leftovers), self.batch_size):
+            self._send(leftovers[k:k + self.batch_size])
+        self._post(("stop",))
+        deadline = time.monotonic() + STOP_WAIT
+        while (not self._writer_stopped.is_set() and not self._writer_gone.is_set()
+               and time.monotonic() < deadline):
+            self._writer_stopped.wait(0.1)
+        with self._cv:
+            left = sum(len(b.items) for b in self._inflight.values())
+        if left:
+            self.log(f"{left} messages not stored; they stay with the broker (not acknowledged)")
+
+    # ---- the writer process and the reply thread
+
+    def _start_writer(self, resend: bool) -> None:
+        here, there = _ctx.Pipe(duplex=True)
+        self._writer = _ctx.Process(
+            target=_writer_main, name=f"cx-fleet-writer-{self.instance}", daemon=True,
+            args=(there, self.db, self.instance, self.sweep_every, self.on_4g_after,
+                  retention.SERVE))
+        self._writer.start()
+        there.close()
+        self._conn = here
+        self._writer_gone.clear()
+        self._writer_stopped.clear()
+        threading.Thread(target=self._replies, args=(here,), name="cx-fleet-replies",
+                         daemon=True).start()
+        if resend:
+            with self._cv:
+                again = [self._inflight[n] for n in sorted(self._inflight)]
+            for b in again:
+                self._post(_batch_msg(b))
+
+    def _restart_writer(self, stop: threading.Event) -> None:
+        self._end_writer()
+        self.totals.writer_restarts += 1
+        with self._cv:
+            held = sum(len(b.items) for b in self._inflight.values())
+        code = self._writer.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else \
+            f"ended (exit code {code})"
+        self.log(f"the writer process {how}; restarting it with the {held} messages it had not "
+                 f"stored")
+        stop.wait(BACKOFF[min(self.totals.writer_restarts - 1, len(BACKOFF) - 1)])
+        if not stop.is_set():
+            self._start_writer(resend=True)
+
+    def _end_writer(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self._writer is not None:
+            self._writer.join(5)
+            if self._writer.is_alive():
+                self._writer.kill()
+                self._writer.join()
+
+    def _replies(self, conn: Connection) -> None:
+        try:
+            while True:
+                msg = conn.recv()
+                kind = msg[0]
+                if kind == "stored":
+                    self._stored(msg[1], msg[2])
+                elif kind == "sweep":
+                    t = self.totals
+                    t.went_offline += msg[1]
+                    t.alarms_opened += msg[2]
+                    t.alarms_closed += msg[3]
+                elif kind == "log":
+                    self.log(msg[1])
+                elif kind == "stopped":
+                    self._writer_stopped.set()
+                    return
+        except (EOFError, OSError):
+            if not self._writer_stopped.is_set():
+                self._writer_gone.set()
+
+    def _stored(self, ns: list[int], st: dict[str, int]) -> None:
+        # An acknowledgement belongs to the connection the message came on: after a reconnect
+        # the broker redelivers those (stored already: the store ignores the duplicate).
+        gen = self._gen
+        t = self.totals
+        with self._cv:
+            done = [self._inflight.pop(n) for n in ns if n in self._inflight]
+            self._cv.notify_all()
+        for b in done:
+            for g, mid, qos, *_ in b.items:
+                if qos > 0 and g == gen:
+                    self._client.ack(mid, qos)
+                    t.acked += 1
+            t.stored += len(b.items)
+        t.heartbeats += st["heartbeats"]
+        t.duplicates += st["duplicates"]
+        t.receipts += st["receipts"]
+        t.bad += st["bad"]
+        t.alarms_opened += st["alarms_opened"]
+        t.alarms_closed += st["alarms_closed"]
+
+
+def _batch_msg(b: _Batch) -> tuple[Any, ...]:
+    """What the writer gets: the batch number, (topic, payload, received_at) of each message,
+    and whether any of them waits for an acknowledgement."""
+    return ("batch", b.n, [(i[3], i[4], i[5]) for i in b.items], any(i[2] for i in b.items))
+
+
+# ---------------------------------------------------------------------------------- writer
+
+_Pending = list[tuple[int, list[tuple[str, bytes | bytearray, float]], bool]]
+"""Batches the writer holds: (batch number, [(topic, payload, received_at)], acked)."""
+
+
+class _Writer:
+    """The writer process's loop (see the module docstring)."""
+
+    def __init__(self, conn: Connection, db: str, instance: str, sweep_every: float,
+                 on_4g_after: float) -> None:
+        self.conn, self.db, self.instance = conn, db, instance
+        self.sweep_every, self.on_4g_after = sweep_every, on_4g_after
+        self.store: Store | None = None
+        self.stopping = False
+
+    def log(self, text: str) -> None:
+        self.conn.send(("log", text))
+
+    def run(self) -> None:
+        pending: _Pending = []
+        attempt = 0
+        next_sweep = 0.0
+        while True:
+            if self.store is None:
+                self.store = self._open(attempt)
+                if self.store is None:
+                    if self.stopping:
+                        return  # the database is away: the receiver keeps the batches
+                    until = time.monotonic() + BACKOFF[min(attempt, len(BACKOFF) - 1)]
+                    attempt += 1
+                    while not self.stopping and time.monotonic() < until:
+                        self._read(pending, until - time.monotonic())
+                    continue
+                attempt = 0
+            store = self.store
+            if not pending:
+                if self.stopping:
+                    return
+                self._read(pending, max(0.0, next_sweep - time.monotonic()))
+            try:
+                while pending:
+                    k, n, limit = 0, 0, TX_MAX
+                    while k < len(pending) and n < limit:
+                        n += len(pending[k][1])
+                        if pending[k][2]:
+                            limit = TX_MAX_ACKED
+                        k += 1
+                    self._store(store, pending[:k])
+                    del pending[:k]
+                    self._read(pending, 0)
+                if time.monotonic() >= next_sweep and not self.stopping:
+                    sw = store.sweep()
+                    if sw.went_offline or sw.alarms_opened or sw.alarms_closed:
+                        self.conn.send(("sweep", sw.went_offline, sw.alarms_opened,
+                                        sw.alarms_closed))
+                    next_sweep = time.monotonic() + self.sweep_every
+                    retention.maybe_prune(store, self.log)
+            except StoreUnavailable as e:
+                held = sum(len(p[1]) for p in pending)
+                self.log(f"{e}; {held} messages held, not acknowledged; reconnecting")
+                store.close()
+                self.store = None
+
+    def _open(self, attempt: int) -> Store | None:
+        try:
+            store = Store.open(self.db, on_4g_after=self.on_4g_after)
+        except StoreError as e:
+            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
+            self.log(f"{e}; retrying in {wait:g} s")
+            return None
+        self.log(f"storing into {store.backend} {store.where}")
+        return store
+
+    def _read(self, pending: _Pending, wait: float) -> None:
+        """Add what the receiver sent to `pending`: wait up to `wait` for a first message, then
+        take all that is queued (the receiver bounds it: MAX_INFLIGHT batches)."""
+        timeout: float | None = max(0.0, wait)
+        while not self.stopping and self.conn.poll(timeout):
+            timeout = 0
+            msg = self.conn.recv()
+            if msg[0] == "stop":
+                self.stopping = True
+            else:
+                pending.append((msg[1], msg[2], msg[3]))
+
+    def _store(self, store: Store, pending: _Pending) -> None:
+        flat = [m for p in pending for m in p[1]]
+        records = [parse(topic, payload, t) for topic, payload, t in flat]
         try:
             st = store.ingest(records)
         except StoreUnavailable:
@@ -231,36 +441,36 @@ class Service:
             # message that cannot be stored as bad instead of blocking the stream on it.
             self.log(f"{e}; storing the batch one by one")
             st = IngestStats()
-            for n, rec in enumerate(records):
+            for rec, (topic, _p, t) in zip(records, flat, strict=True):
                 try:
                     one = store.ingest([rec])
                 except StoreUnavailable:
                     raise
                 except StoreError:
                     one = store.ingest([Bad(BadKind.WRONG_TYPES, getattr(rec, "device", ""),
-                                            items[n].topic.split("/")[-1], items[n].received_at)])
+                                                 topic.split("/")[-1], t)])
                 _add(st, one)
-        self._ack(items)
-        t = self.totals
-        t.stored += len(items)
-        t.heartbeats += st.heartbeats
-        t.duplicates += st.duplicates
-        t.receipts += st.receipts
-        t.bad += st.bad
-        t.alarms_opened += st.alarms_opened
-        t.alarms_closed += st.alarms_closed
+        self.conn.send(("stored", [p[0] for p in pending],
+                        {f.name: getattr(st, f.name) for f in fields(st)}))
 
-    def _ack(self, items: list[_Item]) -> None:
-        # An acknowledgement belongs to the connection the message came on: after a reconnect
-        # the broker redelivers those (stored already: the store ignores the duplicate).
-        gen = self._gen
-        for i in items:
-            if i.qos > 0 and i.gen == gen:
-                self._client.ack(i.mid, i.qos)
-                self.totals.acked += 1
+
+def _writer_main(conn: Connection, db: str, instance: str, sweep_every: float,
+                 on_4g_after: float, prune: retention.Schedule) -> None:
+    # Ctrl-C and SIGTERM go to the receiver, which stops the writer in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    retention.configure(prune.policy, prune.every)  # a new process: as `cx fleet serve` set it
+    w = _Writer(conn, db, instance, sweep_every, on_4g_after)
+    try:
+        w.run()
+        conn.send(("stopped",))
+    except (EOFError, OSError):
+        pass  # the receiver is gone: what was not confirmed is not acknowledged either
+    finally:
+        if w.store is not None:
+            w.store.close()
 
 
 def _add(total: IngestStats, one: IngestStats) -> None:
     for name in vars(total):
         setattr(total, name, getattr(total, name) + getattr(one, name))
-

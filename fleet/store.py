@@ -48,6 +48,10 @@ from fleet.model import (
 )
 
 HISTORY_KEEP = 100
+TRIM_SLACK_DIV = 10
+"""A device's history is trimmed back to `history_keep` once it has `history_keep // 10` new
+heartbeats (from this instance) since its last trim, not at every heartbeat: the bound is
+`history_keep` plus less than a tenth, per instance, and trimming costs a tenth."""
 """Heartbeats kept per device; older ones are deleted in the transaction that adds new ones."""
 ON_4G_AFTER = 3600.0
 """Seconds on the 4G fallback before an `on_4g` alarm opens (`--on-4g-after`)."""
@@ -250,6 +254,22 @@ class _SQLite(_Dialect):
     def begin(self, conn: Any) -> None:
         conn.execute("BEGIN IMMEDIATE")
 
+    def insert_each(self, cur: Any, sql: str, rows: Sequence[Sequence[Any]]) -> list[bool]:
+        # All rows in one executemany (the usual case: none stored before); only when some
+        # were (a redelivery) undo it and find out row by row.
+        if not rows:
+            return []
+        conn = cur.connection
+        cur.execute("SAVEPOINT insert_each")
+        before = conn.total_changes
+        cur.executemany(sql, rows)
+        if conn.total_changes - before == len(rows):
+            cur.execute("RELEASE insert_each")
+            return [True] * len(rows)
+        cur.execute("ROLLBACK TO insert_each")
+        cur.execute("RELEASE insert_each")
+        return super().insert_each(cur, sql, rows)
+
     def describe(self) -> str:
         return self.path
 
@@ -348,6 +368,8 @@ class Store:
         self.on_4g_after = on_4g_after
         self.history_keep = history_keep
         self._known: set[str] = set()
+        self._trim_slack = max(1, history_keep // TRIM_SLACK_DIV)
+        self._since_trim: dict[str, int] = {}
 
     @classmethod
     def open(cls, url: str, *, create: bool = True, on_4g_after: float = ON_4G_AFTER,
@@ -554,8 +576,22 @@ class Store:
                 elif isinstance(r, Fault):
                     st.faults += 1
                     self._x(cur, _FAULT_UPDATES[(r.fault, r.active)], (r.device, r.t))
-        self._trim(cur, sorted({h.device for h in hbs if id(h) in fresh}))
+        self._trim(cur, self._due_for_trim([h.device for h in hbs if id(h) in fresh]))
         return changed
+
+    def _due_for_trim(self, devices: list[str]) -> list[str]:
+        """Of the devices that just got these new heartbeats, those to trim now: each one the
+        first time this store sees it, then every `_trim_slack` heartbeats."""
+        since = self._since_trim
+        due = set()
+        for dev in devices:
+            n = since.get(dev)
+            if n is None or n + 1 >= self._trim_slack:
+                due.add(dev)
+                since[dev] = 0
+            else:
+                since[dev] = n + 1
+        return sorted(due)
 
     def _trim(self, cur: Any, devices: list[str]) -> None:
         """Keep the last `history_keep` heartbeats of each of `devices`: one statement for the

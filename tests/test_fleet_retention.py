@@ -205,3 +205,28 @@ def test_serve_hook_prunes_once_per_period_and_says_so(world: tuple[Store, float
     retention.configure(None)
     monkeypatch.setattr(retention, "_next_run", {})
     assert retention.maybe_prune(s, lines.append) is None  # --prune-every 0
+
+
+def test_cx_fleet_serve_prunes_with_its_options(world: tuple[Store, float], url: str,
+                                                broker: Any, tmp_path: Path) -> None:
+    """The running service applies the policy given on its command line (its writer process
+    gets it), and `--prune-every 0` keeps everything."""
+    from fleet.sim import ServeProcess
+
+    s, _ = world
+    before = counts(s)
+    keep = ServeProcess(url, broker.address, "keep", str(tmp_path / "keep.log"),
+                        "--prune-every", "0")
+    keep.wait_for("storing into")
+    time.sleep(1.0)
+    assert "retention" not in keep.stop()
+    kept = counts(s)  # (the sweep may have opened offline alarms: those are new, not old)
+    assert {t: kept[t] for t in GONE if t != "alarms"} == \
+        {t: before[t] for t in GONE if t != "alarms"}
+    svc = ServeProcess(url, broker.address, "prune", str(tmp_path / "prune.log"),
+                       "--keep-alarms", "7")
+    out = svc.wait_for("retention: deleted")
+    assert "2 alarms" in out and "1 alerts" in out, out
+    assert "Traceback" not in svc.stop()
+    after = counts(s)
+    assert (after["alerts"], after["receipts"]) == (before["alerts"] - 1, before["receipts"] - 4)

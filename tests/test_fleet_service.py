@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rig import CX
 
-from fleet.sim import FakeTerminal, ServeProcess
+from fleet.sim import FakeTerminal, ServeProcess, heartbeat
 from fleet.store import Store
 
 IDS = ["T341122100201-01", "T341122100202-01", "T341122200101-01"]
@@ -256,3 +256,39 @@ def test_cli_errors_are_one_line_with_meaningful_exit_codes(fleet: Fleet, tmp_pa
     assert (r.returncode, r.stderr.strip()) == (1, "cx: error: unknown alarm 999")
     r = cx("cmd", "T000000000000-00", "status", "--broker", fleet.broker.address, db=fleet.db)
     assert r.returncode == 1 and "unknown device" in r.stderr
+
+
+def test_a_writer_process_that_dies_is_restarted_and_nothing_is_lost(fleet: Fleet) -> None:
+    """The service stores through a child process; if it is killed mid-stream (out of memory,
+    a bug), the receiver starts another and hands it every batch not confirmed stored."""
+    fleet.serve.wait_for("storing into")
+    pid = fleet.serve.proc.pid
+
+    def writers() -> list[str]:  # (the other child is multiprocessing's resource tracker)
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [k for k in kids if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes()]
+
+    kids = writers()
+    assert len(kids) == 1, kids
+
+    def hbs(t0: int) -> list[tuple[str, bytes]]:
+        return [(f"eb/dev/{d}/hb", json.dumps(heartbeat(d, t0 + k, hb_s=60)).encode())
+                for k in range(30) for d in IDS]
+
+    raw_publish(fleet.broker, hbs(1000))
+    subprocess.run(["kill", "-KILL", kids[0]], check=True)
+    raw_publish(fleet.broker, hbs(2000))
+    out = fleet.serve.wait_for("restarting it with the", timeout=15)
+    fleet.serve.wait_for("storing into", count=2)
+
+    def stored() -> int:
+        s = Store.open(str(fleet.db), create=False)
+        try:
+            return s.history_count()
+        finally:
+            s.close()
+
+    wait_until(lambda: stored() == 180, timeout=20, what="all 180 heartbeats stored")
+    assert "Traceback" not in out
+    new = writers()
+    assert len(new) == 1 and new != kids
