@@ -122,15 +122,19 @@ def _bare_sub(host: str, port: int, ready: Any, pub_done: Any, out: Any) -> None
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     n = 0
     first = last = 0.0
+    cpu_last = 0.0
+    n_cpu = 0
     subscribed = threading.Event()
 
     def on_message(_c: Any, _u: Any, _m: Any) -> None:
-        nonlocal n, first, last
+        nonlocal n, first, last, cpu_last, n_cpu
         t = time.time()
         if n == 0:
             first = t
         n += 1
         last = t
+        if n % 500 == 0:
+            cpu_last, n_cpu = time.process_time(), n
 
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-bare-{secrets.token_hex(3)}",
                     clean_session=True)
@@ -141,6 +145,7 @@ def _bare_sub(host: str, port: int, ready: Any, pub_done: Any, out: Any) -> None
     c.loop_start()
     if not subscribed.wait(10):
         raise SystemExit("bare subscriber: no SUBACK")
+    cpu_ready = time.process_time()
     ready.release()
     t_done = 0.0
     while True:
@@ -151,7 +156,7 @@ def _bare_sub(host: str, port: int, ready: Any, pub_done: Any, out: Any) -> None
                 break
     c.disconnect()
     c.loop_stop()
-    out.put(("bare", n, first, last))
+    out.put(("bare", n, first, last, cpu_last - cpu_ready, n_cpu))
 
 
 def _beater(host: str, port: int, devices: list[str], hb_s: int, silence: set[str],
@@ -301,6 +306,87 @@ def served_run(kids: Children, broker: Broker, items: list[tuple[str, bytes]], q
             "pub_rate": pub["sent"] / (pub["t_end"] - t_go)}
 
 
+def _cpu(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used."""
+    f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _service_pids(svcs: list[ServeProcess]) -> list[int]:
+    """Each service's receiver and its writer process."""
+    pids = []
+    for sv in svcs:
+        pid = sv.proc.pid
+        pids.append(pid)
+        for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes():
+                pids.append(int(k))
+    return pids
+
+
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        os.kill(pid, sig)
+
+
+def bare_drain(kids: Children, broker: Broker, items: list[tuple[str, bytes]], qos: int,
+               conns: int, subs: int) -> dict[str, Any]:
+    """The bare subscriber(s) frozen (SIGSTOP) while the publishers send everything, then
+    thawed: how fast they work off the backlog with the machine to themselves."""
+    ready = ctx.Semaphore(0)
+    pub_done = ctx.Event()
+    sub_out = ctx.Queue()
+    ps = [kids.start(_bare_sub, broker.host, broker.port, ready, pub_done, sub_out)
+          for _ in range(subs)]
+    for _ in range(subs):
+        if not ready.acquire(timeout=30):
+            raise SystemExit("bare subscriber not ready")
+    _signal_all([p.pid for p in ps], signal.SIGSTOP)
+    _, out, _ = publish_all(kids, broker, items, qos, conns, 0, ctx.Semaphore(0))
+    pub_results(out, conns)
+    time.sleep(0.5)  # the broker has queued the rest
+    t_go = time.time()
+    _signal_all([p.pid for p in ps], signal.SIGCONT)
+    pub_done.set()
+    rs = [sub_out.get(timeout=300) for _ in range(subs)]
+    kids.end()
+    got = sum(r[1] for r in rs)
+    t_last = max(r[3] for r in rs)
+    cpu, n_cpu = sum(r[4] for r in rs), sum(r[5] for r in rs)
+    return {"qos": qos, "got": got, "rate": got / (t_last - t_go),
+            "cpu_us": cpu / max(1, n_cpu) * 1e6}
+
+
+def served_drain(kids: Children, broker: Broker, items: list[tuple[str, bytes]], qos: int,
+                 conns: int, svcs: list[ServeProcess], count: Callable[[], int]
+                 ) -> dict[str, Any]:
+    """The same with the running service(s): receivers and writers frozen while the publishers
+    send, thawed, timed until every heartbeat is a row; CPU of receivers + writers."""
+    pids = _service_pids(svcs)
+    base = count()
+    _signal_all(pids, signal.SIGSTOP)
+    try:
+        _, out, _ = publish_all(kids, broker, items, qos, conns, 0, ctx.Semaphore(0))
+        pub_results(out, conns)
+        kids.end()
+        time.sleep(0.5)
+        cpu0 = sum(_cpu(p) for p in pids)
+        t_go = time.time()
+    finally:
+        _signal_all(pids, signal.SIGCONT)
+    expect = len(items)
+    n, t_last, last_change = 0, t_go, t_go
+    while n < expect and time.time() - last_change < 10:
+        time.sleep(0.02)
+        m = count() - base
+        if m != n:
+            n, t_last = m, time.time()
+            last_change = t_last
+    cpu = sum(_cpu(p) for p in pids) - cpu0
+    return {"qos": qos, "stored": n, "rate": n / (t_last - t_go),
+            "cpu_us": cpu / max(1, n) * 1e6}
+
+
 def stop_totals(text: str) -> dict[str, int]:
     m = re.search(r"stopped: (\d+) messages stored \((\d+) heartbeats, \d+ receipts, (\d+) bad\), "
                   r"(\d+) acknowledged, (\d+) dropped", text)
@@ -333,6 +419,10 @@ def ingestion(kids: Children, tmp: Path, db: str, count: Callable[[], int], name
             print(f"  [{label}] bare x{len(names)} QoS {qos}: {b['got']}/{b['sent']} received, "
                   f"{b['rate']:,.0f}/s (publisher {b['pub_rate']:,.0f}/s)", flush=True)
             res["runs"].append({"bare": b})
+        # Before any service connects: their sessions would take a share of the backlog.
+        for run, qos in enumerate((0, 1)):
+            res["runs"][run]["bare_drain"] = bare_drain(
+                kids, broker, payloads(devs, rounds, 40 + run), qos, conns, len(names))
         svcs = serve(db, broker, names, tmp)
         for run, qos in enumerate((0, 1)):
             items = payloads(devs, rounds, 10 + run)
@@ -343,6 +433,15 @@ def ingestion(kids: Children, tmp: Path, db: str, count: Callable[[], int], name
                   f"publisher {s['pub_rate']:,.0f}/s)", flush=True)
             res["runs"][run]["served"] = s
             res["runs"][run]["ratio"] = ratio
+        for run, qos in enumerate((0, 1)):
+            d = served_drain(kids, broker, payloads(devs, rounds, 30 + run), qos, conns, svcs,
+                             count)
+            b = res["runs"][run]["bare_drain"]
+            d["ratio"] = d["rate"] / b["rate"]
+            res["runs"][run]["served_drain"] = d
+            print(f"  [{label}] backlog QoS {qos}: bare {b['rate']:,.0f}/s "
+                  f"({b['cpu_us']:.0f} µs CPU/msg), service {d['rate']:,.0f}/s "
+                  f"({d['cpu_us']:.0f} µs CPU/msg): {d['ratio']:.2f}", flush=True)
     finally:
         res["totals"] = [stop_totals(s.stop(timeout=120)) for s in svcs]
         broker.stop()
@@ -558,6 +657,20 @@ def fmt_ingest(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def fmt_backlog(r: dict[str, Any]) -> str:
+    rows = []
+    for run in r["runs"]:
+        b, d = run.get("bare_drain"), run.get("served_drain")
+        if b is None or d is None:
+            continue
+        ok = d["rate"] >= 5000 and d["ratio"] >= 0.8
+        rows.append(
+            f"| {r['label']} | {b['qos']} | {b['rate']:,.0f} | {b['cpu_us']:.0f} | "
+            f"{d['rate']:,.0f} ({d['stored']:,} stored) | {d['cpu_us']:.0f} | {d['ratio']:.2f} | "
+            f"{'met' if ok else '**not met**'} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--count", type=int, default=100_000, help="heartbeats per ingestion run")
@@ -664,19 +777,34 @@ PUBLISH to its file, in both phases alike. Heartbeats declare `hb_s` {INGEST_HB_
 devices online between runs; the cost of storing one is the same.
 
 History bound: each device keeps its last `history_keep` = {HISTORY_KEEP} heartbeats. The runs
-add {args.count // N_DEV} per device per served run (at most {2 * (args.count // N_DEV) + 1} per
-device over all SQLite runs, with the QoS 1 run below), so nothing is trimmed and the row count is the stored count; the
-service's own totals (its `stopped:` line) agree, below.
+add {args.count // N_DEV} per device per served run (at most {4 * (args.count // N_DEV) + 1} per
+device over all SQLite runs: live and backlog, QoS 0 and 1, and the QoS 1 run below), so nothing
+is trimmed and the row count is the stored count; the service's own totals (its `stopped:` line)
+agree, below.
+
+**Live** (the publishers running while the subscriber or service consumes):
 
 | configuration | QoS | sent | bare subscriber(s) /s | service stored /s | 10-90 % /s | rows | stored / bare | ≥ 5,000/s and ≥ 0.8 |
 |---|---:|---:|---:|---:|---:|---:|---:|---|
 {chr(10).join(fmt_ingest(r[k]) for k in ('sqlite', 'pg') if k in r)}
+
+**Backlog** (the consumer's own capacity): the bare subscriber(s), and later the service
+processes (receivers and writers), are frozen with SIGSTOP while the publishers send the same
+count; Mosquitto queues it; then SIGCONT and the time until the last message is received or the
+last row appears (polled every 20 ms). The publishers have finished, so the consumers share the 2
+cores only with Mosquitto. CPU = user + system seconds of the consumer processes (for the
+service: receiver and writer, from /proc) per message. The bare backlog runs come before any
+service connects (a service's persistent session would take a share).
+
+| configuration | QoS | bare /s | bare CPU µs/msg | service /s | service CPU µs/msg | stored / bare | ≥ 5,000/s and ≥ 0.8 |
+|---|---:|---:|---:|---:|---:|---:|---|
+{chr(10).join(fmt_backlog(r[k]) for k in ('sqlite', 'pg') if k in r)}
 """]
     for key in ("sqlite", "pg"):
         if key not in r:
             continue
         tot = r[key]["totals"]
-        parts.append(f"- {r[key]['label']}: the service's own totals over both runs: " + "; ".join(
+        parts.append(f"- {r[key]['label']}: the service's own totals over its four runs: " + "; ".join(
             f"`{t.get('stored', '?')}` stored, `{t.get('heartbeats', '?')}` heartbeats new, "
             f"`{t.get('acked', '?')}` acknowledged, `{t.get('dropped', '?')}` dropped"
             for t in tot) + ".")
@@ -689,9 +817,9 @@ service's own totals (its `stopped:` line) agree, below.
     if "pg" in r:
         pg_tot = r["pg"]["totals"]
         newsum = sum(t.get("heartbeats", 0) for t in pg_tot)
-        parts.append(f"- PostgreSQL: {r['pg_rows']:,} rows after both runs (at most "
+        parts.append(f"- PostgreSQL: {r['pg_rows']:,} rows after all runs (at most "
                      f"{r['pg_max_per_dev']} per device); the two instances' new-heartbeat "
-                     f"counts add up to {newsum:,}: no heartbeat stored twice "
+                     f"counts add up to {newsum:,}, the rows: no heartbeat stored twice "
                      "(the unique index on (device, t, up) would refuse it anyway; a duplicate "
                      "would show as `stored` > `heartbeats`).")
     i20, (held, after) = r["inflight20"], r["probe"]
@@ -760,13 +888,42 @@ per batch, PostgreSQL 50.7 ms, trim 13.7 ms, reconcile 16.3 ms; this run in the 
 3. **Every heartbeat body JSON-encoded twice** after `parse` decoded it (~30 % of `ingest` on
    SQLite). Now the checked payload text is stored as received (`Heartbeat.raw`), encoded
    nowhere.
-4. **Still open: stored / bare below 0.8 for QoS 0**: the service is one CPython process: paho's
-   network thread and the writer share one interpreter lock, so each message costs paho's
-   receive work plus parse ({sq['parse_us']:.0f} µs) plus ingest ({sq['per_msg_us']:.0f} µs) in series, while the
-   bare subscriber pays only the first. ≥ 5,000/s is {'met' if r['sqlite']['runs'][0]['served']['rate'] >= 5000 else '**not met**'} on SQLite for QoS 0; 0.8 of a bare paho
-   subscriber would need the writer in its own process (a receiving process feeding it), which a
-   2-core machine shared with the broker, PostgreSQL and the simulator cannot show.""")
+4. **The service was one CPython process**: paho's network thread and the writer shared one
+   interpreter lock, so paho waited whenever the writer parsed or stored. Now (fleet/service.py)
+   the receiver process only receives, batches, forwards down a pipe and acknowledges; a writer
+   process parses and stores. Per message the receiver costs about what the bare subscriber
+   does; the writer adds parse ({sq['parse_us']:.0f} µs) and ingest ({sq['per_msg_us']:.0f} µs) alone,
+   more when it shares a core.""")
+        lines.append(fmt_bound(r))
     return "\n".join(lines)
+
+
+def fmt_bound(r: dict[str, Any]) -> str:
+    """What the 0.8 target needs, from this run's CPU figures."""
+    out = []
+    for key in ("sqlite", "pg"):
+        if key not in r:
+            continue
+        for run in r[key]["runs"]:
+            b, d = run.get("bare_drain"), run.get("served_drain")
+            if not b or not d:
+                continue
+            need = 0.8 * b["rate"] * d["cpu_us"] / 1e6
+            out.append(f"   - {r[key]['label']}, QoS {b['qos']}: 0.8 × {b['rate']:,.0f}/s at "
+                       f"{d['cpu_us']:.0f} µs/msg needs {need:.1f} cores for the service alone "
+                       f"(the bare subscriber used {b['rate'] * b['cpu_us'] / 1e6:.1f}); got "
+                       f"{d['ratio']:.2f} of bare.")
+    if not out:
+        return ""
+    return ("5. **What still stops ≥ 0.8 here is CPU, not waiting**: in the backlog runs the "
+            "service's processes use the cores Mosquitto leaves them (it delivers the backlog at "
+            "the same time, and logs every PUBLISH with `-v`), and the writer's parse + ingest "
+            "cost more per message than all of a bare subscriber's work:\n" + "\n".join(out) +
+            "\n   With a third core for the writer the same code keeps up with its receiver "
+            "(the writer alone stores "
+            f"{1e6 / (r['iso_sqlite']['per_msg_us'] + r['iso_sqlite']['parse_us']):,.0f}/s on "
+            "SQLite, table above); on this 2-core machine it cannot. For scale: 2,200 terminals "
+            "on IP send 37 heartbeats/s and a province of 100,000 sends 1,667/s.")
 
 
 def fmt_detect(d: dict[str, Any]) -> str:
