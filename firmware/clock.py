@@ -32,8 +32,9 @@ class Clock:
         self.persist(force=True)
 
     def set_network(self, t):
-        """Time from the cellular network (AT+CCLK?): the board clock plus an offset from now on."""
-        self._offset = int(t) - int(board.epoch())
+        """Time from the cellular network (AT+CCLK?): set into the board's clock where it can be
+        (the ESP32's RTC, which TLS checks certificate dates against), else kept as an offset."""
+        self._offset = 0 if board.set_epoch(t) else int(t) - int(board.epoch())
         self.set_synced()
 
     def persist(self, force=False):

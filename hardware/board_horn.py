@@ -65,6 +65,18 @@ def clock_synced():
     return _synced or epoch() >= _SYNCED_AFTER
 
 
+def set_epoch(t):
+    """Set the RTC from a trusted time (the 4G network's, AT+CCLK?): mbedTLS checks the broker
+    certificate's dates against it. True: the board clock now reads `t`."""
+    global _synced
+    tm = time.gmtime(int(t) - _EPOCH_OFFSET)
+    # gmtime: (year, month, mday, hour, minute, second, weekday, yearday);
+    # RTC.datetime: (year, month, day, weekday, hours, minutes, seconds, subseconds).
+    machine.RTC().datetime((tm[0], tm[1], tm[2], tm[6], tm[3], tm[4], tm[5], 0))
+    _synced = True
+    return True
+
+
 def _cause():
     c = machine.reset_cause()
     rtc = machine.RTC()
