@@ -68,6 +68,14 @@ def test_history_is_bounded_and_redelivered_heartbeats_count_once(store: Store) 
     assert [h["t"] for h in store.history(A, 10)] == [7, 6, 5, 4, 3]
 
 
+def test_a_heartbeat_twice_in_one_batch_is_stored_once(store: Store) -> None:
+    st = store.ingest([hb(A, 1, NOW), hb(B, 1, NOW), hb(A, 1, NOW + 0.5), hb(A, 2, NOW + 1)],
+                      NOW + 1)
+    assert (st.heartbeats, st.duplicates) == (3, 1)
+    assert [h["t"] for h in store.history(A, 10)] == [2, 1]
+    assert store.device(A).last_hb_at == NOW + 1 and store.device(B).state == "online"
+
+
 def test_offline_sweep_is_idempotent_and_heartbeats_close_the_alarm(store: Store) -> None:
     store.ingest([hb(A, 1, NOW), hb(B, 1, NOW)], NOW)
     assert store.sweep(NOW + 29).went_offline == 0
