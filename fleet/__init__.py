@@ -12,6 +12,7 @@ from fleet.errors import (
     CommandRefused,
     CommandTimeout,
     FleetError,
+    NotAuthorized,
     StoreError,
     StoreUnavailable,
     UnknownAlarm,
@@ -35,6 +36,6 @@ from fleet.store import Store, region_prefix
 __all__ = [
     "Alarm", "AlarmKind", "AlarmState", "AlertRecord", "BadKind", "BrokerUnavailable",
     "CommandError", "CommandRefused", "CommandTimeout", "Device", "DeviceState", "FleetError",
-    "Receipt", "Report", "Service", "Store", "StoreError", "StoreUnavailable", "Target",
+    "NotAuthorized", "Receipt", "Report", "Service", "Store", "StoreError", "StoreUnavailable", "Target",
     "UnknownAlarm", "UnknownDevice", "region_prefix", "send_command",
 ]

@@ -1,7 +1,8 @@
 """`cx fleet …`: parse, call the fleet library, print (tables for people, --json for scripts).
 
 Exit codes (tools/cx.py): 0 ok, 1 failure (unknown id, refused or unanswered command),
-2 usage, 3 broker or database unreachable.
+2 usage, 3 broker or database unreachable, 4 the broker refused the login or the command (not
+authorized).
 """
 
 from __future__ import annotations
@@ -21,12 +22,19 @@ from fleet.errors import (
     BrokerUnavailable,
     CommandRefused,
     FleetError,
+    NotAuthorized,
     StoreUnavailable,
 )
 from fleet.model import Device
 from fleet.service import Service, default_instance
 from fleet.store import ON_4G_AFTER, Store
-from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, EXIT_USAGE, CliError
+from tools.cx import (
+    EXIT_FAILURE,
+    EXIT_NOT_AUTHORIZED,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+)
 
 DEFAULT_DB = "fleet.sqlite"
 STATES = ("online", "offline", "new", "fault")
@@ -54,6 +62,8 @@ def _auth(args: argparse.Namespace) -> BrokerAuth | None:
 
 
 def _fail(e: FleetError) -> CliError:
+    if isinstance(e, NotAuthorized):
+        return CliError(str(e), EXIT_NOT_AUTHORIZED)
     code = EXIT_UNREACHABLE if isinstance(e, (StoreUnavailable, BrokerUnavailable)) else \
         EXIT_FAILURE
     return CliError(str(e), code)

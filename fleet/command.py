@@ -14,7 +14,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet.errors import BrokerUnavailable, CommandRefused, CommandTimeout, FleetError
+from fleet.errors import (
+    BrokerUnavailable,
+    CommandError,
+    CommandRefused,
+    CommandTimeout,
+    FleetError,
+    NotAuthorized,
+)
 
 OPS = ("status", "volume", "profile", "selftest", "reboot", "set")
 """Operations the agent knows; anything else gets `unknown_op` back from the terminal."""
@@ -60,25 +67,44 @@ def new_cid() -> str:
     return "c-" + secrets.token_hex(6)
 
 
+NOT_AUTHORIZED = (134, 135)
+"""MQTT 5 reason codes "Bad user name or password" and "Not authorized" (as tools/alertcli.py)."""
+
+CHECK_CRED = "check --cred (the fleet.cred of 'cx fleet broker-config'; default $CX_FLEET_CRED)"
+
+
 def send_command(host: str, port: int, device: str, op: str, args: dict[str, Any] | None = None,
                  *, wait: float = 10.0, cid: str | None = None,
                  auth: BrokerAuth | None = None) -> dict[str, Any]:
     """Send one command and return the terminal's acknowledgement (a dict with `ok: true`).
-    Raises BrokerUnavailable, CommandTimeout, or CommandRefused (`ok: false`)."""
+    Raises BrokerUnavailable, NotAuthorized (login, subscription or publish refused),
+    CommandTimeout, CommandError (publish refused otherwise) or CommandRefused (`ok: false`).
+
+    MQTT 5, because only its PUBACK says "Not authorized": under 3.1.1 Mosquitto acknowledges a
+    command its ACL denies and drops it, which looked like a terminal that does not answer."""
     cid = cid or new_cid()
     where = f"{host}:{port}"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-cmd-" + secrets.token_hex(4))
-    connected, subscribed, answered = threading.Event(), threading.Event(), threading.Event()
+    user = f"user {auth.username}" if auth is not None and auth.username else "no user"
+    ack_topic, cmd_topic = f"eb/dev/{device}/ack", f"eb/dev/{device}/cmd"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-cmd-" + secrets.token_hex(4),
+                         protocol=mqtt.MQTTv5)
+    connected, subscribed, settled = threading.Event(), threading.Event(), threading.Event()
     out: dict[str, Any] = {}
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         out["rc"] = rc
         connected.set()
         if not rc.is_failure:
-            c.subscribe(f"eb/dev/{device}/ack", 1)
+            c.subscribe(ack_topic, 1)
 
-    def on_subscribe(_c: Any, _u: Any, _m: Any, _rcs: Any, _p: Any) -> None:
+    def on_subscribe(_c: Any, _u: Any, _m: Any, rcs: list[Any], _p: Any) -> None:
+        out["suback"] = rcs[0] if rcs else None
         subscribed.set()
+
+    def on_publish(_c: Any, _u: Any, _mid: int, rc: Any, _p: Any) -> None:
+        if rc.is_failure:  # a refused command: no acknowledgement will come
+            out["puback"] = rc
+            settled.set()
 
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
@@ -87,12 +113,13 @@ def send_command(host: str, port: int, device: str, op: str, args: dict[str, Any
             return
         if isinstance(ack, dict) and ack.get("cid") == cid:
             out["ack"] = ack
-            answered.set()
+            settled.set()
 
     if auth is not None:
         auth.apply(client)
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
+    client.on_publish = on_publish
     client.on_message = on_message
     deadline = time.monotonic() + max(wait, 1.0)
     try:
@@ -103,18 +130,34 @@ def send_command(host: str, port: int, device: str, op: str, args: dict[str, Any
     try:
         if not connected.wait(max(0.1, deadline - time.monotonic())):
             raise BrokerUnavailable(f"broker {where} is unreachable: no CONNACK")
-        if out["rc"].is_failure:
-            raise BrokerUnavailable(f"broker {where} refused the connection: {out['rc']}")
+        rc = out["rc"]
+        if rc.is_failure and rc.value in NOT_AUTHORIZED:
+            raise NotAuthorized(f"broker {where} refused the login ({user}): {rc}; {CHECK_CRED}")
+        if rc.is_failure:
+            raise BrokerUnavailable(f"broker {where} refused the connection: {rc}")
         if not subscribed.wait(max(0.1, deadline - time.monotonic())):
             raise BrokerUnavailable(f"broker {where} did not confirm the subscription")
+        sub = out["suback"]
+        if sub is None or sub.is_failure:  # Mosquitto 2.0 grants it; other brokers may not
+            text = f"broker {where} refused the subscription to {ack_topic}: {sub} ({user})"
+            if sub is not None and sub.value in NOT_AUTHORIZED:
+                raise NotAuthorized(f"{text}; nothing was sent; {CHECK_CRED}")
+            raise BrokerUnavailable(f"{text}; nothing was sent")
         payload = json.dumps({"cid": cid, "op": op, "args": args or {}}, separators=(",", ":"))
-        client.publish(f"eb/dev/{device}/cmd", payload, qos=1)
-        if not answered.wait(max(0.1, deadline - time.monotonic())):
+        client.publish(cmd_topic, payload, qos=1)
+        if not settled.wait(max(0.1, deadline - time.monotonic())):
             raise CommandTimeout(f"no acknowledgement from {device} within {wait:g} s "
                                  f"(cid {cid}); is it online?")
     finally:
         client.disconnect()
         client.loop_stop()
+    if "puback" in out:
+        rc = out["puback"]
+        text = f"broker {where} refused the command on {cmd_topic} ({user}): {rc}"
+        if rc.value in NOT_AUTHORIZED:
+            raise NotAuthorized(f"{text}; {device} never got it, only the fleet user may send "
+                                f"commands: {CHECK_CRED}")
+        raise CommandError(text)
     ack: dict[str, Any] = out["ack"]
     if ack.get("ok") is not True:
         raise CommandRefused(ack)

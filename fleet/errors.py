@@ -6,6 +6,7 @@
     │   ├── UnknownDevice       no device with that id in the registry
     │   └── UnknownAlarm        no alarm with that id
     ├── BrokerUnavailable       the MQTT broker cannot be reached or refused us
+    ├── NotAuthorized           the broker refused the login, a subscription or a publish
     └── CommandError            a device command failed
         ├── CommandTimeout      no acknowledgement within the wait
         └── CommandRefused      the terminal acknowledged with ok: false
@@ -46,6 +47,11 @@ class UnknownAlarm(StoreError):
 
 class BrokerUnavailable(FleetError):
     """The MQTT broker cannot be reached, or refused the connection."""
+
+
+class NotAuthorized(FleetError):
+    """The broker refused the login (wrong user or password, no credential) or, by its ACL, the
+    subscription or the publish: fix the credential, retrying will not help (`cx` exit 4)."""
 
 
 class CommandError(FleetError):

@@ -9,10 +9,13 @@ import secrets
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+if TYPE_CHECKING:
+    from fleet.command import BrokerAuth
 
 
 def heartbeat(device: str, t: int, *, hb_s: int = 60, up: int | None = None,
@@ -30,10 +33,11 @@ def heartbeat(device: str, t: int, *, hb_s: int = 60, up: int | None = None,
 
 class FakeTerminal:
     """One terminal with its own connection: retained `online` state, `offline` as its last
-    will, heartbeats (by hand or every `hb_s`), events, and acknowledged commands."""
+    will, heartbeats (by hand or every `hb_s`), events, and acknowledged commands. `auth`: its
+    login on a broker with ACLs (user = the device id, the password of its config)."""
 
     def __init__(self, host: str, port: int, device: str, *, hb_s: int = 60,
-                 answer_commands: bool = True) -> None:
+                 answer_commands: bool = True, auth: BrokerAuth | None = None) -> None:
         self.device = device
         self.hb_s = hb_s
         self.fields: dict[str, Any] = {}
@@ -48,6 +52,8 @@ class FakeTerminal:
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self._answer = answer_commands
+        if auth is not None:
+            auth.apply(self.c)
         self.c.connect(host, port, keepalive=10)
         self.c.loop_start()
         if not self._connected.wait(10):
