@@ -148,7 +148,14 @@ class Service:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
-            self.log(f"broker {self.host}:{self.port} refused the connection: {rc}")
+            from fleet.command import CHECK_CRED, NOT_AUTHORIZED
+
+            if rc.value in NOT_AUTHORIZED:
+                user = f"user {client.username}" if client.username else "no user"
+                self.log(f"broker {self.host}:{self.port} refused the login ({user}): {rc}; "
+                         f"{CHECK_CRED}; retrying")
+            else:
+                self.log(f"broker {self.host}:{self.port} refused the connection: {rc}; retrying")
             return
         self._gen += 1
         client.subscribe([(t, 1) for t in TOPICS])

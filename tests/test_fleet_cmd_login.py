@@ -1,4 +1,4 @@
-"""`cx fleet cmd` logs in to a broker with the ACLs of
+"""`cx fleet cmd` and `cx fleet serve` log in to a broker with the ACLs of
 `cx fleet broker-config`: the fleet credential's command reaches a terminal and is acknowledged;
 a wrong password, no credential, or another user's command is refused at once in one line with
 exit 4 (real Mosquitto, cx as a subprocess)."""
@@ -17,7 +17,7 @@ from test_cap import CX, refused
 
 from fleet.command import BrokerAuth
 from fleet.provision import Device, broker_config, provision
-from fleet.sim import FakeTerminal
+from fleet.sim import FakeTerminal, ServeProcess
 from fleet.store import Store
 from tools.broker import Broker, free_port
 
@@ -98,3 +98,12 @@ def test_device_credential_command_for_another_device_is_refused_at_once(
     assert ok.returncode == 0, ok.stderr
     assert [c["op"] for c in net.terminal.commands[before:]] == ["status"]
 
+
+def test_serve_names_the_user_when_the_broker_refuses_its_login(net: Any) -> None:
+    serve = ServeProcess(str(net.tmp / "serve.sqlite"), net.services, "t1",
+                         str(net.tmp / "serve.log"), "--cred", str(net.tmp / "wrong.cred"))
+    try:
+        serve.wait_for("refused the login (user fleet): Not authorized; check --cred")
+    finally:
+        out = serve.stop()
+    assert "Traceback" not in out, out
