@@ -35,7 +35,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet import retention
-from fleet.command import BrokerAuth
+from fleet.command import CHECK_CRED, NOT_AUTHORIZED, BrokerAuth
 from fleet.errors import StoreError, StoreUnavailable
 from fleet.ingest import Bad, parse
 from fleet.model import BadKind
@@ -148,8 +148,6 @@ class Service:
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
         if rc.is_failure:
-            from fleet.command import CHECK_CRED, NOT_AUTHORIZED
-
             if rc.value in NOT_AUTHORIZED:
                 user = f"user {client.username}" if client.username else "no user"
                 self.log(f"broker {self.host}:{self.port} refused the login ({user}): {rc}; "
