@@ -86,9 +86,9 @@ class Agent:
             while not self._hb_now.is_set():
                 await asyncio.sleep_ms(500)
                 if link.path != path:
-                    # a new path has its own interval (metered 4G: long), from the last send
-                    path = link.path
-                    due = _jitter(self.hb_interval() * 1000)
+                    # Tell the fleet at once (which terminals are on 4G now is an admin's first
+                    # question); the next interval is the new path's (metered 4G: long).
+                    break
                 if time.ticks_diff(time.ticks_ms(), sent) >= due:
                     break
 

@@ -85,6 +85,20 @@ def test_heartbeat_carries_the_protocol_fields(rig: Rig) -> None:
     lis.wait(lambda m: m[0] == f"eb/dev/{t.id}/hb", 5, n)  # the next one within ~2 s
 
 
+def test_a_path_change_is_in_a_heartbeat_at_once_both_ways(rig: Rig) -> None:
+    t = rig.terminal("t1", hb_s=600, hb_4g_s=900, link_hysteresis_s=8, reconnect_max_ms=2000)
+    lis: Listener = rig.lis  # type: ignore[attr-defined]
+    lis.wait(lambda m: m[0] == f"eb/dev/{t.id}/hb" and m[1]["link"] == "ip")
+    n = len(lis.msgs)
+    t.ctl("link", "ip", "down")
+    _, hb, _ = lis.wait(lambda m: m[0] == f"eb/dev/{t.id}/hb", 30, n)
+    assert hb["link"] == "4g", "the first heartbeat after the cut says 4g (not after 600 s)"
+    n = len(lis.msgs)
+    t.ctl("link", "ip", "up")  # back to IP after the hysteresis: said at once again
+    _, hb, _ = lis.wait(lambda m: m[0] == f"eb/dev/{t.id}/hb", 60, n)
+    assert hb["link"] == "ip"
+
+
 def test_state_is_retained_online_and_the_will_says_offline(rig: Rig) -> None:
     t = rig.terminal("t1")
     lis: Listener = rig.lis  # type: ignore[attr-defined]
