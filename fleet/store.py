@@ -626,7 +626,9 @@ class Store:
         for r, is_new in zip(receipts, new, strict=True):
             if not is_new or r.status != "rejected":
                 continue
-            detail = f"{r.reason or 'rejected'} (alert {r.alert or '?'}, key {r.kid or '?'})"
+            detail = (f"{r.reason or 'rejected'} ("
+                      + (f"alert {r.alert}" if r.alert else "alert id not given")
+                      + (f", key {r.kid})" if r.kid else ", no key named)"))
             opened = self._x(cur, "INSERT INTO alarms (device, kind, state, detail, count, "
                                   "opened_at) VALUES (?, ?, 'open', ?, 1, ?) ON CONFLICT DO "
                                   "NOTHING", (r.device, AlarmKind.REJECTED.value, detail, now))

@@ -1,11 +1,15 @@
-"""`cx demo`: a county in miniature. Starts Mosquitto, emulated terminals running the real
-firmware, sends a signed flood warning and a forged one, and shows what each terminal did."""
+"""`cx demo`: a county in miniature. Starts Mosquitto, the county's fleet service (`cx fleet
+serve` on a SQLite file), emulated terminals running the real firmware and fleet agent, sends a
+signed flood warning and a forged one, cuts a village's IP line, and shows what each terminal
+did and what the fleet service recorded (`cx alert status`, `cx fleet report`, alarms)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 import wave
@@ -85,7 +89,18 @@ def _wait(pred: Any, timeout: float) -> bool:
     return False
 
 
+def _cx(*argv: str) -> None:
+    """Run a `cx` command as an admin would type it, and show it with its output."""
+    exe = str(Path(sys.executable).parent / "cx")
+    print(f"$ cx {' '.join(argv)}", flush=True)
+    r = subprocess.run([exe, *argv], capture_output=True, text=True, timeout=60, check=False)
+    out = (r.stdout + r.stderr).rstrip()
+    print("\n".join("  " + line for line in out.splitlines()) if out else "  (nothing)")
+
+
 def run(args: argparse.Namespace) -> int:
+    from fleet.sim import ServeProcess
+    from fleet.store import Store
     from tools.alertcli import publish
     from tools.cx import CliError
 
@@ -104,10 +119,20 @@ def run(args: argparse.Namespace) -> int:
     county = new_issuer(root, "county-341122-demo", ["341122"], ["alert"], now - 300, now + 86400)
     print(f"  keys: root {root.kid} (scope 34) certifies {county.kid} (scope 341122); "
           "made now, never saved")
+    db = base / "fleet.sqlite"
+    store = Store.open(str(db))
+    try:
+        store.upsert_devices(TERMINALS)  # what `cx fleet provision` does for each terminal
+    finally:
+        store.close()
     terms: list[Terminal] = []
     threads: list[threading.Thread] = []
     watch = None
+    serve = ServeProcess(str(db), broker.address, "demo", str(base / "fleet-serve.log"),
+                         cx=str(Path(sys.executable).parent / "cx"))
     try:
+        serve.wait_for("storing into", 30)
+        print(f"  fleet service: cx fleet serve into {db} (log: {base / 'fleet-serve.log'})")
         for tid, region, profile in TERMINALS:
             cfg = {"id": tid, "region": region, "profile": profile, "trust": [root.anchor()],
                    "mqtt": {"host": broker.host, "port": broker.port}}
@@ -132,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
         env = sign_alert(county, p)
         print(f"1) county {county.kid} signs a level-1 flood warning for town 341122100 "
               f"({len(env)} bytes) and publishes it to {', '.join(topics_for(p))}")
+        _record(db, p, county.kid)
         publish(env, topics_for(p), broker.host, broker.port)
         in_town = [t for t in terms if "341122100" in t.dir.name]
         if not _wait(lambda: watch is not None and watch.count(p["id"], "done") >= len(in_town), 40):
@@ -158,6 +184,7 @@ def run(args: argparse.Namespace) -> int:
         p3 = make_alert_payload(regions=["341122100201"], kind="test", level=4, tone="chime",
                                 expires_in=600)
         print(f"   the county sends a test to village 341122100201 ({p3['id']})")
+        _record(db, p3, county.kid)
         publish(sign_alert(county, p3), topics_for(p3), broker.host, broker.port)
         if not _wait(lambda: watch is not None and watch.count(p3["id"], "done") >= 1, 30):
             raise CliError("the test did not sound over 4G within 30 s")
@@ -176,6 +203,14 @@ def run(args: argparse.Namespace) -> int:
                   for r in watch.items if r["dev"] == t.dir.name]
             print(f"  {t.dir.name:18} {path:5} {span:>11} {src:12} {secs:7.1f}  {' → '.join(rs)}")
         print(f"\nListen: {base}/<terminal>/hw/speaker.wav   Outputs: <terminal>/hw/events.jsonl")
+
+        # The county admin's view: what the fleet service stored from the same traffic.
+        _wait(lambda: _receipts(db, p["id"]) >= 2 * len(in_town), 10)
+        print("\nWhat the county's fleet service recorded (the admin's commands):")
+        rel = str(db)
+        _cx("alert", "status", p["id"], "--db", rel)
+        _cx("fleet", "report", "--db", rel)
+        _cx("fleet", "alarms", "--open", "--db", rel)
         return 0
     finally:
         if watch is not None:
@@ -184,7 +219,32 @@ def run(args: argparse.Namespace) -> int:
             t.stop()
         for th in threads:
             th.join(5)
+        out = serve.stop()
+        if "Traceback" in out:
+            print(f"cx demo: the fleet service failed; see {base / 'fleet-serve.log'}",
+                  file=sys.stderr)
         broker.stop()
+
+
+def _record(db: Path, payload: dict[str, Any], kid: str) -> None:
+    """What `cx alert send --db` does: remember the alert and its targets for the report."""
+    from fleet.store import Store
+
+    store = Store.open(str(db))
+    try:
+        store.record_alert(payload["id"], kid, payload["regions"])
+    finally:
+        store.close()
+
+
+def _receipts(db: Path, alert_id: str) -> int:
+    from fleet.store import Store
+
+    store = Store.open(str(db))
+    try:
+        return len(store.receipts(alert_id))
+    finally:
+        store.close()
 
 
 
