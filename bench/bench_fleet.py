@@ -67,8 +67,9 @@ DETECT_HB_S = 10
 SILENCED = 20
 WILLS = 5
 
-PACED = ((0, 5000), (0, 10000), (1, 5000))
-"""(QoS, heartbeats/s) of the paced runs: the simulator's 10,000 devices at a steady rate."""
+PACED = ((0, 6000), (0, 10000), (1, 6000))
+"""(QoS, heartbeats/s) of the paced runs: the simulator's 10,000 devices at a steady rate, above
+the 5,000/s target (a paced run cannot measure more than it is offered)."""
 PACED_COUNT = 50_000
 
 ctx = mp.get_context("fork")
@@ -805,7 +806,7 @@ CPU from the service while it publishes, so the rates are a floor.
 ### (1) Ingestion
 
 10,000 devices registered with `Store.upsert_devices` ({r['reg_sqlite']:.1f} s on SQLite).
-Each run publishes {args.count:,} heartbeats ({args.count // N_DEV} per device, the protocol's JSON,
+Each flat-out run publishes {args.count:,} heartbeats ({args.count // N_DEV} per device, the protocol's JSON,
 ~{len(payloads(['T341122100001-01'], 1, 0)[0][1])} bytes, encoded beforehand) over
 {args.conns} paho connections (one process each), as fast as Mosquitto takes them. On a fresh
 broker per configuration, first with **only bare paho subscribers** on the service's shared
@@ -972,9 +973,13 @@ def fmt_bound(r: dict[str, Any]) -> str:
                        f"{d['ratio']:.2f} of bare.")
     if not out:
         return ""
+    paced = [pr for key in ("sqlite", "pg") if key in r for pr in r[key].get("paced", [])
+             if "ratio" in pr]
+    kept = (f"paced at up to {max(pr['offered'] for pr in paced):,}/s the service stored "
+            f"{min(pr['ratio'] for pr in paced):.2f}-{max(pr['ratio'] for pr in paced):.2f} of "
+            "the bare rate, table above") if paced else "no paced runs"
     return ("5. **Flat out, ≥ 0.8 is out of reach on this machine, and what stops it is CPU, not "
-            "waiting** (paced at 5,000 and 10,000/s the service keeps up, table above): in the "
-            "backlog runs the "
+            f"waiting** ({kept}): in the backlog runs the "
             "service's processes use the cores Mosquitto leaves them (it delivers the backlog at "
             "the same time, and logs every PUBLISH with `-v`), and the writer's parse + ingest "
             "cost more per message than all of a bare subscriber's work:\n" + "\n".join(out) +
