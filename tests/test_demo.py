@@ -18,7 +18,7 @@ def test_demo_runs_end_to_end_and_the_fleet_service_reports_it(tmp_path: Path) -
     assert "Traceback" not in out
     # The terminals: the town's three sound the warning, the other town's stays silent, the
     # forged alert is refused everywhere, the cut village sounds the test over 4G.
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^  (T\d{12}-01) .*$", out, re.M)}
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^  (T\d{12}-01) .*$", out, re.MULTILINE)}
     assert len(rows) == 4, out
     for tid in ("T341122100201-01", "T341122100202-01", "T341122100000-01"):
         assert "tone:siren" in rows[tid] and "done" in rows[tid], rows[tid]
@@ -27,7 +27,7 @@ def test_demo_runs_end_to_end_and_the_fleet_service_reports_it(tmp_path: Path) -
     assert re.search(r"T341122100201-01\s+4g\b", rows["T341122100201-01"])
     # The admin's view, from the fleet service's database.
     assert "targets 3: done 3" in out
-    assert re.search(r"^  341122100\s+3\s+3(\s+0){5}$", out, re.M), out  # per town: 3 done
+    assert re.search(r"^  341122100\s+3\s+3(\s+0){5}$", out, re.MULTILINE), out  # per town: 3 done
     assert "total: 4 terminals, 4 online, 0 offline, 0 with faults, 1 on 4G" in out
     assert out.count("rejected  open") == 4
     assert (tmp_path / "demo" / "T341122100201-01" / "hw" / "speaker.wav").stat().st_size > 44
