@@ -317,7 +317,8 @@ class Service:
                     self._writer_stopped.set()
                     return
         except (EOFError, OSError):
-            if not self._writer_stopped.is_set():
+            # (a reply thread of a writer already replaced says nothing about the new one)
+            if conn is self._conn and not self._writer_stopped.is_set():
                 self._writer_gone.set()
 
     def _stored(self, ns: list[int], st: dict[str, int]) -> None:
