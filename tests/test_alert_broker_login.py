@@ -13,12 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aclbroker import AclBroker
 from test_broker_acl import QUIET, Conn
 from test_cap import CX, fresh, refused
 
-from fleet.provision import Device, broker_config, provision
-from fleet.store import Store
-from tools.broker import Broker, free_port
+from fleet.provision import Device
 from tools.envelope import KeyPair, decode_jws, verify_jws
 from tools.keys import new_issuer, save_keyfile
 
@@ -36,28 +35,17 @@ def net(tmp_path_factory: pytest.TempPathFactory) -> Any:
     county = new_issuer(root, "cty-341122", ["341122"], ["alert"], now - 300, now + 86400)
     save_keyfile(tmp / "county.json", county)
     save_keyfile(tmp / "root.json", root)
-    port, service_port = free_port(), free_port()
-    store = Store.open(str(tmp / "fleet.sqlite"))
-    provision([A, B], trust=[{"kid": root.kid, "pub": root.pub_b64, "scope": ["34"],
-                           "use": ["alert"]}],
-              broker=("127.0.0.1", port), out=tmp / "devs", store=store)
-    store.close()
-    broker_config(tmp / "devs" / "credentials.json", tmp / "conf", port=port, bind="127.0.0.1",
-                  service=("127.0.0.1", service_port))
-    conf = (tmp / "conf" / "mosquitto.conf").read_text()
-    as_root = "user root\n" if os.geteuid() == 0 else ""
-    broker = Broker(tmp / "broker", port=port, config=conf + "persistence false\n" + as_root)
-    def password(d: Device) -> str:
-        return json.loads((tmp / "devs" / d.id / "config.json").read_text())["mqtt"]["password"]
+    acl = AclBroker(tmp, [A, B], trust=[{"kid": root.kid, "pub": root.pub_b64, "scope": ["34"],
+                                         "use": ["alert"]}])
+    password = acl.password
 
     (tmp / "device.cred").write_text(json.dumps({"user": B.id, "password": password(B)}))
     (tmp / "wrong.cred").write_text(json.dumps({"user": "dispatcher", "password": "wrong"}))
     ns = type("Net", (), {})()
     ns.tmp, ns.county, ns.root, ns.device_password = tmp, county, root, password(A)
-    ns.services = f"127.0.0.1:{service_port}"  # the dispatcher's and fleet's listener
-    ns.terminals = f"127.0.0.1:{port}"
+    ns.services, ns.terminals = acl.services, acl.terminals
     yield ns
-    broker.stop()
+    acl.stop()
 
 
 def terminal(net: Any) -> Conn:

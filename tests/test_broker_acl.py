@@ -4,7 +4,6 @@ cannot do, and what the dispatcher and the fleet service can (fleet/brokercfg.py
 from __future__ import annotations
 
 import json
-import os
 import queue
 import subprocess
 import threading
@@ -14,13 +13,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from aclbroker import AclBroker
 from paho.mqtt.enums import CallbackAPIVersion
 from rig import Term
 
 from fleet.brokercfg import check_password, conf_text, hash_password
-from fleet.provision import Device, broker_config, provision
-from fleet.store import Store
-from tools.broker import Broker, free_port
+from fleet.provision import Device
 
 A = Device("T341122100201-01", "341122100201")
 B = Device("T341122100202-01", "341122100202")  # same town as A, another village
@@ -82,21 +80,8 @@ class Conn:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("acl")
-    trust = [{"kid": "r1", "pub": "AAAA", "scope": ["34"], "use": ["alert"]}]
-    port, service_port = free_port(), free_port()
-    store = Store.open(str(tmp / "fleet.sqlite"))
-    provision([A, B], trust=trust, broker=("127.0.0.1", port), out=tmp / "devs", store=store)
-    store.close()
-    broker_config(tmp / "devs" / "credentials.json", tmp / "conf", port=port, bind="127.0.0.1",
-                  service=("127.0.0.1", service_port))
-    conf = (tmp / "conf" / "mosquitto.conf").read_text()
-    # Started as root, Mosquitto drops to the `mosquitto` user, which cannot enter pytest's
-    # private tmp folders (production: --broker-user, docs/provisioning.md).
-    as_root = "user root\n" if os.geteuid() == 0 else ""
-    broker = Broker(tmp / "broker", port=port, config=conf + "persistence false\n" + as_root)
-
-    def cfg(d: Device) -> dict[str, Any]:
-        return json.loads((tmp / "devs" / d.id / "config.json").read_text())
+    net = AclBroker(tmp, [A, B])
+    port, service_port, broker, cfg = net.port, net.service_port, net.broker, net.config
 
     def service(name: str) -> Conn:
         cred = json.loads((tmp / "conf" / f"{name}.cred").read_text())

@@ -13,13 +13,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from aclbroker import AclBroker
 from test_cap import CX, refused
 
 from fleet.command import BrokerAuth
-from fleet.provision import Device, broker_config, provision
+from fleet.provision import Device
 from fleet.sim import FakeTerminal, ServeProcess
-from fleet.store import Store
-from tools.broker import Broker, free_port
 
 A = Device("T341122100201-01", "341122100201")  # the terminal commanded
 B = Device("T341122100202-01", "341122100202")  # its credential is stolen
@@ -30,30 +29,18 @@ WAIT = 60  # --wait of the refused commands: a refusal must not sit it out
 @pytest.fixture(scope="module")
 def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     tmp = tmp_path_factory.mktemp("cmdlogin")
-    port, service_port = free_port(), free_port()
-    store = Store.open(str(tmp / "fleet.sqlite"))
-    provision([A, B], trust=[{"kid": "r1", "pub": "AAAA", "scope": ["34"], "use": ["alert"]}],
-              broker=("127.0.0.1", port), out=tmp / "devs", store=store)
-    store.close()
-    broker_config(tmp / "devs" / "credentials.json", tmp / "conf", port=port, bind="127.0.0.1",
-                  service=("127.0.0.1", service_port))
-    conf = (tmp / "conf" / "mosquitto.conf").read_text()
-    as_root = "user root\n" if os.geteuid() == 0 else ""
-    broker = Broker(tmp / "broker", port=port, config=conf + "persistence false\n" + as_root)
-
-    def password(d: Device) -> str:
-        return json.loads((tmp / "devs" / d.id / "config.json").read_text())["mqtt"]["password"]
+    acl = AclBroker(tmp, [A, B])
+    password = acl.password
 
     (tmp / "device.cred").write_text(json.dumps({"user": B.id, "password": password(B)}))
     (tmp / "wrong.cred").write_text(json.dumps({"user": "fleet", "password": "wrong"}))
-    terminal = FakeTerminal("127.0.0.1", port, A.id, auth=BrokerAuth(A.id, password(A)))
+    terminal = FakeTerminal("127.0.0.1", acl.port, A.id, auth=BrokerAuth(A.id, password(A)))
     ns = type("Net", (), {})()
     ns.tmp, ns.terminal = tmp, terminal
-    ns.services = f"127.0.0.1:{service_port}"  # the dispatcher's and fleet's listener
-    ns.terminals = f"127.0.0.1:{port}"
+    ns.services, ns.terminals = acl.services, acl.terminals
     yield ns
     terminal.close()
-    broker.stop()
+    acl.stop()
 
 
 def cmd(net: Any, *words: str, cred: str | None = "conf/fleet.cred",
