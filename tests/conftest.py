@@ -1,12 +1,15 @@
-"""Shared fixtures: a real Mosquitto on a free loopback port, the pinned micropython binary."""
+"""Shared fixtures: a real Mosquitto on a free loopback port, the pinned micropython binary, a
+PostgreSQL cluster, and a store URL on each database (`url`: SQLite, then PostgreSQL)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+import pg
 import pytest
 
 from tools.broker import Broker, free_port
@@ -45,3 +48,21 @@ def run_mpy(script: str, *, cwd: Path | None = None, path: list[Path] | None = N
         [MICROPYTHON, "-X", f"heapsize={heap}", "-c", script],
         check=False, cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[pg.PgCluster]:
+    if not pg.available():
+        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it)")
+    c = pg.PgCluster()
+    yield c
+    c.destroy()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh fleet database: a SQLite file, then a PostgreSQL database in `cluster`."""
+    if request.param == "sqlite":
+        return str(tmp_path / "fleet.sqlite")
+    c: pg.PgCluster = request.getfixturevalue("cluster")
+    return c.create_db(f"t{abs(hash(str(tmp_path))) % 10**9}")

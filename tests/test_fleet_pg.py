@@ -8,7 +8,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +18,6 @@ from fleet.sim import ServeProcess, publish_heartbeats
 from fleet.store import Store
 
 DEVICES = [f"T341122100{n:03d}-01" for n in range(1, 51)]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg.PgCluster]:
-    if not pg.available():
-        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it)")
-    c = pg.PgCluster()
-    yield c
-    c.destroy()
 
 
 def provision(url: str, devices: list[str]) -> None:

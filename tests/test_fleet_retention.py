@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pg
 import pytest
 
 from fleet import retention
@@ -23,23 +22,6 @@ A, B, C = "T341122100201-01", "T341122100202-01", "T341122200101-01"
 DAY = 86400.0
 # What the default policy (365 days alerts, 90 closed alarms, 90 counters) lets go in `world`.
 GONE = {"alerts": 1, "alert_targets": 3, "receipts": 4, "alarms": 1, "bad_messages": 1}
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg.PgCluster]:
-    if not pg.available():
-        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it)")
-    c = pg.PgCluster()
-    yield c
-    c.destroy()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "fleet.sqlite")
-    cluster: pg.PgCluster = request.getfixturevalue("cluster")
-    return cluster.create_db(f"r{abs(hash(str(tmp_path))) % 10**9}")
 
 
 def receipt(device: str, alert: str, kid: str, status: str, at: float) -> Any:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pg
 import pytest
 
 from fleet.errors import StoreError, UnknownAlarm, UnknownDevice
@@ -18,23 +16,6 @@ from fleet.store import Store, region_prefix
 
 A, B, C = "T341122100201-01", "T341122100202-01", "T341122200101-01"
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg.PgCluster]:
-    if not pg.available():
-        pytest.skip("PostgreSQL is not installed (scripts/bootstrap installs it)")
-    c = pg.PgCluster()
-    yield c
-    c.destroy()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "fleet.sqlite")
-    cluster: pg.PgCluster = request.getfixturevalue("cluster")
-    return cluster.create_db(f"t{abs(hash(str(tmp_path))) % 10**9}")
 
 
 @pytest.fixture
