@@ -102,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from fleet.sim import ServeProcess
     from fleet.store import Store
     from tools.alertcli import publish
+    from tools.alertstatus import record  # what `cx alert send --db` does
     from tools.cx import CliError
 
     base: Path = args.dir.resolve()
@@ -157,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         env = sign_alert(county, p)
         print(f"1) county {county.kid} signs a level-1 flood warning for town 341122100 "
               f"({len(env)} bytes) and publishes it to {', '.join(topics_for(p))}")
-        _record(db, p, county.kid)
+        record(str(db), p["id"], county.kid, p["regions"], time.time())
         publish(env, topics_for(p), broker.host, broker.port)
         in_town = [t for t in terms if "341122100" in t.dir.name]
         if not _wait(lambda: watch is not None and watch.count(p["id"], "done") >= len(in_town), 40):
@@ -184,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
         p3 = make_alert_payload(regions=["341122100201"], kind="test", level=4, tone="chime",
                                 expires_in=600)
         print(f"   the county sends a test to village 341122100201 ({p3['id']})")
-        _record(db, p3, county.kid)
+        record(str(db), p3["id"], county.kid, p3["regions"], time.time())
         publish(sign_alert(county, p3), topics_for(p3), broker.host, broker.port)
         if not _wait(lambda: watch is not None and watch.count(p3["id"], "done") >= 1, 30):
             raise CliError("the test did not sound over 4G within 30 s")
@@ -224,17 +225,6 @@ def run(args: argparse.Namespace) -> int:
             print(f"cx demo: the fleet service failed; see {base / 'fleet-serve.log'}",
                   file=sys.stderr)
         broker.stop()
-
-
-def _record(db: Path, payload: dict[str, Any], kid: str) -> None:
-    """What `cx alert send --db` does: remember the alert and its targets for the report."""
-    from fleet.store import Store
-
-    store = Store.open(str(db))
-    try:
-        store.record_alert(payload["id"], kid, payload["regions"])
-    finally:
-        store.close()
 
 
 def _receipts(db: Path, alert_id: str) -> int:
