@@ -215,6 +215,18 @@ class _Dialect:
             out.append(cur.rowcount == 1)
         return out
 
+    def insert_heartbeats(self, cur: Any, hbs: list[Heartbeat]) -> list[bool]:
+        """Store a batch's heartbeats in arrival order; which were new."""
+        return self.insert_each(
+            cur, "INSERT INTO heartbeats (device, t, up, received_at, body) VALUES (?, ?, ?, ?, "
+                 "?) ON CONFLICT DO NOTHING",
+            [(h.device, h.t, h.up, h.received_at, _hb_body(h)) for h in hbs])
+
+    def update_from_heartbeats(self, cur: Any, hbs: list[Heartbeat]) -> None:
+        """The devices' rows from their latest heartbeat (at most one per device)."""
+        if hbs:
+            cur.executemany(self.q(_HB_UPDATE), [_hb_row(h) for h in hbs])
+
     def id_in(self, col: str, ids: Sequence[str]) -> tuple[str, list[Any]]:
         """`col` is one of `ids`: an SQL condition and its parameters."""
         return f"{col} IN ({','.join('?' * len(ids))})", list(ids)
@@ -316,6 +328,34 @@ class _Postgres(_Dialect):
             if not cur.nextset():
                 break
         return out
+
+    def insert_heartbeats(self, cur: Any, hbs: list[Heartbeat]) -> list[bool]:
+        """Insert `hbs`; which were new (a repeat of one in the same batch is not)."""
+        if not hbs:
+            return []
+        cur.execute(_PG_HB_INSERT, ([h.device for h in hbs], [h.t for h in hbs], [h.up for h in hbs],
+                                    [h.received_at for h in hbs], [_hb_body(h) for h in hbs]))
+        inserted = {(d, t, up) for d, t, up in cur.fetchall()}
+        out = []
+        for h in hbs:
+            key = (h.device, h.t, h.up)
+            out.append(key in inserted)
+            inserted.discard(key)
+        return out
+
+
+    def update_from_heartbeats(self, cur: Any, hbs: list[Heartbeat]) -> None:
+        """The devices' rows from their latest heartbeat (at most one per device)."""
+        if not hbs:
+            return
+        cols: list[list[Any]] = [[] for _ in range(11)]
+        for h in hbs:
+            b, at = h.body, h.received_at
+            for col, val in zip(cols, (h.device, b.get("v"), _hb_body(h), at, h.t,
+                                       at + OFFLINE_AFTER * h.hb_s, b.get("link"), b.get("line"),
+                                       b.get("supply"), b.get("clock"), h.hb_s), strict=True):
+                col.append(val)
+        cur.execute(_PG_HB_UPDATE, cols)
 
     def describe(self) -> str:
         # Never print a password that may sit in the URL.
@@ -520,13 +560,7 @@ class Store:
         """Apply heartbeats, states and faults; returns the devices whose alarm inputs may have
         changed (the only ones `_reconcile` needs to look at; the sweep looks at all)."""
         hbs = [r for r in good if isinstance(r, Heartbeat)]
-        if self._d.name == "postgresql":
-            new = _pg_insert_heartbeats(cur, hbs)
-        else:
-            new = self._d.insert_each(
-                cur, "INSERT INTO heartbeats (device, t, up, received_at, body) VALUES (?, ?, ?, "
-                     "?, ?) ON CONFLICT DO NOTHING",
-                [(h.device, h.t, h.up, h.received_at, _hb_body(h)) for h in hbs])
+        new = self._d.insert_heartbeats(cur, hbs)
         fresh = {id(h) for h, is_new in zip(hbs, new, strict=True) if is_new}
         st.heartbeats = len(fresh)
         st.duplicates = len(hbs) - len(fresh)
@@ -566,10 +600,7 @@ class Store:
                 changed.add(dev)
             elif link == "4g" and link_since is not None and link_since <= cut_4g:
                 changed.add(dev)  # the on_4g threshold may have passed since the last sweep
-        if self._d.name == "postgresql":
-            _pg_update_from_heartbeats(cur, rows)
-        else:
-            self._many(cur, _HB_UPDATE, [_hb_row(h) for h in rows])
+        self._d.update_from_heartbeats(cur, rows)
         for dev in sorted(per_dev):
             for r in per_dev[dev]:
                 if isinstance(r, State):
@@ -932,35 +963,6 @@ _PG_HB_UPDATE = (
     "%b::text[], %b::text[], %b::text[], %b::text[], %b::int[]) "
     "AS u(id, version, body, at, t, due, link, line, supply, clock, hb_s) "
     "WHERE d.id = u.id AND COALESCE(d.last_hb_at, 0) <= u.at")
-
-
-def _pg_insert_heartbeats(cur: Any, hbs: list[Heartbeat]) -> list[bool]:
-    """Insert `hbs`; which were new (a repeat of one in the same batch is not)."""
-    if not hbs:
-        return []
-    cur.execute(_PG_HB_INSERT, ([h.device for h in hbs], [h.t for h in hbs], [h.up for h in hbs],
-                                [h.received_at for h in hbs], [_hb_body(h) for h in hbs]))
-    inserted = {(d, t, up) for d, t, up in cur.fetchall()}
-    out = []
-    for h in hbs:
-        key = (h.device, h.t, h.up)
-        out.append(key in inserted)
-        inserted.discard(key)
-    return out
-
-
-def _pg_update_from_heartbeats(cur: Any, hbs: list[Heartbeat]) -> None:
-    """The devices' rows from their latest heartbeat (at most one per device)."""
-    if not hbs:
-        return
-    cols: list[list[Any]] = [[] for _ in range(11)]
-    for h in hbs:
-        b, at = h.body, h.received_at
-        for col, val in zip(cols, (h.device, b.get("v"), _hb_body(h), at, h.t,
-                                   at + OFFLINE_AFTER * h.hb_s, b.get("link"), b.get("line"),
-                                   b.get("supply"), b.get("clock"), h.hb_s), strict=True):
-            col.append(val)
-    cur.execute(_PG_HB_UPDATE, cols)
 
 
 def _hb_row(h: Heartbeat) -> tuple[Any, ...]:
