@@ -7,6 +7,7 @@ docs/fleet-protocol.md (heartbeat, state, fault events, acks) and alerts.md §6 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +19,46 @@ MAX_STR = 128
 """Characters in any string field we keep (versions, reasons, alert ids are all short)."""
 MAX_ID = 64
 """Device ids and alert ids: at most 64 characters (alerts.md §3 for alert ids)."""
+_ALERT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+"""An alert id (alerts.md §3): 1..64 of A-Z a-z 0-9 . _ : - (with `fullmatch`)."""
 DEFAULT_HB_S = 60
 """Heartbeat interval assumed when a heartbeat does not say (fleet-protocol.md)."""
 
-RECEIPT_STATUSES = ("accepted", "rejected", "ignored", "playing", "done", "preempted", "cancelled")
+# Receipts (alerts.md §6): the reason codes a terminal can send with each status. The rule
+# codes come from alerts.md §4; the others from what the firmware sends (docs/decisions.md,
+# firmware/arbiter.py, player.py, clip.py). A receipt outside these is counted as bad
+# (`wrong_types`), never stored: a firmware that adds a code needs this table updated first.
+REJECTED_REASONS = frozenset({
+    "too_large", "malformed", "bad_alg", "unknown_key", "bad_cert", "bad_signature",
+    "bad_field", "out_of_scope", "not_yet_valid", "expired"})
+"""`rejected`: rules 1 to 10 of alerts.md §4 (never null)."""
+IGNORED_REASONS = frozenset({"duplicate", "not_for_me"})
+"""`ignored`: rules 11 and 12 of alerts.md §4 (never null)."""
+KEYLESS_REASONS = frozenset({"too_large", "malformed", "bad_alg", "unknown_key"})
+"""Rejections that may name no key (`kid` null): rules 1 to 4 fail before the key is known;
+from rule 5 on the key was known (rules apply in order), so the receipt names it."""
+CLIP_REASONS = frozenset({
+    "clip_fetch_failed", "clip_hash_mismatch", "clip_too_large", "clip_bad_format",
+    "clip_bad_url"})
+"""Why the siren replaced the alert's clip (alerts.md §5; firmware/clip.py `ClipError`)."""
+RECEIPT_REASONS: dict[str, frozenset[str | None]] = {
+    "accepted": frozenset({None}),
+    "rejected": REJECTED_REASONS,
+    "ignored": IGNORED_REASONS,
+    # null, or why the siren plays instead: a clip that failed, a tone the terminal lacks
+    "playing": frozenset({None, "tone_unknown"}) | CLIP_REASONS,
+    # null, or playback stopped by a fault mid-way (firmware/player.py)
+    "done": frozenset({None, "play_failed"}),
+    "preempted": frozenset({None}),
+    # null: by a cancel alert; queue_full: dropped from a full queue; expired while waiting
+    "cancelled": frozenset({None, "queue_full", "expired"}),
+}
+"""Status → the reasons it may carry (None: `reason` null)."""
+RECEIPT_STATUSES = tuple(RECEIPT_REASONS)
+RECEIPT_T_MAX = 2**32 - 1
+"""Receipt `t`: epoch seconds up to 2106-02-07, the bound the terminal puts on every epoch field.
+No lower bound beyond 0: a terminal whose clock was never set sends what its board counts
+(alerts.md §4, clock), and that receipt is real."""
 FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced")
 TOPIC_KINDS = ("hb", "state", "event", "ack")
 
@@ -236,13 +273,34 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
             raise _WrongType()
         t = _int(obj.get("t"), 0)
         return Fault(device, fault, bool(obj["active"]), t, received_at)
+    return _parse_receipt(device, obj, received_at)
+
+
+def _parse_receipt(device: str, obj: dict[str, Any], received_at: float) -> ReceiptMsg:
+    """A receipt a terminal can send (alerts.md §6), or `_WrongType`. An absent `alert`, `kid`
+    or `reason` reads as null; unknown fields are ignored."""
     status = obj.get("status")
-    if status not in RECEIPT_STATUSES:
+    if not isinstance(status, str) or status not in RECEIPT_REASONS:
         raise _WrongType()
-    t = _int(obj.get("t"), 0)
-    return ReceiptMsg(device, _str(obj.get("alert"), MAX_ID, none_ok=True),
-                      _str(obj.get("kid"), MAX_ID, none_ok=True), str(status),
-                      _str(obj.get("reason"), none_ok=True), t, received_at)
+    reason = obj.get("reason")
+    if not (reason is None or isinstance(reason, str)) or reason not in RECEIPT_REASONS[status]:
+        raise _WrongType()
+    alert = obj.get("alert")
+    if alert is None:
+        if status != "rejected":  # only a rejection may lack the id (§6)
+            raise _WrongType()
+    elif not isinstance(alert, str) or not _ALERT_ID.fullmatch(alert):
+        raise _WrongType()
+    kid = obj.get("kid")
+    if kid is None:
+        # Every other status follows an acceptance, which knew its key; an id is read only
+        # from a payload whose signature verified, so it comes with its key too (§4).
+        if status != "rejected" or reason not in KEYLESS_REASONS or alert is not None:
+            raise _WrongType()
+    elif not isinstance(kid, str) or not 1 <= len(kid) <= MAX_ID or "\x00" in kid:
+        raise _WrongType()  # alerts.md §1: kid 1..64 chars
+    t = _int(obj.get("t"), 0, RECEIPT_T_MAX)
+    return ReceiptMsg(device, alert, kid, status, reason, t, received_at)
 
 
 def _parse_ack(device: str, obj: dict[str, Any], received_at: float) -> Record:

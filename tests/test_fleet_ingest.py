@@ -1,7 +1,8 @@
 """`fleet.ingest.parse`: what a terminal sends becomes a record, or a `Bad` of the right kind.
 
 The heartbeat check is the service's hot path and is written for speed; these pin down what it
-accepts and refuses, field by field (docs/fleet-protocol.md)."""
+accepts and refuses, field by field (docs/fleet-protocol.md). Receipts are held to what a
+terminal can send (alerts.md §6, the reason codes of §4 and of the firmware)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from fleet.ingest import Bad, Heartbeat, parse
+from fleet.ingest import Bad, Heartbeat, ReceiptMsg, parse
 from fleet.model import BadKind
 from fleet.sim import heartbeat
+from fleet.store import Store
 
 DEV = "T341122100001-01"
 TOPIC = f"eb/dev/{DEV}/hb"
@@ -79,3 +81,99 @@ def test_bad_payloads_get_their_kind(topic: str, payload: bytes, kind: BadKind) 
 
 def test_a_bytearray_payload_parses_like_bytes() -> None:
     assert parse(TOPIC, bytearray(hb()), 5.0) == parse(TOPIC, hb(), 5.0)
+
+
+# ---- receipts (alerts.md §6): only what a terminal can send is stored
+
+EV = f"eb/dev/{DEV}/event"
+
+
+def receipt(**fields: Any) -> bytes:
+    body: dict[str, Any] = {"alert": "cty-341122-2026-0042", "kid": "cty-341122",
+                            "status": "accepted", "reason": None, "t": 1_800_000_000}
+    body.update(fields)
+    return json.dumps({k: v for k, v in body.items() if v is not ...}).encode()
+
+
+@pytest.mark.parametrize("fields", [
+    {},
+    {"status": "rejected", "reason": "bad_signature"},
+    {"status": "rejected", "reason": "expired", "alert": "A:1.b_c-D"},
+    {"status": "rejected", "reason": "too_large", "alert": None, "kid": None},
+    {"status": "rejected", "reason": "malformed", "alert": None, "kid": None},
+    {"status": "rejected", "reason": "bad_alg", "alert": None, "kid": None},
+    {"status": "rejected", "reason": "unknown_key", "alert": None, "kid": None},
+    {"status": "rejected", "reason": "unknown_key", "alert": None},
+    {"status": "rejected", "reason": "bad_cert", "alert": None},
+    {"status": "ignored", "reason": "duplicate"}, {"status": "ignored", "reason": "not_for_me"},
+    {"status": "playing"}, {"status": "playing", "reason": "clip_fetch_failed"},
+    {"status": "playing", "reason": "clip_hash_mismatch"},
+    {"status": "playing", "reason": "clip_too_large"},
+    {"status": "playing", "reason": "clip_bad_format"},
+    {"status": "playing", "reason": "clip_bad_url"}, {"status": "playing", "reason": "tone_unknown"},
+    {"status": "done"}, {"status": "done", "reason": "play_failed"}, {"status": "preempted"},
+    {"status": "cancelled"}, {"status": "cancelled", "reason": "queue_full"},
+    {"status": "cancelled", "reason": "expired"},
+    {"alert": "a" * 64}, {"kid": "k" * 64}, {"t": 0}, {"t": 2**32 - 1},
+    {"reason": ...},  # absent reads as null
+    {"extra": "ignored", "v": 2},  # unknown fields are ignored
+])
+def test_every_receipt_the_firmware_sends_is_stored(fields: dict[str, Any]) -> None:
+    body = receipt(**fields)
+    r = parse(EV, body, 5.0)
+    sent = json.loads(body)
+    assert isinstance(r, ReceiptMsg), fields
+    assert (r.status, r.reason, r.alert, r.kid, r.t) == (
+        sent["status"], sent.get("reason"), sent["alert"], sent["kid"], sent["t"])
+
+
+@pytest.mark.parametrize("fields", [
+    # status and reason: each status carries only its own codes (§4 for rejected and ignored)
+    {"status": "exploded"}, {"status": None}, {"status": ...}, {"status": 1},
+    {"status": "ACCEPTED"}, {"reason": "bad_signature"}, {"reason": "anything at all"},
+    {"reason": ""}, {"reason": 3}, {"reason": ["x"]},
+    {"status": "rejected"}, {"status": "rejected", "reason": "duplicate"},
+    {"status": "rejected", "reason": "clip_fetch_failed"},
+    {"status": "ignored"}, {"status": "ignored", "reason": "expired"},
+    {"status": "playing", "reason": "bad_signature"}, {"status": "playing", "reason": "play_failed"},
+    {"status": "done", "reason": "clip_fetch_failed"}, {"status": "done", "reason": "expired"},
+    {"status": "preempted", "reason": "queue_full"}, {"status": "cancelled", "reason": "duplicate"},
+    # alert: an id as §3 writes it; null only for a rejection
+    {"alert": ""}, {"alert": None}, {"alert": ...}, {"alert": "a" * 65}, {"alert": "a b"},
+    {"alert": "a/b"}, {"alert": "警报-1"}, {"alert": "a\n"}, {"alert": 42}, {"alert": ["a"]},
+    {"status": "ignored", "reason": "duplicate", "alert": None},
+    {"status": "done", "alert": None}, {"status": "rejected", "reason": "bad_field", "alert": ""},
+    # kid: 1..64 chars; null only for a rejection before the key was known (rules 1-4)
+    {"kid": ""}, {"kid": "k" * 65}, {"kid": 7}, {"kid": "a\x00b"}, {"kid": None},
+    {"status": "ignored", "reason": "not_for_me", "kid": None},
+    {"status": "rejected", "reason": "bad_signature", "alert": None, "kid": None},
+    {"status": "rejected", "reason": "expired", "kid": None},
+    {"status": "rejected", "reason": "malformed", "kid": None},  # an id without its key
+    # t: an int of epoch seconds, 0 .. 2**32 - 1
+    {"t": -1}, {"t": 2**32}, {"t": 1.5}, {"t": "1800000000"}, {"t": True}, {"t": None},
+    {"t": ...},
+])
+def test_a_receipt_no_terminal_can_send_is_bad(fields: dict[str, Any]) -> None:
+    assert parse(EV, receipt(**fields), 5.0) == Bad(BadKind.WRONG_TYPES, DEV, "event", 5.0), \
+        fields
+
+
+def test_an_impossible_receipt_is_counted_as_bad_and_not_stored(url: str) -> None:
+    store = Store.open(url)
+    try:
+        store.upsert_devices([(DEV, DEV[1:13], "horn")])
+        good = parse(EV, receipt(status="rejected", reason="bad_signature"), 5.0)
+        forged = [parse(EV, receipt(reason="bad_signature"), 6.0),
+                  parse(EV, receipt(alert=""), 7.0),
+                  parse(EV, receipt(status="ignored", reason="exploded"), 8.0)]
+        st = store.ingest([good, *forged], 10.0)
+        assert (st.receipts, st.bad) == (1, 3)
+        assert [(r.status, r.reason) for r in store.receipts(device=DEV)] == [
+            ("rejected", "bad_signature")]
+        assert [(b.kind, b.device, b.topic, b.count) for b in store.report().bad] == [
+            ("wrong_types", DEV, "event", 3)]
+        # the genuine rejection still raises its alarm; the forged "accepted" opened nothing
+        assert [(a.kind, a.count) for a in store.alarms(active=True, device=DEV)] == [
+            ("rejected", 1)]
+    finally:
+        store.close()
