@@ -6,13 +6,13 @@ import json
 import b64
 import ed25519
 import region
+from limits import (
+    LEVEL_MAX, LEVEL_MIN, MAX_CLIP_FIELD, MAX_ENVELOPE, MAX_EPOCH, MAX_EVENT, MAX_FUTURE, MAX_ID,
+    MAX_KID, MAX_LIFETIME, MAX_REFS, MAX_REGIONS, MAX_SCOPE, MAX_TEXT, MAX_URL, MAX_USES,
+    MIN_EPOCH, REPEAT_MAX, REPEAT_MIN, VOLUME_MAX,
+)
 from micropython import const
 
-MAX_ENVELOPE = const(8192)  # alerts.md §1
-MAX_FUTURE = const(300)  # s an alert may be issued ahead of our clock (rule 9)
-MAX_LIFETIME = const(604800)  # expires <= issued + 7 days (§3)
-MAX_REGIONS = const(64)
-MAX_TEXT = const(1024)
 MAX_CERTS = const(8)  # verified certificates cached by their exact bytes
 
 KINDS = ("alert", "test", "cancel")
@@ -39,6 +39,11 @@ def _is_int(v):
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _epoch(v):
+    # an epoch second the terminal can hold: limits.py MIN_EPOCH..MAX_EPOCH
+    return _is_int(v) and MIN_EPOCH <= v <= MAX_EPOCH
+
+
 def _json_obj(raw):
     try:
         v = json.loads(raw)
@@ -61,8 +66,9 @@ def _split(env):
     return env[: len(parts[0]) + 1 + len(parts[1])], header, parts[1], sig
 
 
-def _valid_id(s):
-    if not isinstance(s, str) or not 1 <= len(s) <= 64:
+def valid_id(s):
+    """An alert id (alerts.md §3): 1..64 chars of A-Z a-z 0-9 . _ : -"""
+    if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
         return False
     for c in s:
         if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
@@ -75,7 +81,7 @@ def _str_list(v, lo, hi):
 
 
 def _prefixes_ok(scope):
-    return _str_list(scope, 1, 16) and all(s.isdigit() and 2 <= len(s) <= 12 for s in scope)
+    return _str_list(scope, 1, MAX_SCOPE) and all(s.isdigit() and 2 <= len(s) <= 12 for s in scope)
 
 
 class Verdict:
@@ -125,7 +131,7 @@ class Verifier:
             if hdr.get("alg") != "EdDSA" or hdr.get("typ") != "eb-alert":  # rule 3
                 raise Reject(REJECTED, "bad_alg")
             kid = hdr.get("kid")
-            if not isinstance(kid, str) or not 1 <= len(kid) <= 64:
+            if not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID:
                 kid = None
                 raise Reject(REJECTED, "unknown_key")
             pub, scope = self._signer(kid, hdr.get("crt"))  # rules 4, 5
@@ -134,7 +140,7 @@ class Verifier:
             p = _json_obj(b64.decode(payload_b64))  # only now: §4 "not parsed before"
             if p is None:
                 raise Reject(REJECTED, "bad_field")
-            if _valid_id(p.get("id")):
+            if valid_id(p.get("id")):
                 aid = p["id"]
             self._fields(p)  # rule 7
             for r in p["regions"]:  # rule 8
@@ -219,10 +225,10 @@ class Verifier:
             raise Reject(REJECTED, "bad_cert")
         kid, pub, scope, use = c.get("kid"), c.get("pub"), c.get("scope"), c.get("use")
         nbf, exp = c.get("nbf"), c.get("exp")
-        if not (isinstance(kid, str) and 1 <= len(kid) <= 64 and isinstance(pub, str)
+        if not (isinstance(kid, str) and 1 <= len(kid) <= MAX_KID and isinstance(pub, str)
                 and isinstance(scope, list) and _prefixes_ok(scope)
-                and isinstance(use, list) and _str_list(use, 1, 8) and "alert" in use
-                and _is_int(nbf) and _is_int(exp)):
+                and isinstance(use, list) and _str_list(use, 1, MAX_USES) and "alert" in use
+                and _epoch(nbf) and _epoch(exp)):
             raise Reject(REJECTED, "bad_cert")
         try:
             pub = b64.decode(pub)
@@ -242,44 +248,44 @@ class Verifier:
     def _fields(self, p):
         """Rule 7: the payload's fields (§3). Fills defaults for volume and repeat."""
         bad = Reject(REJECTED, "bad_field")
-        if not _valid_id(p.get("id")):
+        if not valid_id(p.get("id")):
             raise bad
         kind = p.get("kind")
         if kind not in KINDS:
             raise bad
         lvl = p.get("level")
         if kind != "cancel" or lvl is not None:
-            if not _is_int(lvl) or not 1 <= lvl <= 4:
+            if not _is_int(lvl) or not LEVEL_MIN <= lvl <= LEVEL_MAX:
                 raise bad
         ev = p.get("event")
-        if ev is not None and (not isinstance(ev, str) or len(ev) > 16):
+        if ev is not None and (not isinstance(ev, str) or len(ev) > MAX_EVENT):
             raise bad
         regions = p.get("regions")
         if not _str_list(regions, 1, MAX_REGIONS) or not all(region.valid_code(r) for r in regions):
             raise bad
         issued, expires = p.get("issued"), p.get("expires")
-        if not _is_int(issued) or not _is_int(expires):
+        if not _epoch(issued) or not _epoch(expires):
             raise bad
         if not issued < expires <= issued + MAX_LIFETIME:
             raise bad
         if kind == "cancel":
             refs = p.get("refs")
-            if not isinstance(refs, list) or not 1 <= len(refs) <= MAX_REGIONS:
+            if not isinstance(refs, list) or not 1 <= len(refs) <= MAX_REFS:
                 raise bad
             for r in refs:
-                if not _valid_id(r):
+                if not valid_id(r):
                     raise bad
         else:
             self._audio(p.get("audio"))
         vol = p.get("volume")
         if vol is None:
             p["volume"] = TEST_VOLUME if kind == "test" else DEFAULT_VOLUME[(lvl or 4) - 1]
-        elif not _is_int(vol) or not 0 <= vol <= 100:
+        elif not _is_int(vol) or not 0 <= vol <= VOLUME_MAX:
             raise bad
         rep = p.get("repeat")
         if rep is None:
             p["repeat"] = 1
-        elif not _is_int(rep) or not 1 <= rep <= 20:
+        elif not _is_int(rep) or not REPEAT_MIN <= rep <= REPEAT_MAX:
             raise bad
         text = p.get("text")
         if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT):
@@ -297,7 +303,7 @@ class Verifier:
         if not isinstance(c, dict):
             raise bad
         url, sha, n = c.get("url"), c.get("sha256"), c.get("bytes")
-        if not isinstance(url, str) or not 1 <= len(url) <= 512:
+        if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL:
             raise bad
         if not isinstance(sha, str) or len(sha) != 64:
             raise bad
@@ -306,5 +312,5 @@ class Verifier:
         except ValueError:
             raise bad
         c["sha256"] = sha.lower()
-        if not (isinstance(n, int) and _is_int(n) and n > 0):
+        if not _is_int(n) or not 0 < n <= MAX_CLIP_FIELD:  # type: ignore[operator]
             raise bad

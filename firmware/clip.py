@@ -7,9 +7,9 @@ import os
 import struct
 import time
 
+from limits import MAX_CLIP, MAX_URL, MIN_CLIP
 from micropython import const
 
-MAX_CLIP = const(1048576)  # bytes per clip file: about 32 s of 16 kHz 16-bit mono
 MAX_CACHE = const(2097152)  # default flash budget of the cache folder; oldest clips go first
 BUF = const(1024)  # the one buffer bytes stream through: HTTP header, body, file, samples
 CONNECT_MS = const(5000)  # TCP connect over the current link
@@ -32,7 +32,7 @@ class ClipError(Exception):
 
 def parse_url(url):
     """(host, port, path) of an http:// URL, else ClipError clip_bad_url."""
-    if not isinstance(url, str) or len(url) > 512 or not url.startswith("http://"):
+    if not isinstance(url, str) or len(url) > MAX_URL or not url.startswith("http://"):
         raise ClipError("clip_bad_url", "scheme")
     rest = url[7:]
     i = rest.find("/")
@@ -133,7 +133,7 @@ class ClipCache:
         host, port, rpath = parse_url(url)
         path = self.path(sha256_hex)
         sha = path[len(self.folder) + 1:-4]
-        if not isinstance(nbytes, int) or nbytes < 44:
+        if not isinstance(nbytes, int) or nbytes < MIN_CLIP:
             raise ClipError("clip_bad_format", "bytes")
         if nbytes > MAX_CLIP or nbytes > self.max_bytes:
             raise ClipError("clip_too_large", nbytes)

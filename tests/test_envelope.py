@@ -143,8 +143,8 @@ def test_payload_has_the_section_3_fields() -> None:
     assert p == {"id": "flood-1", "kind": "alert", "level": 2, "event": "FLOOD",
                  "regions": ["341122000000"], "issued": NOW, "expires": NOW + 3600,
                  "audio": {"tone": "siren"}, "volume": 90, "repeat": 3, "text": "洪水预警"}
-    clip = alert(tone=None, clip={"url": "http://x/a.wav", "sha256": "AB" * 32, "bytes": 10})
-    assert clip["audio"] == {"clip": {"url": "http://x/a.wav", "sha256": "ab" * 32, "bytes": 10}}
+    clip = alert(tone=None, clip={"url": "http://x/a.wav", "sha256": "AB" * 32, "bytes": 1000})
+    assert clip["audio"] == {"clip": {"url": "http://x/a.wav", "sha256": "ab" * 32, "bytes": 1000}}
     cancel = make_alert_payload(kind="cancel", regions=["341122000000"], refs=["flood-1"],
                                 issued=NOW)
     assert cancel["refs"] == ["flood-1"] and "audio" not in cancel and "level" not in cancel
@@ -169,8 +169,8 @@ def test_generated_ids_are_unique_and_in_charset() -> None:
     ({"tone": None}, "exactly one"),
     ({"clip": {"url": "u", "sha256": "0" * 64, "bytes": 1}}, "exactly one"),
     ({"tone": "bell"}, "tone"),
-    ({"tone": None, "clip": {"url": "u", "sha256": "xyz", "bytes": 1}}, "sha256"),
-    ({"tone": None, "clip": {"url": "u", "sha256": "0" * 64, "bytes": 0}}, "bytes"),
+    ({"tone": None, "clip": {"url": "http://h/a.wav", "sha256": "xyz", "bytes": 1}}, "sha256"),
+    ({"tone": None, "clip": {"url": "http://h/a.wav", "sha256": "0" * 64, "bytes": 0}}, "bytes"),
     ({"id": "bad id"}, "id"),
     ({"id": "x" * 65}, "id"),
     ({"kind": "drill"}, "kind"),

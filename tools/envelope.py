@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import importlib.util
 import json
 import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -28,8 +31,10 @@ __all__ = [
     "ALG",
     "AUDIO_TONES",
     "KINDS",
+    "MAX_CLIP",
     "MAX_ENVELOPE",
     "MAX_EXPIRY",
+    "MAX_REFS",
     "TYP_ALERT",
     "TYP_CERT",
     "USES",
@@ -54,16 +59,42 @@ __all__ = [
     "verify_jws",
 ]
 
+
+
+def _firmware_limits() -> ModuleType:
+    # The terminal's own limits file, read as the terminal reads it (docs/decisions.md "Limits"):
+    # one place, so a host tool never signs what a terminal rejects.
+    path = Path(__file__).resolve().parent.parent / "firmware" / "limits.py"
+    spec = importlib.util.spec_from_file_location("cunxiang_firmware_limits", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load the terminal's limits from {path}")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_L = _firmware_limits()
 ALG = "EdDSA"
 TYP_ALERT = "eb-alert"
 TYP_CERT = "eb-cert"
-MAX_ENVELOPE = 8192  # alerts.md §1: the whole envelope, in bytes
-MAX_EXPIRY = 7 * 24 * 3600  # alerts.md §3: expires <= issued + 7 days
-MAX_REGIONS = 64
-MAX_ID = 64
-MAX_KID = 64
-MAX_EVENT = 16
-MAX_TEXT = 1024
+MAX_ENVELOPE: int = _L.MAX_ENVELOPE  # alerts.md §1: the whole envelope, in bytes
+MAX_EXPIRY: int = _L.MAX_LIFETIME  # alerts.md §3: expires <= issued + 7 days
+MAX_REGIONS: int = _L.MAX_REGIONS
+MAX_REFS: int = _L.MAX_REFS
+MAX_ID: int = _L.MAX_ID
+MAX_KID: int = _L.MAX_KID
+MAX_EVENT: int = _L.MAX_EVENT
+MAX_TEXT: int = _L.MAX_TEXT
+MAX_EPOCH: int = _L.MAX_EPOCH
+MIN_EPOCH: int = _L.MIN_EPOCH
+MAX_URL: int = _L.MAX_URL
+MIN_CLIP: int = _L.MIN_CLIP
+MAX_CLIP: int = _L.MAX_CLIP
+MAX_SCOPE: int = _L.MAX_SCOPE
+MAX_USES: int = _L.MAX_USES
+LEVELS = range(_L.LEVEL_MIN, _L.LEVEL_MAX + 1)
+VOLUMES = range(_L.VOLUME_MAX + 1)
+REPEATS = range(_L.REPEAT_MIN, _L.REPEAT_MAX + 1)
 KINDS = ("alert", "test", "cancel")
 AUDIO_TONES = ("siren", "alarm", "chime")
 USES = ("alert", "ota")
@@ -73,6 +104,7 @@ _ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _REGION_RE = re.compile(r"[0-9]{12}")
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
 # --- base64url and JSON ---------------------------------------------------------------
@@ -84,9 +116,12 @@ def b64e(data: bytes) -> str:
 
 
 def b64d(text: str) -> bytes:
-    """Decode base64url without padding; raises ValueError on anything else."""
+    """Decode canonical base64url without padding; raises ValueError on anything else, also on
+    unused bits set in the last character (RFC 4648 §3.5), which terminals reject (malformed)."""
     if not isinstance(text, str) or not _B64URL_RE.fullmatch(text) or len(text) % 4 == 1:
         raise ValueError("not base64url without padding")
+    if len(text) % 4 and _B64URL.index(text[-1]) & (15 if len(text) % 4 == 2 else 3):
+        raise ValueError("not canonical base64url: unused bits set in the last character")
     try:
         return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError) as e:
@@ -182,6 +217,8 @@ def check_scope(scope: Iterable[object]) -> list[str]:
             out.append(p)
     if not out:
         raise ValueError("scope must name at least one region prefix")
+    if len(out) > MAX_SCOPE:
+        raise ValueError(f"scope names {len(out)} prefixes; terminals take at most {MAX_SCOPE}")
     return out
 
 
@@ -257,10 +294,17 @@ def make_cert(
     """An issuer certificate (alerts.md §2) signed by root.
 
     Checks shapes only, not that scope lies within root.scope: tests build
-    out-of-scope certificates with it; `cx keys issuer` refuses them itself.
+    out-of-scope certificates with it; `cx keys issuer` refuses them itself. The
+    counts and the validity dates are held to the terminal's limits (firmware/limits.py).
     """
     if root.priv is None:
         raise ValueError(f"root key {root.kid!r} has no private key")
+    if not 1 <= len(scope) <= MAX_SCOPE:
+        raise ValueError(f"scope names {len(scope)} prefixes; terminals take 1..{MAX_SCOPE}")
+    if not 1 <= len(use) <= MAX_USES:
+        raise ValueError(f"use names {len(use)} entries; terminals take 1..{MAX_USES}")
+    _int("nbf", nbf, MIN_EPOCH, MAX_EPOCH)
+    _int("exp", exp, MIN_EPOCH, MAX_EPOCH)
     payload = {"kid": check_kid(kid), "pub": b64e(pub_bytes(pub)), "scope": list(scope),
                "use": list(use), "nbf": int(nbf), "exp": int(exp)}
     return sign_jws(root.priv, {"alg": ALG, "typ": TYP_CERT, "kid": root.kid}, payload)
@@ -342,11 +386,11 @@ def make_alert_payload(
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
     if issued is None:
         issued = int(time.time())
-    issued = _int("issued", issued, 0, 2**53)
+    issued = _int("issued", issued, MIN_EPOCH, MAX_EPOCH)
     alert_id = check_id(new_alert_id(issued) if id is None else id)
 
     if isinstance(regions, str) or not regions:
-        raise ValueError("regions must list 1..64 region codes")
+        raise ValueError(f"regions must list 1..{MAX_REGIONS} region codes")
     regions = list(regions)
     if len(regions) > MAX_REGIONS:
         raise ValueError(f"at most {MAX_REGIONS} regions, got {len(regions)}")
@@ -358,7 +402,7 @@ def make_alert_payload(
     if expires is None:
         expires = issued + (3600 if expires_in is None else expires_in)
     if isinstance(expires, bool) or not isinstance(expires, int) or not (
-        issued < expires <= issued + MAX_EXPIRY
+        issued < expires <= issued + MAX_EXPIRY and expires <= MAX_EPOCH
     ):
         raise ValueError(
             f"expiry must be after issued and at most 7 days ({MAX_EXPIRY} s) later, "
@@ -376,7 +420,7 @@ def make_alert_payload(
     else:
         if level is None:
             raise ValueError(f"level (1..4) is required for kind {kind}")
-        payload["level"] = _int("level", level, 1, 4)
+        payload["level"] = _int("level", level, LEVELS[0], LEVELS[-1])
         if refs:
             raise ValueError("refs are for kind cancel only")
     if event is not None:
@@ -397,15 +441,19 @@ def make_alert_payload(
         else:
             payload["audio"] = {"clip": _check_clip(clip)}
     if volume is not None:
-        payload["volume"] = _int("volume", volume, 0, 100)
+        payload["volume"] = _int("volume", volume, VOLUMES[0], VOLUMES[-1])
     if repeat is not None:
-        payload["repeat"] = _int("repeat", repeat, 1, 20)
+        payload["repeat"] = _int("repeat", repeat, REPEATS[0], REPEATS[-1])
     if text is not None:
         if not isinstance(text, str) or len(text) > MAX_TEXT:
             raise ValueError(f"text must be at most {MAX_TEXT} chars")
         payload["text"] = text
     if kind == "cancel":
-        payload["refs"] = [check_id(r, "ref") for r in refs or ()]
+        refs = list(refs or ())
+        if len(refs) > MAX_REFS:
+            raise ValueError(f"a cancel names at most {MAX_REFS} alerts in refs, got {len(refs)}; "
+                             "send several cancels")
+        payload["refs"] = [check_id(r, "ref") for r in refs]
     return payload
 
 
@@ -413,12 +461,17 @@ def _check_clip(clip: object) -> dict[str, Any]:
     if not isinstance(clip, dict):
         raise ValueError("clip must be an object with url, sha256 and bytes")  # noqa: TRY004
     url, sha, size = clip.get("url"), clip.get("sha256"), clip.get("bytes")
-    if not isinstance(url, str) or not url:
-        raise ValueError("clip url must be a non-empty string")
+    # what firmware/clip.py can fetch and play; anything else would sound the siren instead
+    if not isinstance(url, str) or not url.startswith("http://") or len(url) > MAX_URL or any(
+        not 32 < ord(c) < 127 for c in url
+    ):
+        raise ValueError(f"clip url must be http://, at most {MAX_URL} printable ASCII chars "
+                         f"without spaces, got {url!r}")
     if not isinstance(sha, str) or not _HEX64_RE.fullmatch(sha):
         raise ValueError(f"clip sha256 must be 64 hex digits, got {sha!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
-        raise ValueError(f"clip bytes must be a positive integer, got {size!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or not MIN_CLIP <= size <= MAX_CLIP:
+        raise ValueError(f"clip bytes must be an integer {MIN_CLIP}..{MAX_CLIP} (a 16 kHz WAV a "
+                         f"terminal can cache), got {size!r}")
     return {"url": url, "sha256": sha.lower(), "bytes": size}
 
 
