@@ -6,6 +6,7 @@ import time
 
 import board
 import config
+import fsutil
 from micropython import const
 from version import VERSION
 
@@ -50,6 +51,7 @@ class Agent:
         self.faults = {}  # fault -> active
         self._hb_now = asyncio.Event()
         self._selftest = None  # an asyncio.Event while a self-test runs
+        self._damage_sent = 0  # fsutil.records already sent as storage fault events
 
     # --- heartbeat -----------------------------------------------------------------------
 
@@ -71,6 +73,7 @@ class Agent:
             "amp": 1 if t.amp.is_on else 0, "line": self.line, "line_ma": self.line_ma,
             "supply": self.supply, "supply_mv": self.supply_mv, "counts": t.stats,
             "last_alert": t.last_alert, "hb_s": self.hb_interval(),
+            "files": fsutil.damaged,
         }
 
     async def heartbeat_task(self):
@@ -131,6 +134,18 @@ class Agent:
             self._fault("battery_low", supply == "low", mv)
             self._hb_now.set()
         self._fault("clock_unsynced", not t.clock.synced)
+        self._report_damage()
+
+    def _report_damage(self):
+        # A damaged file found on flash (fsutil.note_damage) is told once, as a `storage` fault
+        # event the fleet turns into an alarm for the admin to acknowledge (fleet-protocol.md).
+        recs = fsutil.records
+        while self._damage_sent < len(recs):
+            name, reason, n = recs[self._damage_sent]
+            self._damage_sent += 1
+            self.term.send_event({"fault": "storage", "active": True, "value": n, "file": name,
+                                  "reason": reason, "t": self.term.clock.now()})
+            self._hb_now.set()
 
     async def health_task(self):
         while True:

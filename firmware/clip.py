@@ -7,6 +7,7 @@ import os
 import struct
 import time
 
+from fsutil import note_damage
 from limits import MAX_CLIP, MAX_URL, MIN_CLIP
 from micropython import const
 
@@ -18,6 +19,7 @@ FETCH_MS = const(60000)  # whole download; the amplifier is already warming up m
 MAX_WAV_CHUNKS = const(16)  # RIFF chunks skipped looking for "data"
 _RATE = const(16000)  # board.RATE
 _HTTP_PORT = const(80)
+AUDIT_DELAY_MS = const(5000)  # after boot, before the cache is re-hashed in the background
 
 
 class ClipError(Exception):
@@ -124,6 +126,15 @@ class ClipCache:
         # a power cut mid-download leaves a temp file behind
         for name, _ in self._files(".tmp"):
             _remove(folder + "/" + name)
+        # The cache's index is its file names: only <sha256>.wav of a playable size belongs here.
+        for name, st in self._files(""):
+            why = None
+            if not (name.endswith(".wav") and _is_hash(name[:-4])):
+                why = "not a clip name"
+            elif not MIN_CLIP <= st[6] <= MAX_CLIP:
+                why = "size %d" % st[6]
+            if why is not None:
+                self.discard(folder + "/" + name, why)
 
     def path(self, sha256_hex):
         return self.folder + "/" + _check_hash(sha256_hex) + ".wav"
@@ -142,8 +153,10 @@ class ClipCache:
         except OSError:
             size = -1
         if size == nbytes:
-            return path
-        if size >= 0:
+            if self._header_ok(path):
+                return path
+            self.discard(path, "bad header")  # damaged on flash since: fetched again below
+        elif size >= 0:
             _remove(path)
         if self._open_tcp is None:
             raise ClipError("clip_fetch_failed", "no link")
@@ -297,6 +310,58 @@ class ClipCache:
             else:
                 del self._busy[path]
 
+    def _header_ok(self, path):
+        # 44 bytes read: cheap enough before every play (the full hash is the audit's)
+        try:
+            f = open(path, "rb")
+        except OSError:
+            return False
+        try:
+            wav_header(f, self._buf, self.rate)  # fetch's buffer: one fetch at a time
+            return True
+        except Exception:
+            return False
+        finally:
+            f.close()
+
+    def discard(self, path, why):
+        """Remove a damaged cached file (logged and counted as storage damage)."""
+        if path in self._busy:
+            return
+        _remove(path)
+        note_damage(self._log, path, why)
+
+    async def audit(self, delay_ms=AUDIT_DELAY_MS):
+        """Re-hash every cached clip once, in the background, yielding after each block so an
+        alert is never kept waiting; a clip whose bytes no longer match its name is discarded
+        and fetched again when next needed. Returns the number discarded."""
+        await asyncio.sleep_ms(delay_ms)
+        buf = bytearray(BUF)
+        mv = memoryview(buf)
+        bad = 0
+        for name, _ in self._files(".wav"):
+            path = self.folder + "/" + name
+            try:
+                f = open(path, "rb")
+            except OSError:
+                continue  # evicted meanwhile
+            h = hashlib.sha256()
+            try:
+                while True:
+                    k = f.readinto(mv)
+                    if not k:
+                        break
+                    h.update(mv[:k])
+                    await asyncio.sleep_ms(0)
+            except OSError:
+                pass
+            finally:
+                f.close()
+            if binascii.hexlify(h.digest()).decode() != name[:-4]:
+                bad += 1
+                self.discard(path, "hash mismatch")
+        return bad
+
     def _files(self, suffix):
         try:
             names = os.listdir(self.folder)
@@ -330,6 +395,15 @@ class ClipCache:
             total -= st[6]
             if total <= self.max_bytes:
                 return
+
+
+def _is_hash(s):
+    if len(s) != 64:
+        return False
+    for c in s:
+        if c not in "0123456789abcdef":
+            return False
+    return True
 
 
 def _gain(volume):

@@ -1,22 +1,41 @@
 # Wall clock with a "synced since boot" flag and a persisted last-known time (alerts.md §4, clock).
 import json
+import os
 
 import board
-from fsutil import read_bytes, write_atomic
+from fsutil import note_damage, read_json, write_atomic
+from limits import MAX_EPOCH
 from micropython import const
 
 PATH = "clock.json"
 PERSIST_EVERY = const(600)  # s between writes of the last known time (flash wear)
+MAX_FILE = const(256)  # bytes: {"t": <10 digits>} is 14
+MIN_PERSISTED = const(1577836800)  # 2020-01-01: older is not a time this firmware ever wrote
+
+
+def _load(log):
+    # The last persisted time, or 0. A damaged value is dropped, logged and the file removed, so
+    # neither a crash nor a wild time reaches rule 10.
+    v, why = read_json(PATH, MAX_FILE)
+    if why == "missing":
+        return 0
+    if why is None:
+        t = v.get("t") if isinstance(v, dict) else None
+        if isinstance(t, int) and not isinstance(t, bool) and MIN_PERSISTED <= t <= MAX_EPOCH:
+            return t
+        why = "bad time"
+    note_damage(log, PATH, why)
+    try:
+        os.remove(PATH)
+    except OSError:
+        pass
+    return 0
 
 
 class Clock:
-    def __init__(self):
+    def __init__(self, log=None):
         self.synced = board.clock_synced()
-        self.persisted = 0
-        try:
-            self.persisted = int(json.loads(read_bytes(PATH) or b"{}")["t"])
-        except Exception:
-            pass
+        self.persisted = _load(log)
         self._written = 0
         self._offset = 0  # network time minus the board's clock, once set from the 4G network
 

@@ -24,10 +24,23 @@ class EventLog:
         self.max_bytes = max_bytes
         self.clock = clock or time.time
         self.counts = {}
+        self._torn = False
         try:
             self._size = os.stat(path)[6]
         except OSError:
             self._size = 0
+        if self._size:
+            # A power cut mid-append leaves a line without its newline: the next line must not
+            # be glued to it, or both are lost to whoever reads the log (fleet, local page).
+            try:
+                f = open(path, "rb")
+                try:
+                    f.seek(self._size - 1)
+                    self._torn = f.read(1) != b"\n"
+                finally:
+                    f.close()
+            except OSError:
+                pass
 
     def __call__(self, ev, **fields):
         self.counts[ev] = self.counts.get(ev, 0) + 1
@@ -38,6 +51,9 @@ class EventLog:
         except Exception:
             line = json.dumps({"t": fields["t"], "ev": ev, "unprintable": True}) + "\n"
         print(line, end="")
+        if self._torn:
+            self._torn = False
+            line = "\n" + line
         try:
             if self._size + len(line) > self.max_bytes:
                 try:

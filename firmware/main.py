@@ -32,7 +32,7 @@ class Terminal:
         self.cfg = cfg
         self.log = log
         self.id = cfg["id"]
-        self.clock = clock.Clock()
+        self.clock = clock.Clock(log)
         if not self.clock.synced:
             log("clock_unsynced")
         self.stats = {}  # "status" or "status:reason" -> count (heartbeat reports it)
@@ -40,7 +40,7 @@ class Terminal:
         self.last_alert = None
         self.activity = 0  # envelopes taken in since boot
         ed25519.precompute()  # the 6 KB base table needs one contiguous block: take it early
-        self.verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(), self.clock)
+        self.verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(log=log), self.clock)
         warm, hold = amp.PROFILES[cfg["profile"]]
         self.amp = amp.Amplifier(
             board.amp_pin(),
@@ -245,6 +245,7 @@ class Terminal:
                          switches=self.link.switches,
                          g4_in=m.bytes_in if m else 0, g4_out=m.bytes_out if m else 0)
                 self.clock.persist()
+                self.verifier.seen.flush()
             adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
             if adc_now != adc_last:
                 adc_last = adc_now
@@ -262,6 +263,7 @@ class Terminal:
             asyncio.create_task(self.agent.health_task()),
             asyncio.create_task(self._idle_task()),
             asyncio.create_task(board.bus_task(self._on_press)),
+            asyncio.create_task(self.clips.audit()),
         ]
         if self.modem is not None:
             tasks.append(asyncio.create_task(self.modem.run()))

@@ -60,6 +60,8 @@ class Player:
                     except Exception as e:
                         # vanished or damaged since the fetch; the siren carries the alert
                         self._note("clip_play_failed", alert=aid, error=repr(e))
+                        if isinstance(e, ClipError) and e.reason == "clip_bad_format":
+                            self._clips.discard(path, "bad header")
                         path = None
                         tone = FALLBACK  # out.begin() already named the clip as the source
                 await play_tone(out, tone, volume)

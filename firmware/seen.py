@@ -1,24 +1,81 @@
 # Accepted (issuer kid, id) pairs, remembered until expiry across reboots (alerts.md §4 rule 11).
+# Two copies on flash, each replaced by rename (fsutil.write_atomic): a power cut leaves every copy
+# whole, and a copy damaged otherwise (bit rot, a technician's edit) is outvoted by the other.
 import json
 
-from fsutil import read_bytes, write_atomic
+from fsutil import note_damage, read_json, write_atomic
+from limits import MAX_EPOCH, MAX_ID, MAX_KID
 from micropython import const
 
 PATH = "seen.json"
 MAX_SEEN = const(256)  # entries kept; when full the one expiring first is forgotten
+MAX_FILE = const(65536)  # bytes: 256 entries are under 45 KB; a bigger file is damage, not read
+_HASH_LEN = const(16)  # hex chars of the envelope hash (alert.py: first 8 bytes of SHA-256)
+
+
+def _entry_ok(e):
+    # [kid, id, expires, hash] exactly as add() writes them; anything else never reaches rule 11
+    if not isinstance(e, list) or len(e) != 4:
+        return False
+    kid, aid, exp, h = e
+    if not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID or "\n" in kid:
+        return False
+    if not isinstance(aid, str) or not 1 <= len(aid) <= MAX_ID:
+        return False
+    if not isinstance(exp, int) or isinstance(exp, bool) or not 0 < exp <= MAX_EPOCH:
+        return False
+    if not isinstance(h, str) or len(h) != _HASH_LEN:
+        return False
+    for c in h:
+        if c not in "0123456789abcdef":
+            return False
+    return True
 
 
 class Seen:
-    def __init__(self, path=PATH):
+    def __init__(self, path=PATH, log=None):
         self.path = path
+        self.backup = path[:-5] + ".bak" if path.endswith(".json") else path + ".bak"
+        self.lost = None  # why neither copy could be used, when a store existed (main reports it)
         self._e = {}  # kid + "\n" + id -> [expires, envelope hash hex]
         self._by_hash = {}
-        try:
-            for kid, aid, exp, h in json.loads(read_bytes(path) or b"[]"):
-                self._e[kid + "\n" + aid] = [exp, h]
-                self._by_hash[h] = exp
-        except Exception:
-            pass  # no file yet, or unreadable: start empty (verification still protects us)
+        self._backup_due = False
+        found = usable = 0
+        damaged = False
+        for p in (path, self.backup):
+            v, why = read_json(p, MAX_FILE)
+            if why == "missing":
+                continue
+            found += 1
+            if why is not None or not isinstance(v, list):
+                note_damage(log, p, why or "not a list")
+                damaged = True
+                continue
+            usable += 1
+            bad = 0
+            for e in v:
+                if not _entry_ok(e):
+                    bad += 1
+                    continue
+                k = e[0] + "\n" + e[1]
+                old = self._e.get(k)
+                if old is None or old[0] < e[2]:
+                    self._e[k] = [e[2], e[3]]
+            if bad:
+                note_damage(log, p, "bad entries", bad)
+                damaged = True
+            del v
+        if found and not usable:
+            # Alerts accepted before may sound again if redelivered (docs/firmware.md).
+            self.lost = "no usable copy"
+            note_damage(log, path, "lost")
+        elif usable == 1 and not damaged:
+            self._backup_due = True  # one copy only (first boot after an update): make the other
+        while len(self._e) > MAX_SEEN:
+            self._drop_first()
+        self._rehash()
+        if damaged:
+            self._write(True)  # never carry a bad entry into the next boot
 
     def __len__(self):
         return len(self._e)
@@ -35,11 +92,30 @@ class Seen:
         self._e[kid + "\n" + aid] = [expires, h]
         self._by_hash[h] = expires
         self._prune(now)
+        # Only the main copy before the alert plays (it guards against a replay after a reboot);
+        # the backup follows at the next quiet moment (flush), so the warning is not delayed.
+        self._write(False)
+
+    def flush(self):
+        """Bring the backup copy up to date, if an add() left it behind (called when idle)."""
+        if self._backup_due:
+            self._write(True)
+
+    def _write(self, both):
         out = []
         for k, v in self._e.items():
             kid_, aid_ = k.split("\n", 1)
             out.append([kid_, aid_, v[0], v[1]])
-        write_atomic(self.path, json.dumps(out).encode())
+        data = json.dumps(out).encode()
+        del out
+        try:
+            write_atomic(self.path, data)
+            if both:
+                write_atomic(self.backup, data)
+            self._backup_due = not both
+        except OSError as e:  # a full or failing flash must not stop the alert (it is logged)
+            print("seen: write failed", e)
+            self._backup_due = True
 
     def _prune(self, now):
         # rebuilt rather than deleted from: a dict never shrinks its table in place
@@ -49,11 +125,18 @@ class Seen:
                 e[k] = v
         self._e = e
         while len(self._e) > MAX_SEEN:
-            first = None
-            for k, v in self._e.items():
-                if first is None or v[0] < self._e[first][0]:
-                    first = k
-            del self._e[first]
+            self._drop_first()
+        self._rehash()
+
+    def _drop_first(self):
+        first = None
+        for k, v in self._e.items():
+            if first is None or v[0] < self._e[first][0]:
+                first = k
+        del self._e[first]
+
+    def _rehash(self):
         self._by_hash = {}
         for v in self._e.values():
             self._by_hash[v[1]] = v[0]
+
