@@ -59,7 +59,7 @@ RECEIPT_T_MAX = 2**32 - 1
 """Receipt `t`: epoch seconds up to 2106-02-07, the bound the terminal puts on every epoch field.
 No lower bound beyond 0: a terminal whose clock was never set sends what its board counts
 (alerts.md §4, clock), and that receipt is real."""
-FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced")
+FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced", "storage")
 TOPIC_KINDS = ("hb", "state", "event", "ack")
 
 
@@ -89,6 +89,7 @@ class Fault:
     active: bool
     t: int
     received_at: float
+    detail: str = ""  # storage: "<file>: <reason> (<n> dropped)"
 
 
 @dataclass(frozen=True)
@@ -272,6 +273,13 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
         if fault not in FAULTS or not isinstance(obj.get("active"), bool):
             raise _WrongType()
         t = _int(obj.get("t"), 0)
+        if fault == "storage":
+            # told once, never cleared (fleet-protocol.md): active is always true
+            if obj["active"] is not True:
+                raise _WrongType()
+            name, why = _str(obj.get("file"), MAX_STR), _str(obj.get("reason"), MAX_STR)
+            n = _int(obj.get("value"), 0, _INT_HI)
+            return Fault(device, fault, True, t, received_at, f"{name}: {why} ({n} dropped)")
         return Fault(device, fault, bool(obj["active"]), t, received_at)
     return _parse_receipt(device, obj, received_at)
 

@@ -30,10 +30,18 @@ class AlarmKind(enum.StrEnum):
     """The terminal rejected an alert (bad signature, unknown key…): may be an attack."""
     CLOCK_UNSYNCED = "clock_unsynced"
     """No NTP or network time since boot: expiry checks run on a persisted clock."""
+    STORAGE = "storage"
+    """A file on the terminal's flash was found damaged and dropped or repaired (a `storage`
+    fault event: seen store, clock, config, clip cache). Nothing clears it by itself: the admin
+    acknowledges it, which closes it. `seen.json: lost` means an alert already played may play
+    once more if it is delivered again before it expires (docs/firmware.md "Files on flash")."""
 
 
 #: Alarm kinds that put a device in the `fault` state of `cx fleet devices --state fault`.
-FAULT_KINDS = (AlarmKind.LINE, AlarmKind.POWER, AlarmKind.ON_4G, AlarmKind.CLOCK_UNSYNCED)
+FAULT_KINDS = (AlarmKind.LINE, AlarmKind.POWER, AlarmKind.ON_4G, AlarmKind.CLOCK_UNSYNCED,
+               AlarmKind.STORAGE)
+#: Alarm kinds with no condition that clears them: acknowledging one closes it.
+EVENT_KINDS = (AlarmKind.REJECTED, AlarmKind.STORAGE)
 
 
 class AlarmState(enum.StrEnum):

@@ -33,6 +33,7 @@ from fleet.ingest import (
     State,
 )
 from fleet.model import (
+    EVENT_KINDS,
     FAULT_KINDS,
     Alarm,
     AlarmKind,
@@ -570,6 +571,10 @@ class Store:
             if isinstance(r, Heartbeat):
                 if id(r) in fresh:
                     per_dev[r.device] = [r]
+            elif isinstance(r, Fault) and r.fault == "storage":
+                # an event, not a condition a later heartbeat restates: never superseded
+                st.faults += 1
+                self._event_alarm(cur, r.device, AlarmKind.STORAGE, r.detail, now, st)
             elif isinstance(r, (State, Fault)):
                 per_dev[r.device].append(r)
         if not per_dev:
@@ -660,15 +665,19 @@ class Store:
             detail = (f"{r.reason or 'rejected'} ("
                       + (f"alert {r.alert}" if r.alert else "alert id not given")
                       + (f", key {r.kid})" if r.kid else ", no key named)"))
-            opened = self._x(cur, "INSERT INTO alarms (device, kind, state, detail, count, "
-                                  "opened_at) VALUES (?, ?, 'open', ?, 1, ?) ON CONFLICT DO "
-                                  "NOTHING", (r.device, AlarmKind.REJECTED.value, detail, now))
-            if opened.rowcount == 1:
-                st.alarms_opened += 1
-            else:
-                self._x(cur, "UPDATE alarms SET count = count + 1, detail = ? WHERE device = ? "
-                             "AND kind = ? AND state <> 'closed'",
-                        (detail, r.device, AlarmKind.REJECTED.value))
+            self._event_alarm(cur, r.device, AlarmKind.REJECTED, detail, now, st)
+
+    def _event_alarm(self, cur: Any, device: str, kind: AlarmKind, detail: str, now: float,
+                     st: IngestStats) -> None:
+        """Open an alarm of an EVENT_KINDS kind, or count one more on the one still open."""
+        opened = self._x(cur, "INSERT INTO alarms (device, kind, state, detail, count, "
+                              "opened_at) VALUES (?, ?, 'open', ?, 1, ?) ON CONFLICT DO "
+                              "NOTHING", (device, kind.value, detail, now))
+        if opened.rowcount == 1:
+            st.alarms_opened += 1
+        else:
+            self._x(cur, "UPDATE alarms SET count = count + 1, detail = ? WHERE device = ? "
+                         "AND kind = ? AND state <> 'closed'", (detail, device, kind.value))
 
     def _reconcile(self, cur: Any, now: float, devices: list[str] | None) -> tuple[int, int]:
         """Open the alarms whose condition holds and close those whose condition cleared, for
@@ -781,14 +790,16 @@ class Store:
             return [_alarm(r) for r in self._x(cur, sql, params).fetchall()]
 
     def ack_alarm(self, alarm_id: int, now: float | None = None) -> Alarm:
-        """open → acked. A `rejected` alarm has no condition that clears, so acknowledging it
-        closes it. Acknowledging an acknowledged or closed alarm changes nothing."""
+        """open → acked. A `rejected` or `storage` alarm (EVENT_KINDS) has no condition that
+        clears, so acknowledging it closes it. Acknowledging an acknowledged or closed alarm
+        changes nothing."""
         now = time.time() if now is None else now
+        ev = tuple(k.value for k in EVENT_KINDS)
         with self._tx() as cur:
-            self._x(cur, "UPDATE alarms SET acked_at = ?, state = CASE WHEN kind = ? THEN "
-                         "'closed' ELSE 'acked' END, closed_at = CASE WHEN kind = ? THEN ? ELSE "
-                         "closed_at END WHERE id = ? AND state = 'open'",
-                    (now, AlarmKind.REJECTED.value, AlarmKind.REJECTED.value, now, alarm_id))
+            self._x(cur, "UPDATE alarms SET acked_at = ?, state = CASE WHEN kind IN (?, ?) THEN "
+                         "'closed' ELSE 'acked' END, closed_at = CASE WHEN kind IN (?, ?) THEN ? "
+                         "ELSE closed_at END WHERE id = ? AND state = 'open'",
+                    (now, *ev, *ev, now, alarm_id))
             row = self._x(cur, f"SELECT {_ALARM_COLS} FROM alarms WHERE id = ?",
                           (alarm_id,)).fetchone()
         if row is None:

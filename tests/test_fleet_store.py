@@ -126,3 +126,32 @@ def test_receipts_are_stored_once_per_transition(store: Store) -> None:
     assert store.ingest([r, r], NOW).receipts == 1
     got = store.receipts("A-7")
     assert [(x.device, x.status, x.reason) for x in got] == [(A, "done", None)]
+
+
+def storage(device: str, file: str, reason: str, n: int, at: float) -> Any:
+    return parse(f"eb/dev/{device}/event", json.dumps(
+        {"fault": "storage", "active": True, "value": n, "file": file, "reason": reason,
+         "t": int(at)}).encode(), at)
+
+
+def test_storage_fault_opens_an_alarm_the_ack_closes_even_before_a_heartbeat(store: Store) -> None:
+    # the terminal tells damage on its flash once; a heartbeat after it in the same batch must
+    # not swallow it (it restates conditions, not events)
+    st = store.ingest([storage(A, "seen.json", "lost", 1, NOW), hb(A, 1, NOW)], NOW)
+    assert st.bad == 0
+    (a,) = store.alarms(active=True, kind="storage")
+    assert (a.device, a.count, a.detail) == (A, 1, "seen.json: lost (1 dropped)")
+    store.ingest([storage(A, "clips/x.wav", "hash mismatch", 1, NOW + 1)], NOW + 1)
+    (a,) = store.alarms(active=True, kind="storage")
+    assert a.count == 2 and a.detail.startswith("clips/x.wav")
+    store.sweep(NOW + 2)  # no condition closes it
+    assert store.alarms(active=True, kind="storage")
+    closed = store.ack_alarm(a.id, now=NOW + 3)
+    assert closed.state == "closed"
+    # a storage fault that claims to clear, or lacks its file, is not a real one
+    bad = parse(f"eb/dev/{A}/event", json.dumps({"fault": "storage", "active": False, "value": 1,
+                                                 "file": "seen.json", "reason": "x",
+                                                 "t": 1}).encode(), NOW)
+    nofile = parse(f"eb/dev/{A}/event", json.dumps({"fault": "storage", "active": True,
+                                                    "value": 1, "t": 1}).encode(), NOW)
+    assert store.ingest([bad, nofile], NOW + 4).bad == 2
