@@ -24,13 +24,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tools.envelope import KeyPair, decode_jws, verify_jws
+from tools.envelope import KeyPair, decode_jws, region_prefix, verify_jws
 from tools.keys import new_issuer, save_keyfile
 
 CAP_DIR = Path(__file__).resolve().parent / "cap"
 _BIN = Path(sys.executable).parent
 CX = str(_BIN / "cx") if (_BIN / "cx").exists() else (shutil.which("cx") or "cx")
 HOUR = 3600
+Edit = tuple[str, str]  # (old, new) text of a sample, for fresh()
 _TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
 
 
@@ -113,6 +114,46 @@ def printed(keys: dict[str, Any], path: Path, *flags: str,
     return header, json.loads(body)
 
 
+def printed_all(keys: dict[str, Any], path: Path, *flags: str,
+                key: str = "city") -> tuple[list[dict[str, Any]], str]:
+    """The payloads of the printed envelopes, one a line, each signature checked; and stderr."""
+    r = from_cap(keys, path, "--print", *flags, key=key)
+    assert r.returncode == 0, r.stderr
+    payloads = []
+    for env in r.stdout.splitlines():
+        header, body, _ = decode_jws(env)
+        assert header["kid"] == keys[key].kid and header["crt"] == keys[key].crt
+        assert verify_jws(keys[key].pub, env) and len(env) <= 8192
+        payloads.append(json.loads(body))
+    assert payloads and r.stdout.endswith("\n")
+    return payloads, r.stderr
+
+
+def parts(identifier: str, count: int = 16) -> list[str]:
+    """The ids from-cap gives the alerts of one CAP: <identifier>, <identifier>:2, ..."""
+    return [identifier] + [f"{identifier}:{n}" for n in range(2, count + 1)]
+
+
+def blocks_of(path: Path) -> list[str]:
+    return re.findall(r"  <info>\n.*?\n  </info>\n", path.read_text(encoding="utf-8"),
+                      re.DOTALL)
+
+
+def codes_of(text: str) -> list[str]:
+    return re.findall(r"<valueName>统计用区划代码</valueName><value>(\d{12})</value>", text)
+
+
+def time_of(block: str, tag: str) -> int:
+    m = re.search(f"<{tag}>(.*?)</{tag}>", block)
+    assert m
+    return int(datetime.fromisoformat(m.group(1)).timestamp())
+
+
+def addressed(payloads: list[dict[str, Any]], code: str) -> bool:
+    """Whether a terminal with this code is covered by some alert (alerts.md §3)."""
+    return any(code.startswith(region_prefix(r)) for p in payloads for r in p["regions"])
+
+
 # --- well-formed CAP files ------------------------------------------------------------
 
 
@@ -155,8 +196,9 @@ def test_cancel_stops_both_referenced_alerts_across_the_key_scope(keys: dict[str
     _, p = printed(keys, cap)
     assert p == {
         "id": "34112241600000-20261129200000-cancel.0002", "kind": "cancel",
-        "refs": ["34112241600000-20261129170000-flood.0007",
-                 "34112241600000-20261129180000-flood.0008"],
+        # each with the ids of every alert from-cap may have made of that CAP (:2 … :16)
+        "refs": parts("34112241600000-20261129170000-flood.0007")
+        + parts("34112241600000-20261129180000-flood.0008"),
         "regions": ["341100000000"],  # no <area>: the whole scope of the city key
         "issued": sent_of(cap), "expires": sent_of(cap) + 24 * HOUR,
     }
@@ -247,6 +289,191 @@ def test_clip_file_stands_in_for_the_download(keys: dict[str, Any], tmp_path: Pa
     refused(from_cap(keys, cap, "--print", "--clip-file", str(clip)), 1, "<size> says 8044")
 
 
+# --- several <info> blocks: translations, or warnings of their own --------------------
+
+RESERVOIRS = "reservoirs.xml"
+RES_ID = "WRA-ReservoirDis-20260807150000-0042"
+RES_HEADLINES = ["沙河集水庫放流警戒", "黃栗樹水庫放流警戒", "城西水庫放流警戒",
+                 "鳳陽山水庫放流警戒", "屯倉水庫放流警戒"]
+
+
+def test_five_reservoirs_become_five_alerts_and_all_28_areas_hear_one(keys: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    cap = fresh(RESERVOIRS, tmp_path)
+    blocks = blocks_of(cap)
+    areas = codes_of(cap.read_text(encoding="utf-8"))
+    assert len(blocks) == 5 and len(areas) == len(set(areas)) == 28
+    payloads, stderr = printed_all(keys, cap)
+    assert [p["id"] for p in payloads] == parts(RES_ID, 5)
+    assert [p["regions"] for p in payloads] == [codes_of(b) for b in blocks]  # 6, 5, 7, 4, 6
+    assert all(addressed(payloads, code) for code in areas)
+    assert [p["level"] for p in payloads] == [2, 3, 2, 3, 2]  # Severe 紅色, Moderate 橙色
+    assert [p["expires"] for p in payloads] == [time_of(b, "expires") for b in blocks]
+    assert [p["text"].split("\n")[0] for p in payloads] == RES_HEADLINES
+    assert all(p["kind"] == "alert" and p["event"] == "reservoirDis" and p["issued"] ==
+               sent_of(cap) and p["audio"] == {"tone": "siren"} for p in payloads)
+    # stdout is the envelopes only; one line on stderr says why there are five
+    assert stderr.count("\n") == 1 and "makes 5 alerts" in stderr
+    assert f"{RES_ID}:5 (<info> 5)" in stderr
+
+
+def english(block: str) -> str:
+    """The English translation of a reservoir block: same areas and codes, other words, and
+    its expiry written in UTC (the same instant)."""
+    expires = re.search(r"<expires>(.*?)</expires>", block)
+    assert expires
+    utc = datetime.fromisoformat(expires.group(1)) - timedelta(hours=8)
+    return (re.sub(r"<headline>.*?</headline>", "<headline>Reservoir discharge warning</headline>",
+                   block)
+            .replace("<language>zh-TW", "<language>en-US")
+            .replace(expires.group(0), f"<expires>{utc.isoformat()[:19]}+00:00</expires>")
+            .replace("放流</event>", "放流 (reservoir discharge)</event>"))
+
+
+def test_translations_of_the_reservoirs_add_no_alert(keys: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    blocks = blocks_of(CAP_DIR / RESERVOIRS)
+    edits = [(b, english(b) + b) if n < 2 else (b, b + english(b)) for n, b in enumerate(blocks)]
+    simplified = blocks[4].replace("<language>zh-TW", "<language>zh-CN")  # 简体 as well
+    cap = fresh(RESERVOIRS, tmp_path, *edits, (english(blocks[4]), english(blocks[4]) + simplified))
+    assert len(blocks_of(cap)) == 11
+    payloads, stderr = printed_all(keys, cap)
+    assert [p["id"] for p in payloads] == parts(RES_ID, 5)
+    assert [p["text"].split("\n")[0] for p in payloads] == RES_HEADLINES  # the zh-TW blocks
+    assert [p["regions"] for p in payloads] == [codes_of(b) for b in blocks]
+    assert "<info> 2, translations 1" in stderr and "<info> 9, translations 10,11" in stderr
+
+
+def test_flood_translation_is_still_one_alert(keys: dict[str, Any], tmp_path: Path) -> None:
+    payloads, stderr = printed_all(keys, fresh("flood-alert.xml", tmp_path))
+    assert [p["id"] for p in payloads] == ["34112241600000-20261129170000-flood.0007"]
+    assert payloads[0]["text"].startswith("洪水橙色预警") and stderr == ""
+
+
+FLOOD_EN = blocks_of(CAP_DIR / "flood-alert.xml")[0]  # the English block, before the Chinese
+
+
+def in_english(old: str, new: str) -> Edit:
+    """An edit of flood-alert.xml that changes its English block only."""
+    assert old in FLOOD_EN, old
+    return FLOOD_EN, FLOOD_EN.replace(old, new)
+
+
+DIFFERENT: list[tuple[str, Edit]] = [
+    ("other_area", in_english("<value>341122000000", "<value>341122100000")),
+    ("other_severity", in_english("Severe", "Extreme")),
+    ("other_urgency", in_english("Immediate", "Expected")),
+    ("other_event_code", in_english("11B03", "11B04")),
+    ("other_expires", in_english("T23:00", "T22:00")),
+    ("same_language", in_english("en-US", "zh-CN")),
+]
+
+
+@pytest.mark.parametrize(("name", "edit"), DIFFERENT, ids=[d[0] for d in DIFFERENT])
+def test_info_blocks_that_differ_beyond_language_are_two_alerts(
+        keys: dict[str, Any], tmp_path: Path, name: str, edit: Edit) -> None:
+    cap = fresh("flood-alert.xml", tmp_path, edit)
+    payloads, _ = printed_all(keys, cap)
+    identifier = "34112241600000-20261129170000-flood.0007"
+    assert [p["id"] for p in payloads] == [identifier, f"{identifier}:2"]
+    # in document order: the first block (English) is an alert too, nothing is dropped
+    assert [p["text"].split("\n")[0] for p in payloads] == ["Orange flood warning", "洪水橙色预警"]
+    for code in codes_of(cap.read_text(encoding="utf-8")):
+        assert addressed(payloads, code)
+    assert payloads[1]["level"] == 2 and payloads[1]["regions"] == ["341122000000"]
+
+
+def test_block_of_70_villages_is_split_into_two_alerts(keys: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    villages = [f"341122{100 + n // 10:03d}{201 + n % 10:03d}" for n in range(70)]
+    areas = "".join(f"<area><areaDesc>村 {c}</areaDesc><geocode><valueName>统计用区划代码"
+                    f"</valueName><value>{c}</value></geocode></area>" for c in villages)
+    area = re.search(r"<area>.*?</area>", blocks_of(CAP_DIR / "exercise-test.xml")[0], re.DOTALL)
+    assert area
+    cap = fresh("exercise-test.xml", tmp_path, (area.group(), areas))
+    payloads, stderr = printed_all(keys, cap)
+    assert [p["id"] for p in payloads] == ["drill-2026-11-29", "drill-2026-11-29:2"]
+    assert [len(p["regions"]) for p in payloads] == [64, 6]  # the terminal's limit per alert
+    assert payloads[0]["regions"] + payloads[1]["regions"] == villages
+    assert payloads[0] | {"id": "", "regions": []} == payloads[1] | {"id": "", "regions": []}
+    assert "regions 65..70 of 70" in stderr
+
+
+def test_cancel_of_the_reservoirs_reaches_all_28_areas_and_every_part(keys: dict[str, Any],
+                                                                      tmp_path: Path) -> None:
+    ref = f"cap.wra@example.gov.tw,{RES_ID},2026-08-07T15:00:00+08:00"
+    cap = fresh(RESERVOIRS, tmp_path, ("-0042</identifier>", "-0043</identifier>"),
+                ("<msgType>Alert</msgType>", "<msgType>Cancel</msgType>"),
+                ("<scope>Public</scope>", f"<scope>Public</scope><references>{ref}</references>"))
+    payloads, stderr = printed_all(keys, cap)
+    assert len(payloads) == 1 and stderr == ""
+    p = payloads[0]
+    assert p["kind"] == "cancel" and p["id"] == RES_ID.replace("-0042", "-0043")
+    assert p["refs"] == parts(RES_ID)  # RES_ID, RES_ID:2 … RES_ID:16
+    assert p["regions"] == codes_of(cap.read_text(encoding="utf-8"))  # all five blocks
+    assert p["expires"] == max(time_of(b, "expires") for b in blocks_of(cap))
+
+
+def cancel_of(refs: list[str], folder: Path) -> Path:
+    """cancel-two.xml referencing these identifiers instead."""
+    old = re.search(r"<references>.*?</references>",
+                    (CAP_DIR / "cancel-two.xml").read_text(encoding="utf-8"), re.DOTALL)
+    assert old
+    triples = " ".join(f"341122-emergency@example.gov.cn,{r},2026-11-29T17:00:00+08:00"
+                       for r in refs)
+    return fresh("cancel-two.xml", folder, (old.group(), f"<references>{triples}</references>"))
+
+
+def test_cancel_of_five_caps_is_two_cancels(keys: dict[str, Any], tmp_path: Path) -> None:
+    refs = [f"34112241600000-2026112917000{n}-flood.000{n}" for n in range(5)]
+    payloads, stderr = printed_all(keys, cancel_of(refs, tmp_path))
+    identifier = "34112241600000-20261129200000-cancel.0002"
+    assert [p["id"] for p in payloads] == [identifier, f"{identifier}:2"]
+    assert payloads[0]["refs"] == [i for r in refs[:4] for i in parts(r)]  # 64: the limit
+    assert payloads[1]["refs"] == parts(refs[4])
+    assert all(p["regions"] == ["341100000000"] for p in payloads)
+    assert "references 5..5 of 5" in stderr
+
+
+def test_cancel_of_65_caps_is_refused(keys: dict[str, Any], tmp_path: Path) -> None:
+    cap = cancel_of([f"flood.{n}" for n in range(65)], tmp_path)
+    refused(from_cap(keys, cap, "--print"), 1, "a Cancel of 65 references is over the 64")
+
+
+def test_json_is_one_summary_a_line(keys: dict[str, Any], tmp_path: Path) -> None:
+    r = from_cap(keys, fresh(RESERVOIRS, tmp_path), "--print", "--json")
+    assert r.returncode == 0, r.stderr
+    summaries = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [s["id"] for s in summaries] == parts(RES_ID, 5)
+    assert all(set(s) == {"id", "kid", "topics", "envelope_bytes", "envelope"} for s in summaries)
+    assert sum(len(s["topics"]) for s in summaries) == 28  # a topic per village
+
+
+def test_shared_audio_is_fetched_once(keys: dict[str, Any], tmp_path: Path,
+                                      clip_server: tuple[str, list[str]]) -> None:
+    base, hits = clip_server
+    block = blocks_of(CAP_DIR / "audio-alert.xml")[0]
+    other = block.replace("<value>341122000000", "<value>341126000000")
+    cap = fresh("audio-alert.xml", tmp_path, (block, block + other),
+                ("http://127.0.0.1:8080", base))
+    payloads, _ = printed_all(keys, cap)
+    assert [p["regions"] for p in payloads] == [["341122000000"], ["341126000000"]]
+    assert payloads[0]["audio"] == payloads[1]["audio"] and "clip" in payloads[0]["audio"]
+    assert hits == ["/clips/quake.wav"]
+
+
+def test_clip_file_for_two_audio_resources_is_a_usage_error(keys: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    block = blocks_of(CAP_DIR / "audio-alert.xml")[0]
+    other = block.replace("<value>341122000000", "<value>341126000000").replace(
+        "quake.wav", "quake-fengyang.wav")
+    cap = fresh("audio-alert.xml", tmp_path, (block, block + other))
+    clip = tmp_path / "quake.wav"
+    clip.write_bytes(CLIP)
+    refused(from_cap(keys, cap, "--print", "--clip-file", str(clip)), 2,
+            "--clip-file stands for one audio resource, and the CAP has 2")
+
+
 # --- refusals -------------------------------------------------------------------------
 
 
@@ -258,7 +485,6 @@ def _closed_port() -> int:
 
 FLOOD = "flood-alert.xml"
 TOWN_GEOCODE = "<geocode><valueName>统计用区划代码</valueName><value>341122100000</value></geocode>"
-Edit = tuple[str, str]
 REFUSALS: list[tuple[str, str, list[Edit], str]] = [
     ("wrong_namespace", FLOOD, [("emergency:cap:1.2", "emergency:cap:1.1")],
      "not a CAP 1.2 alert"),
@@ -312,6 +538,38 @@ def test_unmappable_cap_is_refused_with_the_reason(keys: dict[str, Any], tmp_pat
     port = str(_closed_port())
     cap = fresh(sample, tmp_path, *((o, n.replace("{port}", port)) for o, n in edits))
     refused(from_cap(keys, cap, "--print"), 1, reason)
+
+
+def test_seventeen_warnings_in_one_cap_are_refused(keys: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    block = blocks_of(CAP_DIR / "exercise-test.xml")[0]
+    many = "".join(block.replace("<value>341122", f"<value>341122{100 + n}000") for n in range(17))
+    r = from_cap(keys, fresh("exercise-test.xml", tmp_path, (block, many)), "--print")
+    refused(r, 1, "maps to 17 alerts (<info> 1, <info> 2, … <info> 17)")
+    assert "at most 16 are made from one CAP" in r.stderr
+
+
+def test_identifier_too_long_for_a_second_alert_is_refused(keys: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    long = "x" * 63
+    cap = fresh("flood-alert.xml", tmp_path, DIFFERENT[0][1],
+                ("34112241600000-20261129170000-flood.0007", long))
+    refused(from_cap(keys, cap, "--print"), 1, f"CAP identifier '{long}' is too long for the 2")
+    _, p = printed(keys, fresh("flood-alert.xml", tmp_path,
+                               ("34112241600000-20261129170000-flood.0007", long + "y")))
+    assert p["id"] == long + "y"  # one alert keeps the identifier, up to 64 chars
+
+
+def test_one_expired_reservoir_refuses_the_file(keys: dict[str, Any], tmp_path: Path) -> None:
+    cap = fresh(RESERVOIRS, tmp_path, ("2026-08-08T06:00:00+08:00", "2026-08-07T15:00:30+08:00"))
+    refused(from_cap(keys, cap, "--print"), 1, f"alert {RES_ID}:4: expired at")
+
+
+def test_unmappable_area_in_a_translation_refuses_the_file(keys: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    cap = fresh("flood-alert.xml", tmp_path, in_english("统计用区划代码", "SAME"))
+    refused(from_cap(keys, cap, "--print"), 1,
+            "<info> 1 of 2: cannot map area \"Lai'an County\" to region codes")
 
 
 def test_audio_missing_on_the_server_is_refused(keys: dict[str, Any], tmp_path: Path,
@@ -397,3 +655,25 @@ def test_unreachable_broker_exits_3(keys: dict[str, Any], tmp_path: Path) -> Non
     r = from_cap(keys, fresh("flood-alert.xml", tmp_path),
                  "--broker", f"127.0.0.1:{_closed_port()}")
     refused(r, 3, "unreachable")
+
+
+def test_five_reservoir_alerts_reach_the_villages(keys: dict[str, Any], tmp_path: Path,
+                                                  broker: Any) -> None:
+    client, got = subscribe(broker.host, broker.port, "eb/alert/#")
+    try:
+        cap = fresh(RESERVOIRS, tmp_path)
+        r = from_cap(keys, cap, "--broker", f"{broker.host}:{broker.port}")
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert [line.split()[2] for line in lines] == parts(RES_ID, 5)
+        assert all(line.startswith("sent alert ") for line in lines)
+        heard: dict[str, str] = {}
+        for _ in range(28):  # one publish per village topic
+            topic, env = got.get(timeout=10)
+            assert verify_jws(keys["city"].pub, env.decode())
+            heard[topic] = json.loads(decode_jws(env.decode())[1])["id"]
+        assert sorted(heard) == sorted(f"eb/alert/{c}" for c in codes_of(cap.read_text("utf-8")))
+        assert sorted(set(heard.values())) == sorted(parts(RES_ID, 5))
+    finally:
+        client.disconnect()
+        client.loop_stop()

@@ -1,8 +1,10 @@
-"""`cx alert from-cap`: map an OASIS CAP 1.2 alert to an alert payload (alerts.md §3), sign, send.
+"""`cx alert from-cap`: map an OASIS CAP 1.2 alert to alert payloads (alerts.md §3), sign, send.
 
 The mapping is documented in docs/keys-and-alerts.md, "From CAP 1.2". A CAP that
 cannot be mapped faithfully raises CapError with the reason; nothing is guessed
-or silently rewritten. Signing, the signer checks and publishing are those of
+or silently rewritten, and no area is ever dropped: <info> blocks that are not
+translations of each other become alerts of their own (`<identifier>`,
+`<identifier>:2`, ...). Signing, the signer checks and publishing are those of
 `cx alert send` (tools.alertcli).
 """
 
@@ -14,24 +16,28 @@ import hashlib
 import http.client
 import re
 import struct
+import sys
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tools.alertcli import add_broker_login, check_signer, destination, dispatch
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 from tools.envelope import (
     MAX_EVENT,
     MAX_EXPIRY,
+    MAX_ID,
+    MAX_REFS,
     MAX_REGIONS,
     MAX_TEXT,
     check_id,
     make_alert_payload,
     region_prefix,
+    sign_alert,
 )
 from tools.keys import KeyFileError, load_keyfile
 
@@ -45,6 +51,7 @@ __all__ = [
     "fetch_clip",
     "map_cap",
     "parse_cap",
+    "part_id",
     "payload_for",
     "register",
 ]
@@ -56,6 +63,10 @@ MAX_CLIP_URL = 512  # chars: firmware/clip.py parse_url
 FUTURE_SKEW = 300  # s: alerts.md §4 rule 9, terminals reject issued > now + 300
 CANCEL_EXPIRY = 24 * 3600  # s: a cancel without any <expires> lives one day
 FETCH_TIMEOUT = 10.0  # s: connect plus the whole download
+# One CAP becomes at most MAX_PARTS alerts, with ids part_id(<identifier>, 1..MAX_PARTS); a
+# Cancel names every one of them, since terminals match refs exactly (firmware/arbiter.py).
+MAX_PARTS = 16
+PART_SEP = ":"  # CAP identifiers number with "." and "-" far more often: X:2 is seldom another's id
 
 LEVELS = {"Extreme": 1, "Severe": 2, "Moderate": 3, "Minor": 4}  # CAP <severity> → level
 KINDS = {"Actual": "alert", "Test": "test", "Exercise": "test"}  # CAP <status> → kind
@@ -69,6 +80,7 @@ _VALUE_NAMES = {re.sub(r"\s+", "", v).casefold() for v in REGION_VALUE_NAMES}
 # CAP 1.2 dateTime: seconds, and a numeric offset (CAP forbids "Z"; accepted, it is exact).
 _DATETIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 _XML_DECL_RE = re.compile(r"""\s*<\?xml[^>]*?encoding\s*=\s*["']([^"']*)["']""")
+T = TypeVar("T")
 
 
 class CapError(ValueError):
@@ -88,7 +100,11 @@ class AudioResource:
 
 @dataclass
 class CapAlert:
-    """What the payload is made from; `notes` say which choices were made."""
+    """What one payload is made from; `notes` say which choices were made.
+
+    `infos` are the 1-based positions of the <info> blocks it stands for, the one it was
+    made from first (the others are its translations; for a cancel, every block); `origin`
+    says in a few words which part of the CAP it is, when the CAP makes several alerts."""
 
     identifier: str
     kind: str
@@ -102,6 +118,8 @@ class CapAlert:
     audio: AudioResource | None = None
     language: str | None = None
     notes: list[str] = field(default_factory=list)
+    infos: list[int] = field(default_factory=list)
+    origin: str = ""
 
 
 # --- XML ------------------------------------------------------------------------------
@@ -167,8 +185,31 @@ def _utc(t: int) -> str:
 # --- mapping --------------------------------------------------------------------------
 
 
-def map_cap(data: bytes, scope: list[str] | None = None) -> CapAlert:
-    """Map a CAP 1.2 document; `scope` (the signing key's) addresses a cancel without areas."""
+def part_id(identifier: str, n: int) -> str:
+    """The id of the n-th alert (1-based) made from the CAP `identifier`: the first keeps it."""
+    return identifier if n == 1 else f"{identifier}{PART_SEP}{n}"
+
+
+@dataclass
+class _Info:
+    """One <info> block, its required elements checked and its areas mapped."""
+
+    n: int  # 1-based position in the document
+    el: ET.Element
+    language: str
+    regions: list[str]
+    key: tuple[object, ...]  # equal for blocks that may be translations of each other
+
+
+def map_cap(data: bytes, scope: list[str] | None = None) -> list[CapAlert]:
+    """Map a CAP 1.2 document to its alerts, in document order (most often one).
+
+    <info> blocks are translations of each other when they differ in language only (same
+    category, urgency, severity, certainty, event codes, times and region codes): one alert,
+    from the Chinese block. Any other block is a warning of its own and becomes an alert of
+    its own, as does every further 64 regions of one block; alert n has the id
+    part_id(<identifier>, n). `scope` (the signing key's) addresses a cancel without areas.
+    """
     root = parse_cap(data)
     identifier = str(_text(root, "identifier", "alert"))
     _text(root, "sender", "alert")
@@ -180,7 +221,7 @@ def map_cap(data: bytes, scope: list[str] | None = None) -> CapAlert:
         check_id(identifier)
     except ValueError:
         raise CapError(f"CAP identifier {identifier!r} cannot be an alert id: it must be "
-                       "1..64 chars of A-Z a-z 0-9 . _ : -") from None
+                       f"1..{MAX_ID} chars of A-Z a-z 0-9 . _ : -") from None
     if status not in KINDS:
         raise CapError(f"status {status} is not broadcast (only Actual, Test and Exercise)")
     if msg_type in ("Ack", "Error"):
@@ -192,56 +233,184 @@ def map_cap(data: bytes, scope: list[str] | None = None) -> CapAlert:
     issued = _time(sent, "sent")
     kind = "cancel" if msg_type == "Cancel" else KINDS[status]
 
-    infos = root.findall(_q("info"))
-    notes: list[str] = []
-    info = None
-    if infos:
-        langs = [(_text(i, "language", "info", required=False) or "en-US") for i in infos]
-        pick = next((n for n, lang in enumerate(langs) if lang.lower().startswith("zh")), 0)
-        info, language = infos[pick], langs[pick]
-        if len(infos) > 1:
-            notes.append(f"used <info> {pick + 1} of {len(infos)} (language {language})")
-        for tag in ("category", "event", "urgency", "severity", "certainty"):
-            _text(info, tag, "info")
-    elif kind != "cancel":
+    elements = root.findall(_q("info"))
+    infos = [_info(el, n, len(elements)) for n, el in enumerate(elements, 1)]
+    if not infos and kind != "cancel":
         raise CapError(f"missing required <info> in a {msg_type}: it carries severity, "
                        "expires and the areas")
-    else:
-        language = None
-
-    cap = CapAlert(identifier=identifier, kind=kind, issued=issued, expires=0, regions=[],
-                   language=language, notes=notes)
     if kind == "cancel":
-        cap.refs = _refs(root)
-        ends = [_time(e, "expires") for i in infos
-                if (e := _text(i, "expires", "info", required=False))]
-        cap.expires = max(ends) if ends else issued + CANCEL_EXPIRY
-    elif info is not None:  # always: an Alert or Update without <info> was refused above
-        severity = str(_text(info, "severity", "info"))
+        caps = _cancels(identifier, issued, infos, _refs(root), scope)
+    else:
+        caps = [cap for group in _translations(infos)
+                for cap in _alerts(identifier, kind, issued, group, len(infos))]
+    if len(caps) > MAX_PARTS:
+        raise CapError(f"maps to {len(caps)} alerts ({caps[0].origin}, {caps[1].origin}, … "
+                       f"{caps[-1].origin}); at most {MAX_PARTS} are made from one CAP: split "
+                       "it upstream")
+    for n, cap in enumerate(caps, 1):
+        cap.identifier = part_id(identifier, n)
+        if len(cap.identifier) > MAX_ID:
+            raise CapError(f"CAP identifier {identifier!r} is too long for the {len(caps)} "
+                           f"alerts it maps to: their ids {identifier}{PART_SEP}2 … must be at "
+                           f"most {MAX_ID} chars (alerts.md §3)")
+    return caps
+
+
+def _info(el: ET.Element, n: int, count: int) -> _Info:
+    try:
+        for tag in ("category", "event", "urgency", "severity", "certainty"):
+            _text(el, tag, "info")
+        language = _text(el, "language", "info", required=False) or "en-US"
+        regions = _regions(el)
+    except CapError as e:
+        raise CapError(f"<info> {n} of {count}: {e}" if count > 1 else str(e)) from None
+    categories = tuple(sorted((c.text or "").strip() for c in el.findall(_q("category"))))
+    codes = tuple(sorted((_text(c, "valueName", "eventCode", False) or "",
+                          _text(c, "value", "eventCode", False) or "")
+                         for c in el.findall(_q("eventCode"))))
+    times = tuple(_instant(_text(el, tag, "info", required=False))
+                  for tag in ("effective", "onset", "expires"))
+    key = (categories, _text(el, "urgency", "info"), _text(el, "severity", "info"),
+           _text(el, "certainty", "info"), codes, times, frozenset(regions))
+    return _Info(n=n, el=el, language=language, regions=regions, key=key)
+
+
+def _instant(text: str | None) -> int | str | None:
+    """A CAP time as epoch seconds when it is one (so +08:00 and Z compare), else as written."""
+    try:
+        return None if text is None else _time(text, "time")
+    except CapError:
+        return text
+
+
+def _translations(infos: list[_Info]) -> list[list[_Info]]:
+    """Blocks grouped into warnings, in document order: a block joins the first group of
+    its key that has no block in its language yet (two blocks in one language are never
+    translations of each other), else starts a warning of its own."""
+    groups: list[list[_Info]] = []
+    for info in infos:
+        lang = info.language.casefold()
+        for group in groups:
+            if group[0].key == info.key and all(i.language.casefold() != lang for i in group):
+                group.append(info)
+                break
+        else:
+            groups.append([info])
+    return groups
+
+
+def _chosen(infos: list[_Info]) -> _Info:
+    """The block an alert is made from: the first Chinese one (zh, zh-CN, zh-TW, ...)."""
+    return next((i for i in infos if i.language.lower().startswith("zh")), infos[0])
+
+
+def _chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[k:k + size] for k in range(0, len(items), size)]
+
+
+def _span(what: str, start: int, part: list[T], whole: list[T]) -> str:
+    return f"{what} {start + 1}..{start + len(part)} of {len(whole)}"
+
+
+def _alerts(identifier: str, kind: str, issued: int, group: list[_Info],
+            count: int) -> list[CapAlert]:
+    """The alert (or, past 64 regions, alerts) of one warning; ids are set by map_cap."""
+    info = _chosen(group)
+    el = info.el
+    try:
+        severity = str(_text(el, "severity", "info"))
         if severity not in LEVELS:
             raise CapError(f"severity {severity} cannot be mapped to a level 1..4 "
                            "(Extreme, Severe, Moderate or Minor)")
-        cap.level = LEVELS[severity]
-        expires = _text(info, "expires", "info", required=False)
-        if expires is None:
+        expires_text = _text(el, "expires", "info", required=False)
+        if expires_text is None:
             raise CapError("missing required <expires> in <info>: an alert or test needs an end")
-        cap.expires = _time(expires, "expires")
-        cap.audio = _audio(info)
-    if info is not None:
-        cap.event = _event(info)
-        cap.text = _message(info)
-        cap.regions = _regions(info)
-    if not cap.regions:
-        if kind != "cancel":
+        expires = _time(expires_text, "expires")
+        if not info.regions:
             raise CapError("missing required <area> in <info>: nowhere to send the alert")
+        _check_expires(issued, expires)
+        audio = _audio(el)
+    except CapError as e:
+        raise CapError(f"<info> {info.n} of {count}: {e}" if count > 1 else str(e)) from None
+    others = [i for i in group if i is not info]
+    origin = f"<info> {info.n}" + (f", translations {','.join(str(i.n) for i in others)}"
+                                   if others else "")
+    notes: list[str] = []
+    if count > 1:
+        notes.append(f"used <info> {info.n} of {count} (language {info.language})"
+                     + (f", its translations: {', '.join(f'{i.n} ({i.language})' for i in others)}"
+                        if others else ""))
+    parts = _chunks(info.regions, MAX_REGIONS)
+    caps: list[CapAlert] = []
+    for k, regions in enumerate(parts):
+        cap = CapAlert(identifier=identifier, kind=kind, issued=issued, expires=expires,
+                       regions=regions, level=LEVELS[severity], event=_event(el),
+                       text=_message(el), audio=audio, language=info.language,
+                       notes=list(notes), infos=[info.n, *(i.n for i in others)], origin=origin)
+        if len(parts) > 1:
+            span = _span("regions", k * MAX_REGIONS, regions, info.regions)
+            cap.origin += f", {span}"
+            cap.notes.append(f"{span} of <info> {info.n}: at most {MAX_REGIONS} fit one alert")
+        caps.append(cap)
+    return caps
+
+
+def _cancels(identifier: str, issued: int, infos: list[_Info], refs: list[str],
+             scope: list[str] | None) -> list[CapAlert]:
+    """The cancel of a Cancel (several past 64 regions or 64 refs); ids are set by map_cap.
+
+    Each referenced identifier R stands for every alert from-cap may have made of it (R,
+    R:2, ... R:MAX_PARTS), and the cancel goes to the areas of all blocks, since all were
+    sent as alerts: every terminal that heard one of them must hear the cancel."""
+    notes: list[str] = []
+    regions: list[str] = []
+    for info in infos:
+        regions.extend(r for r in info.regions if r not in regions)
+    if not regions:
         if not scope:
             raise CapError("a cancel without <area> is sent to the key's scope, and there is none")
-        cap.regions = [p.ljust(12, "0") for p in scope]
+        regions = [p.ljust(12, "0") for p in scope]
         notes.append("no <area>: the cancel goes to the whole scope of the key")
-    if not issued < cap.expires <= issued + MAX_EXPIRY:
-        raise CapError(f"expires {_utc(cap.expires)} must be after sent {_utc(issued)} and at "
+    ends = [_time(e, "expires") for i in infos
+            if (e := _text(i.el, "expires", "info", required=False))]
+    expires = max(ends) if ends else issued + CANCEL_EXPIRY
+    _check_expires(issued, expires)
+    chosen = _chosen(infos) if infos else None
+    per_cancel = MAX_REFS // MAX_PARTS  # 4: a cancel names 64 ids at most
+    if len(refs) > per_cancel * MAX_PARTS:
+        raise CapError(f"a Cancel of {len(refs)} references is over the {per_cancel * MAX_PARTS} "
+                       f"from-cap sends: a cancel's refs hold {MAX_REFS} ids, each reference "
+                       f"takes its {MAX_PARTS} possible ids, and one CAP makes at most "
+                       f"{MAX_PARTS} cancels; split it upstream")
+    named = [[part_id(r, n) for n in range(1, MAX_PARTS + 1) if len(part_id(r, n)) <= MAX_ID]
+             for r in refs]
+    ref_parts = _chunks(named, per_cancel)
+    region_parts = _chunks(regions, MAX_REGIONS)
+    caps: list[CapAlert] = []
+    for j, ref_part in enumerate(ref_parts):
+        for k, region_part in enumerate(region_parts):
+            cap = CapAlert(identifier=identifier, kind="cancel", issued=issued, expires=expires,
+                           regions=region_part, refs=[i for ids in ref_part for i in ids],
+                           language=chosen.language if chosen else None, notes=list(notes),
+                           infos=[i.n for i in infos])
+            if chosen is not None:
+                cap.event, cap.text = _event(chosen.el), _message(chosen.el)
+            spans = [_span("references", j * per_cancel, ref_part, named)]
+            if len(region_parts) > 1:
+                spans.append(_span("regions", k * MAX_REGIONS, region_part, regions))
+            cap.origin = ", ".join(spans)
+            if len(ref_parts) > 1 or len(region_parts) > 1:
+                cap.notes.append(f"{cap.origin}: a cancel names at most {per_cancel} CAP alerts "
+                                 f"(each as its {MAX_PARTS} possible ids) for at most "
+                                 f"{MAX_REGIONS} regions")
+            caps.append(cap)
+    return caps
+
+
+def _check_expires(issued: int, expires: int) -> None:
+    if not issued < expires <= issued + MAX_EXPIRY:
+        raise CapError(f"expires {_utc(expires)} must be after sent {_utc(issued)} and at "
                        "most 7 days later (alerts.md §3)")
-    return cap
 
 
 def _refs(root: ET.Element) -> list[str]:
@@ -302,8 +471,6 @@ def _regions(info: ET.Element) -> list[str]:
                            f"named {', '.join(REGION_VALUE_NAMES)} (polygons and circles "
                            "are not mapped)")
         regions.extend(c for c in codes if c not in regions)
-    if len(regions) > MAX_REGIONS:
-        raise CapError(f"{len(regions)} region codes, at most {MAX_REGIONS} fit one alert")
     return regions
 
 
@@ -440,23 +607,58 @@ def cmd_from_cap(args: argparse.Namespace) -> int:
     except KeyFileError as e:
         raise CliError(str(e)) from None
     now = int(time.time())
+    # Everything is mapped, checked, fetched and signed before the first alert is sent, so a
+    # refusal (exit 1) means that nothing was sent.
     try:
-        cap = map_cap(data, key.scope)
-        if cap.expires <= now:
-            raise CapError(f"expired at {_utc(cap.expires)} (now {_utc(now)}); terminals "
-                           "reject it (alerts.md §4 rule 10)")
-        if cap.issued > now + FUTURE_SKEW:
-            raise CapError(f"sent {_utc(cap.issued)} is more than {FUTURE_SKEW} s ahead of now "
-                           f"({_utc(now)}); terminals reject it (alerts.md §4 rule 9)")
-        if args.clip_file is not None and cap.audio is None:
+        caps = map_cap(data, key.scope)
+        many = len(caps) > 1
+        for cap in caps:
+            which = f"alert {cap.identifier}: " if many else ""
+            if cap.expires <= now:
+                raise CapError(f"{which}expired at {_utc(cap.expires)} (now {_utc(now)}); "
+                               "terminals reject it (alerts.md §4 rule 10)")
+            if cap.issued > now + FUTURE_SKEW:
+                raise CapError(f"sent {_utc(cap.issued)} is more than {FUTURE_SKEW} s ahead of "
+                               f"now ({_utc(now)}); terminals reject it (alerts.md §4 rule 9)")
+        resources = {_resource(c.audio): c.audio for c in caps if c.audio is not None}
+        if args.clip_file is not None and not resources:
             raise CliError("--clip-file given, but the CAP has no audio resource to check it "
                            "against", EXIT_USAGE)
-        check_signer(key, cap.regions, now)
-        clip = clip_for(cap.audio, args.clip_file, args.timeout) if cap.audio else None
-        payload = payload_for(cap, clip)
+        if args.clip_file is not None and len(resources) > 1:
+            raise CliError(f"--clip-file stands for one audio resource, and the CAP has "
+                           f"{len(resources)}: " + ", ".join(str(r.uri) for r in
+                                                          resources.values()), EXIT_USAGE)
+        check_signer(key, [r for cap in caps for r in cap.regions], now)
+        clips = {k: clip_for(res, args.clip_file, args.timeout) for k, res in resources.items()}
+        payloads: list[dict[str, Any]] = []
+        for cap in caps:
+            try:
+                payload = payload_for(cap, clips[_resource(cap.audio)] if cap.audio else None)
+                sign_alert(key, payload)  # over 8192 bytes, say, before anything is sent
+            except ValueError as e:  # CapError too
+                raise CapError(f"alert {cap.identifier}: {e}" if many else str(e)) from None
+            payloads.append(payload)
     except CapError as e:
         raise CliError(f"{args.file}: {e}", EXIT_FAILURE) from None
-    return dispatch(args, key, payload, broker)
+    done: list[str] = []
+    for payload in payloads:
+        try:
+            dispatch(args, key, payload, broker)
+        except CliError as e:
+            if done:
+                raise CliError(f"{e}; before it, {len(done)} of the {len(payloads)} alerts of "
+                               f"{args.file} went out ({', '.join(done)}); none after it was "
+                               "tried", e.code) from None
+            raise
+        done.append(payload["id"])
+    if many:  # stdout stays one line per alert; say on stderr why there are several
+        print(f"cx: {args.file} makes {len(caps)} alerts: "
+              + ", ".join(f"{c.identifier} ({c.origin})" for c in caps), file=sys.stderr)
+    return 0
+
+
+def _resource(res: AudioResource) -> tuple[str | None, int | None, str | None]:
+    return res.uri, res.size, res.digest
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -470,11 +672,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, metavar="SECONDS",
                    help=f"seconds for the broker and for fetching audio (default "
                    f"{FETCH_TIMEOUT:g})")
-    p.add_argument("--json", action="store_true", help="print a JSON summary")
+    p.add_argument("--json", action="store_true",
+                   help="print a JSON summary (one a line when the CAP makes several alerts)")
     p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "
                                 "(default $CX_FLEET_DB, or ./fleet.sqlite when it exists)")
     dest = p.add_mutually_exclusive_group(required=True)
     dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
-    dest.add_argument("--print", action="store_true", help="print the envelope, send nothing")
+    dest.add_argument("--print", action="store_true",
+                      help="print the envelope (one a line), send nothing")
     add_broker_login(p)
     p.set_defaults(func=cmd_from_cap)
