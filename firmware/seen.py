@@ -75,7 +75,7 @@ class Seen:
             self._drop_first()
         self._rehash()
         if damaged:
-            self._write(True)  # never carry a bad entry into the next boot
+            self._write(True, True)  # never carry a bad entry into the next boot
 
     def __len__(self):
         return len(self._e)
@@ -94,14 +94,14 @@ class Seen:
         self._prune(now)
         # Only the main copy before the alert plays (it guards against a replay after a reboot);
         # the backup follows at the next quiet moment (flush), so the warning is not delayed.
-        self._write(False)
+        self._write(True, False)
 
     def flush(self):
         """Bring the backup copy up to date, if an add() left it behind (called when idle)."""
         if self._backup_due:
-            self._write(True)
+            self._write(False, True)
 
-    def _write(self, both):
+    def _write(self, main, backup):
         out = []
         for k, v in self._e.items():
             kid_, aid_ = k.split("\n", 1)
@@ -109,10 +109,11 @@ class Seen:
         data = json.dumps(out).encode()
         del out
         try:
-            write_atomic(self.path, data)
-            if both:
+            if main:
+                write_atomic(self.path, data)
+            if backup:
                 write_atomic(self.backup, data)
-            self._backup_due = not both
+            self._backup_due = not backup
         except OSError as e:  # a full or failing flash must not stop the alert (it is logged)
             print("seen: write failed", e)
             self._backup_due = True
