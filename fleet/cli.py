@@ -34,10 +34,17 @@ from tools.cx import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    number,
 )
 
 DEFAULT_DB = "fleet.sqlite"
 STATES = ("online", "offline", "new", "fault")
+HOUR, DAY = 3600, 86400
+MAX_ROWS = 1_000_000  # --history, --limit: more than any screen; keeps the number an SQL integer
+MAX_ROW_ID = 2**63 - 1  # alarm ids: BIGINT in both stores
+MAX_KEEP_DAYS = 36500  # --keep-*, --older-than: a century; the cutoff date must stay printable
+WAIT = number(float, 0, HOUR, lo_open=True)  # --wait of cx fleet cmd
+KEEP_DAYS = number(float, 0, MAX_KEEP_DAYS, lo_open=True, words={"forever": None, "never": None})
 
 
 def db_url(args: argparse.Namespace) -> str:
@@ -242,18 +249,6 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
-def _days(text: str) -> float | None:
-    if text in ("forever", "never"):
-        return None
-    try:
-        days = float(text)
-    except ValueError:
-        days = 0.0
-    if not days > 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a number of days above 0, or 'forever'")
-    return days
-
-
 _UNSET: Any = object()  # a --keep-* / --older-than not given
 
 
@@ -367,7 +362,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
             ("--keep-alerts", d.alerts_days, "alert records and their receipts"),
             ("--keep-alarms", d.alarms_days, "closed alarms (open ones are always kept)"),
             ("--keep-bad", d.bad_days, "bad-message counters not counted since")):
-        keep.add_argument(flag, type=_days, default=_UNSET, metavar="DAYS",
+        keep.add_argument(flag, type=KEEP_DAYS, default=_UNSET, metavar="DAYS",
                           help=f"days to keep {what} (default {default:g}; 'forever')")
 
     p = subparsers.add_parser("fleet", help="fleet service administration",
@@ -380,13 +375,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--instance", metavar="NAME", default=None,
                    help=f"stable name of this instance, MQTT client id cx-fleet-NAME "
                         f"(default the host name, {default_instance()})")
-    s.add_argument("--on-4g-after", type=float, default=ON_4G_AFTER, metavar="S",
-                   help=f"seconds on 4G before an on_4g alarm (default {ON_4G_AFTER:g})")
-    s.add_argument("--sweep-every", type=float, default=2.0, metavar="S",
-                   help="seconds between offline sweeps (default 2)")
-    s.add_argument("--prune-every", type=float, default=retention.SERVE_EVERY, metavar="S",
-                   help=f"seconds between retention runs, with the --keep-* ages (default "
-                        f"{retention.SERVE_EVERY:g}; 0: never delete anything)")
+    s.add_argument("--on-4g-after", type=number(float, 0, 30 * DAY, lo_open=True),
+                   default=ON_4G_AFTER, metavar="S",
+                   help=f"seconds on 4G before an on_4g alarm, at most 30 days (default "
+                        f"{ON_4G_AFTER:g})")
+    s.add_argument("--sweep-every", type=number(float, 0.1, HOUR), default=2.0, metavar="S",
+                   help="seconds between offline sweeps, 0.1..3600 (default 2)")
+    s.add_argument("--prune-every", type=number(float, 0, 30 * DAY),
+                   default=retention.SERVE_EVERY, metavar="S",
+                   help=f"seconds between retention runs, with the --keep-* ages, at most 30 "
+                        f"days (default {retention.SERVE_EVERY:g}; 0: never delete anything)")
     s.set_defaults(func=cmd_serve)
 
     s = sub.add_parser("devices", parents=[db, js], help="list terminals and their state")
@@ -397,8 +395,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     s = sub.add_parser("show", parents=[db, js], help="one terminal: state, history, alarms")
     s.add_argument("id", metavar="ID")
-    s.add_argument("--history", type=int, default=10, metavar="N",
-                   help="recent heartbeats shown (default 10)")
+    s.add_argument("--history", type=number(int, 1, MAX_ROWS), default=10, metavar="N",
+                   help="recent heartbeats shown, at least 1 (default 10)")
     s.set_defaults(func=cmd_show)
 
     s = sub.add_parser("alarms", parents=[db, js], help="alarms, newest first")
@@ -406,11 +404,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--device", metavar="ID", help="only this terminal's")
     s.add_argument("--kind", help="only this kind (offline, line, power, on_4g, rejected, "
                                   "clock_unsynced)")
-    s.add_argument("--limit", type=int, default=200, metavar="N", help="at most N (default 200)")
+    s.add_argument("--limit", type=number(int, 1, MAX_ROWS), default=200, metavar="N",
+                   help="at most N, at least 1 (default 200)")
     s.set_defaults(func=cmd_alarms)
 
     s = sub.add_parser("ack", parents=[db, js], help="acknowledge an alarm")
-    s.add_argument("alarm", type=int, metavar="ALARM_ID")
+    s.add_argument("alarm", type=number(int, 1, MAX_ROW_ID), metavar="ALARM_ID")
     s.set_defaults(func=cmd_ack)
 
     s = sub.add_parser("report", parents=[db, js],
@@ -423,7 +422,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                        description="Apply the retention policy (docs/admin.md, Retention): what "
                                    "'cx fleet serve' also does every hour. Open alarms and the "
                                    "records of alerts with recent receipts are never deleted.")
-    s.add_argument("--older-than", type=_days, default=_UNSET, metavar="DAYS",
+    s.add_argument("--older-than", type=KEEP_DAYS, default=_UNSET, metavar="DAYS",
                    help="one age for all three kinds (a --keep-* given too wins for its kind)")
     s.add_argument("--dry-run", action="store_true",
                    help="count what would be deleted, delete nothing")
@@ -435,8 +434,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("op", metavar="OP", help=f"one of {', '.join(OPS)} (others are sent as is)")
     s.add_argument("args", nargs="*", metavar="KEY=VALUE",
                    help="arguments; values are JSON when they parse (volume=80), else strings")
-    s.add_argument("--wait", type=float, default=10.0, metavar="S",
-                   help="seconds to wait for the acknowledgement (default 10)")
+    s.add_argument("--wait", type=WAIT, default=10.0, metavar="S",
+                   help="seconds to wait for the acknowledgement, at most 3600 (default 10)")
     s.set_defaults(func=cmd_cmd)
 
     # Groups written alongside (provisioning and broker configuration): optional, and a broken

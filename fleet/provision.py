@@ -444,6 +444,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `provision` and `broker-config` to the `cx fleet` subparsers."""
     from fleet.cli import DEFAULT_DB
+    from tools.cx import number
 
     p = sub.add_parser("provision", help="a terminal's id, MQTT credential and config",
                        description="Register terminals, give each an MQTT credential and write "
@@ -480,14 +481,16 @@ def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
                    help="the only user that may publish alerts (default dispatcher)")
     b.add_argument("--fleet-user", default=brokercfg.DEFAULT_FLEET, metavar="NAME",
                    help="the fleet service's user (default fleet)")
-    b.add_argument("--port", type=int, default=brokercfg.DEFAULT_PORT, metavar="N",
+    b.add_argument("--port", type=number(int, 0, 65535), default=brokercfg.DEFAULT_PORT,
+                   metavar="N",
                    help="terminals' plain MQTT listener (default 1883; 0: none)")
     b.add_argument("--bind", metavar="ADDR", help="address of the terminals' listeners "
                                                  "(default all)")
     b.add_argument("--tls-cert", metavar="PEM")
     b.add_argument("--tls-key", metavar="PEM")
     b.add_argument("--tls-ca", metavar="PEM", help="CA chain sent to clients")
-    b.add_argument("--tls-port", type=int, default=brokercfg.DEFAULT_TLS_PORT, metavar="N",
+    b.add_argument("--tls-port", type=number(int, 1, 65535), default=brokercfg.DEFAULT_TLS_PORT,
+                   metavar="N",
                    help="terminals' TLS listener when a certificate is given (default 8883)")
     b.add_argument("--service-listen", default=brokercfg.DEFAULT_SERVICE_LISTEN,
                    metavar="HOST:PORT", help="listener for the fleet service and dispatcher "

@@ -27,10 +27,17 @@ from tools.cx import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    number,
 )
 from tools.envelope import (
     AUDIO_TONES,
     KINDS,
+    LEVELS,
+    MAX_CLIP,
+    MAX_EXPIRY,
+    MIN_CLIP,
+    REPEATS,
+    VOLUMES,
     KeyPair,
     decode_jws,
     make_alert_payload,
@@ -39,13 +46,16 @@ from tools.envelope import (
     sign_alert,
     topics_for,
 )
-from tools.keys import KeyFileError, load_keyfile
+from tools.keys import EPOCH, KeyFileError, load_keyfile
 
 if TYPE_CHECKING:  # imported when used: a broken fleet package must not take `cx alert` down
     from fleet.command import BrokerAuth
 
 DEFAULT_EXPIRES = 3600  # s
 DEFAULT_TIMEOUT = 10.0  # s: connect + every PUBACK
+MAX_TIMEOUT = 3600.0  # s: an hour is already no timeout (and paho's keepalive, 2x it, <= 65535)
+TIMEOUT = number(float, 0, MAX_TIMEOUT, lo_open=True)
+"""--timeout of `cx alert send` and `cx alert from-cap`."""
 TEST_DEFAULT_LEVEL = 4
 TEST_DEFAULT_TONE = "chime"
 CRED_ENV = "CX_ALERT_CRED"
@@ -300,25 +310,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--key", required=True, help="issuer (or root) key file")
     p.add_argument("--regions", required=True, help="12-digit region codes, comma-separated")
     p.add_argument("--kind", choices=KINDS, default="alert")
-    p.add_argument("--level", type=int, help="1 red .. 4 blue (required for alert; test: 4)")
+    p.add_argument("--level", type=number(int, LEVELS[0], LEVELS[-1]),
+                   help="1 red .. 4 blue (required for alert; test: 4)")
     p.add_argument("--tone", choices=AUDIO_TONES, help="audio tone (test default: chime)")
     p.add_argument("--clip-url", help="audio clip URL")
     p.add_argument("--clip-sha256", help="clip sha256, 64 hex digits")
-    p.add_argument("--clip-bytes", type=int, help="clip size in bytes")
+    p.add_argument("--clip-bytes", type=number(int, MIN_CLIP, MAX_CLIP),
+                   help=f"clip size in bytes, {MIN_CLIP}..{MAX_CLIP} (a terminal plays no bigger "
+                        "clip)")
     p.add_argument("--clip-file", help="local copy of the clip: sha256 and size taken from it")
-    p.add_argument("--expires", type=int, default=DEFAULT_EXPIRES, metavar="SECONDS",
+    p.add_argument("--expires", type=number(int, 1, MAX_EXPIRY), default=DEFAULT_EXPIRES,
+                   metavar="SECONDS",
                    help=f"lifetime after --issued (default {DEFAULT_EXPIRES}, at most 7 days)")
     p.add_argument("--id", help="alert id (default: generated, unique)")
     p.add_argument("--refs", help="cancel: ids of the alerts to stop, comma-separated")
-    p.add_argument("--volume", type=int, help="0..100 (default by level)")
-    p.add_argument("--repeat", type=int, help="1..20 (default 1)")
+    p.add_argument("--volume", type=number(int, VOLUMES[0], VOLUMES[-1]),
+                   help="0..100 (default by level)")
+    p.add_argument("--repeat", type=number(int, REPEATS[0], REPEATS[-1]),
+                   help="1..20 (default 1)")
     p.add_argument("--event", help="event-type code, at most 16 chars")
     p.add_argument("--text", help="text shown and logged, at most 1024 chars")
-    p.add_argument("--issued", type=int, metavar="EPOCH", help="issue time (default now)")
+    p.add_argument("--issued", type=EPOCH, metavar="EPOCH", help="issue time (default now)")
     p.add_argument("--unchecked", action="store_true",
                    help="skip the key scope/certificate checks (to craft envelopes for tests)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
-                   help=f"seconds to wait for the broker (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--timeout", type=TIMEOUT, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                   help=f"seconds to wait for the broker, at most {MAX_TIMEOUT:g} (default "
+                        f"{DEFAULT_TIMEOUT:g})")
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "
                                 "(default $CX_FLEET_DB, or ./fleet.sqlite when it exists)")

@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
+from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError, number
 
 DEFAULT_DB = "fleet.sqlite"
 # A terminal's outcome is its most advanced receipt: done beats playing beats accepted.
@@ -152,5 +152,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--db", help="fleet store (default $CX_FLEET_DB or ./fleet.sqlite)")
     p.add_argument("--json", action="store_true", help="one JSON object (per refresh)")
     p.add_argument("--watch", action="store_true", help="refresh until Ctrl-C")
-    p.add_argument("--interval", type=float, default=2.0, help="--watch refresh, s (default 2)")
+    p.add_argument("--interval", type=number(float, 0.1, 3600), default=2.0, metavar="S",
+                   help="--watch refresh, 0.1..3600 s (default 2)")
     p.set_defaults(func=cmd_status)

@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tools.alertcli import add_broker_login, check_signer, destination, dispatch
+from tools.alertcli import TIMEOUT, add_broker_login, check_signer, destination, dispatch
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 from tools.envelope import (
     MAX_EVENT,
@@ -669,7 +669,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--key", required=True, metavar="KEYFILE", help="issuer (or root) key file")
     p.add_argument("--clip-file", metavar="F", help="local copy of the CAP audio resource (checked against "
                    "its <size> and <digest>) instead of fetching its uri")
-    p.add_argument("--timeout", type=float, default=FETCH_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=TIMEOUT, default=FETCH_TIMEOUT, metavar="SECONDS",
                    help=f"seconds for the broker and for fetching audio (default "
                    f"{FETCH_TIMEOUT:g})")
     p.add_argument("--json", action="store_true",

@@ -18,8 +18,10 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from tools.cx import EXIT_USAGE, CliError
+from tools.cx import EXIT_USAGE, CliError, number
 from tools.envelope import (
+    MAX_EPOCH,
+    MIN_EPOCH,
     KeyPair,
     b64d,
     b64e,
@@ -34,6 +36,9 @@ from tools.envelope import (
 
 NBF_BACKDATE = 300  # s: a fresh certificate is valid on terminals whose clock lags (cf. rule 9)
 DAY = 86400
+MAX_DAYS = 36500  # --days: a century is already no expiry; more is a typo
+EPOCH = number(int, MIN_EPOCH, MAX_EPOCH)
+"""--nbf, --exp, --issued, --now: epoch seconds a terminal accepts (firmware/limits.py)."""
 
 
 class KeyFileError(ValueError):
@@ -206,8 +211,6 @@ def cmd_issuer(args: argparse.Namespace) -> int:
     use = _usage(check_use, _csv(args.use))
     if args.days is not None and args.exp is not None:
         raise CliError("give --days or --exp, not both", EXIT_USAGE)
-    if args.days is not None and args.days <= 0:
-        raise CliError("--days must be positive", EXIT_USAGE)
     now = int(time.time())
     nbf = args.nbf if args.nbf is not None else now - NBF_BACKDATE
     exp = args.exp if args.exp is not None else nbf + (args.days or 365) * DAY
@@ -299,9 +302,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--root", required=True, help="root key file that certifies it")
     p.add_argument("--scope", required=True, help="region prefixes within the root's scope")
     p.add_argument("--use", default="alert", help="alert[,ota] (default alert)")
-    p.add_argument("--days", type=int, help="validity in days from --nbf (default 365)")
-    p.add_argument("--nbf", type=int, help="valid from, epoch s (default now - 5 min)")
-    p.add_argument("--exp", type=int, help="valid until, epoch s (instead of --days)")
+    p.add_argument("--days", type=number(int, 1, MAX_DAYS),
+                   help=f"validity in days from --nbf, 1..{MAX_DAYS} (default 365)")
+    p.add_argument("--nbf", type=EPOCH, metavar="EPOCH",
+                   help="valid from, epoch s (default now - 5 min)")
+    p.add_argument("--exp", type=EPOCH, metavar="EPOCH",
+                   help="valid until, epoch s (instead of --days)")
     p.add_argument("--out", required=True, help="key file to write (0600)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_issuer)

@@ -22,6 +22,7 @@ from typing import Any
 
 from tools.cx import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, Parser
 from tools.emu import run as emu_run
+from tools.keys import EPOCH
 
 ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE = ROOT / "firmware"
@@ -142,7 +143,7 @@ def build_parser() -> Parser:
                    help="terminal config (as for cx emu run): its trust anchors and region")
     p.add_argument("--trust", metavar="ANCHORS.json", help="trust anchors (cx keys anchors)")
     p.add_argument("--region", metavar="CODE12", help="the terminal's 12-digit region code")
-    p.add_argument("--now", type=int, metavar="EPOCH", help="the terminal's time (default: now)")
+    p.add_argument("--now", type=EPOCH, metavar="EPOCH", help="the terminal's time (default: now)")
     p.add_argument("--unsynced", action="store_true",
                    help="clock not set since boot: rule 9 skipped, rule 10 against --now")
     p.add_argument("--json", action="store_true",

@@ -9,7 +9,18 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.emu.run import DEFAULT_HEAP, EmuError, Terminal, control, flash, load_config, parse_heap
+from tools.cx import number
+from tools.emu.run import DEFAULT_HEAP, EmuError, Terminal, control, flash, load_config
+
+KIB, MIB = 1024, 1024 * 1024
+HEAP = number(int, 16 * KIB, 64 * MIB, units={"k": KIB, "m": MIB})
+"""--heap: 16k (the unix port cannot start below) to 64m (16x the reference board's 4 MB heap)."""
+MAX_COUNT = 1000  # --count: a town's village codes (derive() keeps the terminals in one town)
+
+
+def heap_text(n: int) -> str:
+    """A heap size as micropython's -X heapsize takes it, in the largest whole unit: 1m, 96k."""
+    return f"{n // MIB}m" if n % MIB == 0 else f"{n // KIB}k" if n % KIB == 0 else str(n)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     r = es.add_parser("run", help="run one terminal in the foreground until Ctrl-C")
     r.add_argument("--dir", required=True, type=Path, help="terminal folder (flash/ and hw/ live here)")
     r.add_argument("--config", required=True, type=Path, help="terminal config JSON")
-    r.add_argument("--heap", default=DEFAULT_HEAP, help=f"MicroPython heap (default {DEFAULT_HEAP})")
+    r.add_argument("--heap", type=HEAP, default=DEFAULT_HEAP,
+                   help=f"MicroPython heap, 16k..64m (default {DEFAULT_HEAP})")
     r.add_argument("--reflash", action="store_true", help="copy firmware and config again")
     r.set_defaults(func=cmd_run)
 
@@ -32,10 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(func=cmd_ctl)
 
     f = es.add_parser("fleet", help="run N terminals derived from a config template")
-    f.add_argument("--count", required=True, type=int)
-    f.add_argument("--dir", required=True, type=Path)
+    f.add_argument("--count", required=True, type=number(int, 1, MAX_COUNT),
+                   help=f"terminals, 1..{MAX_COUNT}")
+    f.add_argument("--dir", required=True, type=Path, help="one terminal folder per id under it")
     f.add_argument("--config-template", required=True, type=Path)
-    f.add_argument("--heap", default=DEFAULT_HEAP)
+    f.add_argument("--heap", type=HEAP, default=DEFAULT_HEAP,
+                   help=f"MicroPython heap of each, 16k..64m (default {DEFAULT_HEAP})")
     f.set_defaults(func=cmd_fleet)
 
 
@@ -59,8 +73,8 @@ def _serve(terms: list[Terminal]) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    heap = heap_text(args.heap)
     try:
-        heap = parse_heap(args.heap)
         cfg = load_config(args.config)
         args.dir.mkdir(parents=True, exist_ok=True)
         flash(args.dir, cfg, args.reflash, args.config.parent)
@@ -104,10 +118,8 @@ def derive(template: dict, i: int) -> dict:
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
+    heap = heap_text(args.heap)
     try:
-        if args.count < 1:
-            raise EmuError("--count must be at least 1")
-        heap = parse_heap(args.heap)
         template = load_config(args.config_template)
         terms = []
         for i in range(args.count):
