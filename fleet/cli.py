@@ -2,7 +2,7 @@
 
 Exit codes (tools/cx.py): 0 ok, 1 failure (unknown id, refused or unanswered command),
 2 usage, 3 broker or database unreachable, 4 the broker refused the login or the command (not
-authorized).
+authorized), 141 stdout closed before everything was written.
 """
 
 from __future__ import annotations

@@ -103,12 +103,15 @@ def run(args: argparse.Namespace) -> int:
     from fleet.store import Store
     from tools.alertcli import publish
     from tools.alertstatus import record  # what `cx alert send --db` does
-    from tools.cx import CliError
+    from tools.cx import EXIT_USAGE, CliError, folder
 
     base: Path = args.dir.resolve()
-    if base.exists():
+    if base.is_dir():
         shutil.rmtree(base)
-    base.mkdir(parents=True)
+    elif base.exists():
+        raise CliError(f"--dir {args.dir} is a file, not a folder: give a folder (recreated each "
+                       "run)", EXIT_USAGE)
+    folder(base, "--dir")
     print(f"cx demo: working in {base}")
     try:
         broker = Broker(base / "broker")

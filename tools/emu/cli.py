@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.cx import number
+from tools.cx import EXIT_USAGE, CliError, folder, number
 from tools.emu.run import DEFAULT_HEAP, EmuError, Terminal, control, flash, load_config
 
 KIB, MIB = 1024, 1024 * 1024
@@ -72,16 +72,25 @@ def _serve(terms: list[Terminal]) -> int:
     return 0
 
 
+def _unusable(d: Path, e: OSError) -> CliError:
+    # a folder that exists but cannot hold a terminal: unwritable, or a socket path too long
+    where = f" ({e.filename})" if e.filename and str(e.filename) != str(d) else ""
+    return CliError(f"--dir {d}: cannot run a terminal there{where}: {e.strerror or e}; give a "
+                    "folder you can write, with a short path", EXIT_USAGE)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     heap = heap_text(args.heap)
     try:
         cfg = load_config(args.config)
-        args.dir.mkdir(parents=True, exist_ok=True)
+        folder(args.dir, "--dir")
         flash(args.dir, cfg, args.reflash, args.config.parent)
         term = Terminal(args.dir, heap)
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        raise _unusable(args.dir, e) from None
     print(f"emu: terminal {cfg['id']} in {args.dir} (heap {heap}); Ctrl-C stops it", flush=True)
     return _serve([term])
 
@@ -121,16 +130,19 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     heap = heap_text(args.heap)
     try:
         template = load_config(args.config_template)
+        folder(args.dir, "--dir")
         terms = []
         for i in range(args.count):
             cfg = derive(template, i)
             d = args.dir / cfg["id"]
-            d.mkdir(parents=True, exist_ok=True)
+            d.mkdir(exist_ok=True)
             flash(d, cfg, reflash=False, src_dir=args.config_template.parent)
             terms.append(Terminal(d, heap, quiet=True))
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:
+        raise _unusable(args.dir, e) from None
     print(f"emu: {args.count} terminals under {args.dir} (heap {heap}); Ctrl-C stops them",
           flush=True)
     return _serve(terms)
