@@ -3,11 +3,13 @@
 Two processes, so that receiving never waits for the database nor for the interpreter lock the
 writer holds while it parses and stores:
 
-- the receiver (this process): paho's network thread only queues what arrives; the forwarding
-  thread (the caller of `run`) cuts the queue into batches and sends them to the writer down a
-  pipe; the reply thread takes the writer's "stored" replies and only then acknowledges the
-  batch's QoS 1 messages (manual acknowledgement). A batch stays here until it is stored, so a
-  writer that dies is restarted and given the batches it had not confirmed again.
+- the receiver (this process): paho's network thread only queues what arrives; the broker
+  thread connects (and after a failure or a lost connection connects again, with backoff, saying
+  so in the log); the forwarding thread (the caller of `run`) cuts the queue into batches and
+  sends them to the writer down a pipe; the reply thread takes the writer's "stored" replies and
+  only then acknowledges the batch's QoS 1 messages (manual acknowledgement). A batch stays here
+  until it is stored, so a writer that dies is restarted and given the batches it had not
+  confirmed again.
 - the writer (a child process, `_writer_main`): parses, stores each batch in one transaction,
   commits, replies; sweeps for silent devices; prunes old records (fleet/retention.py). If the
   database is unreachable it keeps the batch and retries with backoff; nothing is confirmed, so
@@ -21,8 +23,10 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
+import random
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -62,7 +66,15 @@ MAX_PENDING = 200_000
 """Messages held in memory while the database is down; beyond this, QoS 0 heartbeats are
 dropped (and counted) — QoS 1 messages are never dropped, the broker bounds them per session."""
 BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds between database reconnection attempts."""
+"""Seconds between reconnection attempts (broker, database, writer restarts), before jitter
+(`backoff`): the last step repeats while the failure lasts."""
+REPEAT_EVERY = 300.0
+"""Seconds between log lines about a broker failure that goes on unchanged once the retries
+are at the last BACKOFF step (one line per attempt before that, and whenever the reason
+changes): a broker away all night costs a line every 5 minutes, not every 30 s."""
+KEEPALIVE = 30
+"""Seconds of the MQTT keep-alive; also how long a broker that accepted the TCP connection may
+take to answer the MQTT login before the attempt counts as failed (paho)."""
 STOP_WAIT = 30.0
 """Seconds a stopping service waits for the writer to store what had arrived."""
 
@@ -93,6 +105,67 @@ class Totals:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry `attempt` (0 for the first): its BACKOFF step, less up to
+    half at random, so instances that lost the same broker or database do not come back in
+    step."""
+    return BACKOFF[min(attempt, len(BACKOFF) - 1)] * (0.5 + random.random() / 2)
+
+
+def _why(e: Exception) -> str:
+    """Why a connection attempt failed, for the log: `connection refused`, `timed out`…"""
+    if isinstance(e, ssl.SSLCertVerificationError):
+        return f"TLS: the broker's certificate is not trusted ({e.verify_message}); check --cafile"
+    if isinstance(e, ssl.SSLError):
+        return f"TLS: {e.reason or e}"
+    if isinstance(e, socket.gaierror):
+        return f"cannot resolve the host name: {(e.strerror or str(e)).lower()}"
+    text = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
+    return text[:1].lower() + text[1:]
+
+
+def _span(seconds: float) -> str:
+    s = int(seconds)
+    return f"{seconds:.1f} s" if seconds < 10 else f"{s} s" if s < 120 else \
+        f"{s // 60} min" if s < 7200 else f"{s // 3600} h"
+
+
+class _Outage:
+    """Failed attempts to reach the broker since it was last connected, and what of them the
+    log says (REPEAT_EVERY)."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self._log = log
+        self.attempts = 0
+        self._since = 0.0
+        self._said = ""
+        self._said_at = 0.0
+        self._quiet = False  # the last line said the failure would be repeated less often
+
+    def failed(self, what: str, wait: float) -> None:
+        now = time.monotonic()
+        if not self.attempts:
+            self._since = now
+        self.attempts += 1
+        capped = self.attempts >= len(BACKOFF)  # this wait is the last step: it repeats
+        if capped and self._quiet and what == self._said and now - self._said_at < REPEAT_EVERY:
+            return
+        self._quiet = capped
+        more = "" if self.attempts == 1 else \
+            f"attempt {self.attempts} in {_span(now - self._since)}, "
+        quiet = f", logged every {REPEAT_EVERY / 60:g} min while unchanged" if capped else ""
+        self._log(f"{what}; {more}retrying in {wait:.1f} s{quiet}")
+        self._said, self._said_at = what, now
+
+    def ended(self) -> str:
+        """Connected: what the outage was (for the 'connected' line), and forget it."""
+        if not self.attempts:
+            return ""
+        n, took = self.attempts, _span(time.monotonic() - self._since)
+        self.attempts, self._said, self._quiet = 0, "", False
+        return f" after {n} failed attempt{'s' if n > 1 else ''} in {took}"
 
 
 # An item as queued by paho's thread: (connection generation, mid, qos, topic, payload, time).
@@ -130,16 +203,30 @@ class Service:
         self._conn: Connection | None = None
         self._writer_gone = threading.Event()
         self._writer_stopped = threading.Event()
+        # paho does not reconnect by itself: the broker thread does, to log each failure with
+        # its reason and to back off with jitter.
         self._client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                    client_id=f"cx-fleet-{self.instance}",
-                                   clean_session=False, manual_ack=True)
+                                   clean_session=False, manual_ack=True,
+                                   reconnect_on_failure=False)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(1, 10)
         if auth is not None:
             auth.apply(self._client)
         self._was_connected = False
+        self._outage = _Outage(self.log)
+        self._failure: str | None = None  # why this connection was not accepted (paho thread)
+        self._lost: str | None = None  # why this connection, once accepted, ended (paho thread)
+        self._connected_at = 0.0
+        self._ended = threading.Event()  # this connection is over (or the service stops)
+        self._closing = threading.Event()
+        self._broker: threading.Thread | None = None
+
+    @property
+    def where(self) -> str:
+        """The broker's address as the log writes it: HOST:PORT ([HOST]:PORT for IPv6)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def log(self, text: str) -> None:
         self._log_fn(f"cx fleet serve [{self.instance}]: {text}")
@@ -147,26 +234,36 @@ class Service:
     # ---- paho thread: queue only
 
     def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
+        if rc.is_failure:  # the broker thread logs it with the retry (the broker hangs up)
             if rc.value in NOT_AUTHORIZED:
                 user = f"user {client.username}" if client.username else "no user"
-                self.log(f"broker {self.host}:{self.port} refused the login ({user}): {rc}; "
-                         f"{CHECK_CRED}; retrying")
+                self._failure = (f"broker {self.where} refused the login ({user}): {rc}; "
+                                 f"{CHECK_CRED}")
             else:
-                self.log(f"broker {self.host}:{self.port} refused the connection: {rc}; retrying")
+                self._failure = f"broker {self.where} refused the connection: {rc}"
             return
         self._gen += 1
         client.subscribe([(t, 1) for t in TOPICS])
         self._was_connected = True
+        self._connected_at = time.monotonic()
         self.connected.set()
-        self.log(f"connected to broker {self.host}:{self.port} "
-                 f"(session {'kept' if flags.session_present else 'new'})")
+        self.log(f"connected to broker {self.where} "
+                 f"(session {'kept' if flags.session_present else 'new'}){self._outage.ended()}")
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         self.connected.clear()
         if self._was_connected:
-            self.log(f"lost the broker ({rc}); reconnecting")
+            # paho names a connection that simply closed (EOF, reset) "Unspecified error"
+            self._lost = "closed by the broker or the network" if rc == 128 else str(rc)
+        elif self._failure is None and rc == 141:  # "Keep alive timeout": nothing came back
+            self._failure = (f"broker {self.where} accepted the connection but did not answer "
+                             f"the MQTT login within {KEEPALIVE} s")
+        elif self._failure is None:
+            why = "a TLS listener? then give --cafile" if rc == 128 else str(rc)
+            self._failure = (f"broker {self.where} closed the connection before answering the "
+                             f"login ({why})")
         self._was_connected = False
+        self._ended.set()
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         self.totals.received += 1
@@ -181,8 +278,9 @@ class Service:
         """Start the writer, connect (retrying broker and database), store and acknowledge
         until `stop`."""
         self._start_writer(resend=False)
-        self._client.connect_async(self.host, self.port, keepalive=30)
-        self._client.loop_start()
+        self._broker = threading.Thread(target=self._broker_main, name="cx-fleet-broker",
+                                        daemon=True)
+        self._broker.start()
         try:
             while not stop.is_set():
                 if self._writer_gone.is_set():
@@ -197,10 +295,48 @@ class Service:
                     self._send(items)
             self._finish()
         finally:
-            self._was_connected = False  # our own DISCONNECT is not "lost the broker"
-            self._client.disconnect()
-            self._client.loop_stop()
+            self._closing.set()
+            self._ended.set()
+            # (a connection attempt in progress ends within paho's connect timeout)
+            self._broker.join(2 * self._client.connect_timeout + 5)
             self._end_writer()
+
+    # ---- broker thread
+
+    def _broker_main(self) -> None:
+        """Connect; let paho's thread run the connection until it ends; log why it failed or
+        ended and connect again after `backoff`; until the service stops."""
+        client, outage = self._client, self._outage
+        flaps = 0  # connections in a row lost within the last BACKOFF step of being made
+        while not self._closing.is_set():
+            self._ended.clear()
+            self._failure = self._lost = None
+            try:
+                client.connect(self.host, self.port, keepalive=KEEPALIVE)
+            except (OSError, ValueError) as e:  # refused, unreachable, DNS, TLS, bad host name
+                self._failure = f"cannot reach broker {self.where}: {_why(e)}"
+            else:
+                client.loop_start()
+                while not self._ended.wait(0.5) and not self._closing.is_set():
+                    pass
+                if self._closing.is_set():
+                    break
+                client.loop_stop()
+            if self._lost is not None:
+                # A connection that keeps being dropped soon after it was made (another
+                # instance with this client id, a broker limit) backs off like a failure.
+                held = time.monotonic() - self._connected_at
+                flaps = flaps + 1 if held < BACKOFF[-1] else 0
+                wait = backoff(flaps - 1 if flaps else 0)
+                self.log(f"lost the connection to broker {self.where} after {_span(held)} "
+                         f"({self._lost}); reconnecting in {wait:.1f} s")
+            else:
+                wait = backoff(outage.attempts)
+                outage.failed(self._failure or f"broker {self.where}: no connection", wait)
+            self._closing.wait(wait)
+        self._was_connected = False  # our own DISCONNECT is not "lost the connection"
+        client.disconnect()
+        client.loop_stop()
 
     def _take(self, first_wait: float, everything: bool = False) -> list[_Item]:
         """The next batch: wait up to `first_wait` for a first message, then up to `batch_wait`
@@ -285,7 +421,7 @@ class Service:
             f"ended (exit code {code})"
         self.log(f"the writer process {how}; restarting it with the {held} messages it had not "
                  f"stored")
-        stop.wait(BACKOFF[min(self.totals.writer_restarts - 1, len(BACKOFF) - 1)])
+        stop.wait(backoff(self.totals.writer_restarts - 1))
         if not stop.is_set():
             self._start_writer(resend=True)
 
@@ -323,8 +459,10 @@ class Service:
 
     def _stored(self, ns: list[int], st: dict[str, int]) -> None:
         # An acknowledgement belongs to the connection the message came on: after a reconnect
-        # the broker redelivers those (stored already: the store ignores the duplicate).
-        gen = self._gen
+        # the broker redelivers those (stored already: the store ignores the duplicate). None
+        # while that connection is down: between connections this thread would write it itself,
+        # onto the socket the broker thread may be connecting.
+        gen = self._gen if self.connected.is_set() else -1
         t = self.totals
         with self._cv:
             done = [self._inflight.pop(n) for n in ns if n in self._inflight]
@@ -374,11 +512,12 @@ class _Writer:
         next_sweep = 0.0
         while True:
             if self.store is None:
-                self.store = self._open(attempt)
+                wait = backoff(attempt)
+                self.store = self._open(wait)
                 if self.store is None:
                     if self.stopping:
                         return  # the database is away: the receiver keeps the batches
-                    until = time.monotonic() + BACKOFF[min(attempt, len(BACKOFF) - 1)]
+                    until = time.monotonic() + wait
                     attempt += 1
                     while not self.stopping and time.monotonic() < until:
                         self._read(pending, until - time.monotonic())
@@ -413,12 +552,11 @@ class _Writer:
                 store.close()
                 self.store = None
 
-    def _open(self, attempt: int) -> Store | None:
+    def _open(self, wait: float) -> Store | None:
         try:
             store = Store.open(self.db, on_4g_after=self.on_4g_after)
         except StoreError as e:
-            wait = BACKOFF[min(attempt, len(BACKOFF) - 1)]
-            self.log(f"{e}; retrying in {wait:g} s")
+            self.log(f"{e}; retrying in {wait:.1f} s")
             return None
         self.log(f"storing into {store.backend} {store.where}")
         return store

@@ -4,7 +4,9 @@ docs/fleet-protocol.md; everything read back through the `cx fleet` CLI as an ad
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,8 +17,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rig import CX
 
+from fleet import service
+from fleet.service import Service
 from fleet.sim import FakeTerminal, ServeProcess, heartbeat
 from fleet.store import Store
+from tools.broker import Broker, free_port
 
 IDS = ["T341122100201-01", "T341122100202-01", "T341122200101-01"]
 
@@ -202,6 +207,9 @@ def test_bad_messages_are_counted_shown_in_report_and_the_service_keeps_running(
         ("eb/dev/T999999999999-99/hb", json.dumps({"id": "T999999999999-99", "t": 5}).encode()),
         (f"eb/dev/{good}/event", b"{"),
         (f"eb/dev/{good}/event", json.dumps({"status": "exploded", "t": 1}).encode()),
+        # well-formed, but no terminal sends it (alerts.md §6): an acceptance with a reason
+        (f"eb/dev/{good}/event", json.dumps({"alert": "A-9", "kid": "cty-1", "status": "accepted",
+                                             "reason": "bad_signature", "t": 1}).encode()),
         (f"eb/dev/{good}/hb", b"[" * 10000),
     ])
     fleet.terminal(other).heartbeat()
@@ -213,10 +221,14 @@ def test_bad_messages_are_counted_shown_in_report_and_the_service_keeps_running(
 
     want = {("not_json", good, "hb"): 1, ("wrong_types", good, "hb"): 1,
             ("spoofed_id", good, "hb"): 1, ("unknown_device", "T999999999999-99", "hb"): 1,
-            ("not_json", good, "event"): 1, ("wrong_types", good, "event"): 1,
+            ("not_json", good, "event"): 1, ("wrong_types", good, "event"): 2,
             ("too_large", good, "hb"): 1}
     wait_until(lambda: counts() == want, what=f"bad counters {want}")
     assert fleet.device(good)["last_hb"] is None  # nothing of the spoof stored as the device
+    assert cx_json("show", good, db=fleet.db)["device"]["alarms"] == []
+    store = Store.open(str(fleet.db))
+    assert store.receipts(device=good) == []
+    store.close()
     table = cx("report", db=fleet.db).stdout
     assert "spoofed_id" in table and "unknown_device" in table
     assert fleet.serve.proc.poll() is None
@@ -292,3 +304,98 @@ def test_a_writer_process_that_dies_is_restarted_and_nothing_is_lost(fleet: Flee
     assert "Traceback" not in out
     new = writers()
     assert len(new) == 1 and new != kids
+
+
+# ---- the broker: unreachable, reached, lost (each said in one line with its address)
+
+
+def lines_with(out: str, needle: str) -> list[str]:
+    return [x for x in out.splitlines() if needle in x]
+
+
+def test_an_unreachable_broker_is_logged_at_once_and_connecting_later_is_logged_too(
+        tmp_path: Path) -> None:
+    db = tmp_path / "fleet.sqlite"
+    store = Store.open(str(db))
+    store.upsert_device(IDS[0], IDS[0][1:13], "horn")
+    store.close()
+    port = free_port()  # nobody listens there (yet)
+    where = f"127.0.0.1:{port}"
+    serve = ServeProcess(str(db), where, "t1", str(tmp_path / "serve.log"))
+    broker = None
+    try:
+        out = serve.wait_for(f"cannot reach broker {where}: connection refused", timeout=10)
+        first = lines_with(out, "cannot reach broker")[0]
+        assert re.search(r"connection refused; retrying in \d+\.\d s$", first), first
+        # retried, each failure one line saying which attempt and the next wait
+        out = serve.wait_for("cannot reach broker", count=2)
+        assert re.search(rf"{where}: connection refused; attempt 2 in [\d.]+ s, retrying in "
+                         r"[\d.]+ s$", lines_with(out, "cannot reach broker")[1])
+
+        broker = Broker(tmp_path / "broker", port=port)
+        out = serve.wait_for(f"connected to broker {where}", timeout=20)
+        line = lines_with(out, "connected to broker")[0]
+        assert re.search(r"\(session new\) after \d+ failed attempts in [\d.]+ s$", line), line
+        # and it really receives: a heartbeat sent now is stored
+        t = FakeTerminal(broker.host, broker.port, IDS[0])
+        t.heartbeat(v="0.2.0")
+        wait_until(lambda: cx_json("show", IDS[0], db=db)["device"]["state"] == "online",
+                   what="heartbeat stored after the late connection")
+        t.close()
+    finally:
+        out = serve.stop()
+        if broker is not None:
+            broker.stop()
+    assert "Traceback" not in out, out
+
+
+def test_a_lost_broker_is_logged_with_its_address_and_the_service_comes_back(
+        fleet: Fleet, tmp_path: Path) -> None:
+    b = fleet.broker
+    b.stop()
+    out = fleet.serve.wait_for(f"lost the connection to broker {b.address}")
+    assert re.search(r"after [\d.]+ (s|min|h) \(closed by the broker or the network\); "
+                     r"reconnecting in [\d.]+ s$", lines_with(out, "lost the connection")[0])
+    fleet.serve.wait_for(f"cannot reach broker {b.address}: connection refused")
+    again = Broker(tmp_path / "broker-again", port=b.port)
+    try:
+        fleet.serve.wait_for(f"connected to broker {b.address}", count=2, timeout=20)
+        t = FakeTerminal(again.host, again.port, IDS[1])
+        t.heartbeat()
+        wait_until(lambda: fleet.device(IDS[1])["state"] == "online",
+                   what="heartbeat stored after the reconnection")
+        t.close()
+    finally:
+        fleet.terminals.clear()
+        out = fleet.serve.stop()
+        again.stop()
+    assert "Traceback" not in out, out
+
+
+def test_a_long_outage_is_logged_at_each_attempt_only_until_the_backoff_stops_growing(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Once the retries wait the longest step, the same failure is logged every REPEAT_EVERY
+    (here shortened) instead of at each attempt; the attempt count still says how many."""
+    monkeypatch.setattr(service, "BACKOFF", (0.02, 0.05))
+    monkeypatch.setattr(service, "REPEAT_EVERY", 0.6)
+    lines: list[str] = []
+    port = free_port()
+    svc = Service(str(tmp_path / "fleet.sqlite"), "127.0.0.1", port, instance="quiet",
+                  log=lines.append)
+    stop = threading.Event()
+    runner = threading.Thread(target=svc.run, args=(stop,))
+    runner.start()
+    try:
+        def attempts() -> int:
+            said = [x for x in lines if "cannot reach broker" in x]
+            m = re.search(r"attempt (\d+) in", said[-1]) if said else None
+            return int(m.group(1)) if m else 0
+
+        wait_until(lambda: attempts() >= 30, timeout=30, what="30 attempts")
+    finally:
+        stop.set()
+        runner.join(30)
+    said = [x for x in lines if "cannot reach broker" in x]
+    assert "; retrying in" in said[0] and "logged every" not in said[0]
+    assert "logged every 0.01 min while unchanged" in said[1]  # the second wait is the longest
+    assert len(said) < attempts() / 3, said
