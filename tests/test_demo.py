@@ -31,3 +31,14 @@ def test_demo_runs_end_to_end_and_the_fleet_service_reports_it(tmp_path: Path) -
     assert "total: 4 terminals, 4 online, 0 offline, 0 with faults, 1 on 4G" in out
     assert out.count("rejected  open") == 4
     assert (tmp_path / "demo" / "T341122100201-01" / "hw" / "speaker.wav").stat().st_size > 44
+
+
+def test_demo_never_empties_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("the village's phone list")
+    r = subprocess.run([CX, "demo", "--dir", str(home)], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "did not make" in r.stderr, r.stderr
+    assert (home / "notes.txt").read_text() == "the village's phone list"

@@ -33,6 +33,9 @@ TERMINALS = [
 ]
 
 
+MARKER = ".cx-demo"  # in a folder the demo made: only such a folder is emptied on the next run
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="run the whole chain on this machine: broker, terminals, alerts")
     p.add_argument("--dir", type=Path, default=Path("demo-run"),
@@ -107,11 +110,20 @@ def run(args: argparse.Namespace) -> int:
 
     base: Path = args.dir.resolve()
     if base.is_dir():
+        # Only a folder an earlier demo made (it holds the marker) is emptied: `--dir ~` must
+        # never wipe someone's home.
+        made = (base / MARKER).is_file() or ((base / "broker").is_dir()
+                                              and (base / "fleet.sqlite").is_file())  # before 0.2
+        if not made and any(base.iterdir()):
+            raise CliError(f"--dir {args.dir} is a folder the demo did not make and it is not "
+                           "empty: give a new or empty folder (the demo empties its folder on "
+                           "every run)", EXIT_USAGE)
         shutil.rmtree(base)
     elif base.exists():
         raise CliError(f"--dir {args.dir} is a file, not a folder: give a folder (recreated each "
                        "run)", EXIT_USAGE)
     folder(base, "--dir")
+    (base / MARKER).write_text("made by cx demo; the next cx demo run empties this folder\n")
     print(f"cx demo: working in {base}")
     try:
         broker = Broker(base / "broker")
