@@ -3,6 +3,7 @@ on watchdog/crash/power cut, a WAV that is valid at any moment, fleets, and bad 
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -15,7 +16,7 @@ import pytest
 from rig import CX, Rig
 
 from tools.emu.cli import derive
-from tools.emu.run import EmuError, parse_heap
+from tools.emu.run import EmuError
 
 
 @pytest.fixture
@@ -185,10 +186,12 @@ def test_bad_run_flags_exit_nonzero_with_one_line(tmp_path: Path) -> None:
 
 
 def test_heap_sizes_parse_as_documented() -> None:
-    assert [parse_heap(x) for x in ("96k", "128k", "1m", "1M")] == ["96k", "128k", "1m", "1m"]
-    for bad in ("", "k", "0k", "-1m", "1g", "lots"):
-        with pytest.raises(EmuError):
-            parse_heap(bad)
+    from tools.emu.cli import HEAP, heap_text
+
+    assert [heap_text(HEAP(x)) for x in ("96k", "128k", "1m", "1M")] == ["96k", "128k", "1m", "1m"]
+    for bad in ("", "k", "0k", "-1m", "1g", "lots", "8k", "65m"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            HEAP(bad)
 
 
 def test_fleet_derives_ids_and_regions() -> None:

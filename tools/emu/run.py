@@ -38,14 +38,6 @@ def micropython_bin() -> str:
     return found
 
 
-def parse_heap(text: str) -> str:
-    t = text.strip().lower()
-    num = t[:-1] if t[-1:] in ("k", "m") else t
-    if not num.isdigit() or int(num) == 0:
-        raise EmuError(f"bad --heap {text!r}: use a size like 96k, 128k or 1m")
-    return t
-
-
 def load_config(path: Path) -> dict:
     try:
         cfg = json.loads(path.read_text())
