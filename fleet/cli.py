@@ -131,8 +131,17 @@ def _dump(obj: Any) -> None:
 # ---------------------------------------------------------------------------------- commands
 
 
+def _check_sqlite(args: argparse.Namespace) -> None:
+    # A SQLite file that cannot be opened or created (no such folder, not writable) is a typo,
+    # not an outage: refused at once. A PostgreSQL server that is down is retried by the service.
+    if "://" in db_url(args):
+        return
+    _open(args, create=True).close()
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     host, port = _host_port(args.broker)
+    _check_sqlite(args)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: Any) -> None:
