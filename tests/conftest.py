@@ -1,5 +1,6 @@
-"""Shared fixtures: a real Mosquitto on a free loopback port, the pinned micropython binary, a
-PostgreSQL cluster, and a store URL on each database (`url`: SQLite, then PostgreSQL)."""
+"""Shared fixtures: a real Mosquitto on a free loopback port, the end-to-end rig on it, the pinned
+micropython binary, a PostgreSQL cluster, and a store URL on each database (`url`: SQLite, then
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def broker(tmp_path: Path):
     b = Broker(tmp_path)
     yield b
     b.stop()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, broker: Broker):
+    """The end-to-end rig (keys, receipts, publisher) on this test's own broker; the terminals it
+    started are stopped after the test. Files that need more override it."""
+    from rig import Rig
+
+    r = Rig(tmp_path, broker)
+    yield r
+    r.close()
 
 
 @pytest.fixture(scope="module")

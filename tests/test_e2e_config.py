@@ -5,17 +5,8 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
-import pytest
 from rig import Rig
-
-
-@pytest.fixture
-def rig(tmp_path: Path, broker):
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
 
 
 def test_corrupt_config_falls_back_to_last_good_copy_and_still_sounds(rig: Rig) -> None:

@@ -9,20 +9,11 @@ import json
 import subprocess
 import threading
 import time
-from pathlib import Path
 
-import pytest
 from rig import CX, Rig
 from test_e2e_playback import ClipServer, wav_bytes
 
 FAST = {"hold_ms": 200, "link_hysteresis_s": 8, "reconnect_max_ms": 2000}
-
-
-@pytest.fixture
-def rig(tmp_path: Path, broker):
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
 
 
 def links(t, since: int = 0) -> list[str]:

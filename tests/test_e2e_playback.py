@@ -13,7 +13,6 @@ import wave
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Broker
 from rig import REGION, Receipts, Rig
 
@@ -28,15 +27,6 @@ def zero_cross_freqs(samples: list[int], rate: int, win: float = 0.05) -> list[f
         crossings = sum(1 for a, b in itertools.pairwise(w) if (a < 0) != (b < 0))
         out.append(crossings / 2 / win)
     return out
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    broker = Broker(tmp_path)
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
-    r.broker.stop()
 
 
 def statuses(rig: Rig, aid: str) -> list[str]:

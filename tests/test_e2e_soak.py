@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
-import pytest
-from conftest import Broker
 from rig import REGION, Rig, Term
 
 from tools.emu.run import DEFAULT_HEAP
@@ -33,15 +30,6 @@ GROUP = 8  # envelopes in flight at once, below the terminal's intake bound (mai
 # after the warm-up = 5.6 KB; one per accepted envelope x 140 = 4.5 KB. 2 KB tells them apart.
 MAX_GROWTH = 2048
 TOPIC = f"eb/alert/{REGION[:6]}"
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    broker = Broker(tmp_path)
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
-    broker.stop()
 
 
 def flip(sig: str) -> str:

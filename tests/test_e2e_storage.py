@@ -8,24 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Broker
 from rig import Rig, Term
 from test_e2e_playback import ClipServer, wav_bytes
 
 from tools.envelope import topics_for
-
-
-@pytest.fixture
-def rig(tmp_path: Path):
-    broker = Broker(tmp_path)
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
-    r.broker.stop()
 
 
 def restart(t: Term) -> int:
@@ -162,13 +151,19 @@ def test_every_damaged_file_is_dropped_reported_and_a_valid_alert_still_sounds(
     assert json.loads(tail)["ev"]
 
 
-def test_one_damaged_seen_copy_never_lets_a_warning_play_twice(rig: Rig) -> None:
+def played_then_stopped(rig: Rig) -> tuple[Term, str, dict[str, Any]]:
+    """A terminal that played one warning, both seen copies written, then stopped."""
     t = rig.terminal("t1", hold_ms=200)
     env, p = rig.alert(level=2, tone="siren")
     rig.send(env, topics_for(p))
     rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 30)
     wait_backup(t, p["id"])
     t.stop()
+    return t, env, p
+
+
+def test_one_damaged_seen_copy_never_lets_a_warning_play_twice(rig: Rig) -> None:
+    t, env, p = played_then_stopped(rig)
     (t.dir / "flash" / "seen.json").write_bytes(os.urandom(300))
     mark = len(rig.rx.items)
     n = restart(t)
@@ -182,12 +177,7 @@ def test_one_damaged_seen_copy_never_lets_a_warning_play_twice(rig: Rig) -> None
 
 def test_both_seen_copies_lost_is_reported_and_the_warning_sounds_again(rig: Rig) -> None:
     # docs/firmware.md "Files on flash": a repeat is safer than a silence, and the admin is told
-    t = rig.terminal("t1", hold_ms=200)
-    env, p = rig.alert(level=2, tone="siren")
-    rig.send(env, topics_for(p))
-    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 30)
-    wait_backup(t, p["id"])
-    t.stop()
+    t, env, p = played_then_stopped(rig)
     for name in ("seen.json", "seen.bak"):
         (t.dir / "flash" / name).write_bytes(os.urandom(300))
     mark = len(rig.rx.items)

@@ -19,13 +19,6 @@ from tools.emu.cli import derive
 from tools.emu.run import EmuError
 
 
-@pytest.fixture
-def rig(tmp_path: Path, broker):
-    r = Rig(tmp_path, broker)
-    yield r
-    r.close()
-
-
 def boots(t) -> list[dict]:
     return [e["value"] for e in t.events() if e["dev"] == "boot"]
 
