@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import importlib.util
 import json
 import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -26,6 +23,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from tools import firmware, regions
 
 __all__ = [
     "ALG",
@@ -61,19 +60,7 @@ __all__ = [
 
 
 
-def _firmware_limits() -> ModuleType:
-    # The terminal's own limits file, read as the terminal reads it (docs/decisions.md "Limits"):
-    # one place, so a host tool never signs what a terminal rejects.
-    path = Path(__file__).resolve().parent.parent / "firmware" / "limits.py"
-    spec = importlib.util.spec_from_file_location("cunxiang_firmware_limits", path)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load the terminal's limits from {path}")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-_L = _firmware_limits()
+_L = firmware.load("limits")  # the terminal's limits: docs/decisions.md "Limits"
 ALG = "EdDSA"
 TYP_ALERT = "eb-alert"
 TYP_CERT = "eb-cert"
@@ -98,10 +85,9 @@ REPEATS = range(_L.REPEAT_MIN, _L.REPEAT_MAX + 1)
 KINDS = ("alert", "test", "cancel")
 AUDIO_TONES = ("siren", "alarm", "chime")
 USES = ("alert", "ota")
-PREFIX_LENGTHS = (2, 4, 6, 9, 12)  # alerts.md §3 "Region codes": group boundaries
+PREFIX_LENGTHS = regions.PREFIX_LENGTHS  # alerts.md §3 "Region codes": group boundaries
 
-_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
-_REGION_RE = re.compile(r"[0-9]{12}")
+_ID_RE = regions.ID_RE
 _HEX64_RE = re.compile(r"[0-9a-fA-F]{64}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
@@ -314,17 +300,13 @@ def make_cert(
 
 
 def region_prefix(code12: str) -> str:
-    """alerts.md §3: drop trailing all-zero groups, cutting only at group boundaries."""
-    if not isinstance(code12, str) or not _REGION_RE.fullmatch(code12):
+    """alerts.md §3: drop trailing all-zero groups, cutting only at group boundaries; raises
+    ValueError unless a terminal would take the code (firmware/region.py valid_code)."""
+    if not isinstance(code12, str) or not regions.REGION_RE.match(code12):
         raise ValueError(f"region {code12!r} must be exactly 12 digits")
-    prefix = code12
-    for cut in (9, 6, 4, 2):
-        if prefix[cut:].strip("0"):
-            break
-        prefix = prefix[:cut]
-    if prefix == "00":
+    if not regions.valid_code(code12):
         raise ValueError(f"region {code12!r} has no province (00)")
-    return prefix
+    return regions.prefix(code12)
 
 
 def topics_for(payload: dict[str, Any]) -> list[str]:
