@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from tools import terminal_files
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,15 +30,8 @@ DISARM = 'import os; "main.py" in os.listdir() and os.remove("main.py")'
 
 
 def device_files(board: str) -> list[tuple[Path, str]]:
-    """(source, name on flash), main.py last; the same set as tools/emu/run.py's device_files()
-    with the real board file instead of the emulated one."""
-    files = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
-    files += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
-    files.append((ROOT / "hardware" / f"board_{board}.py", "board.py"))
-    if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
-        files.append((ROOT / "hardware" / "board_horn.py", "board_horn.py"))
-    files.append((ROOT / "firmware" / "main.py", "main.py"))
-    return files
+    """(source, name on flash), main.py last: tools/terminal_files.py with the real board file."""
+    return terminal_files.files(board)
 
 
 def check_config(path: Path) -> dict:

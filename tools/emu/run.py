@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+from tools import terminal_files
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_HEAP = "1m"  # hardware/README.md: the reference board's heap, capped at 1 MB
 EXIT_RESET = 3  # board.reset() exits with this code
@@ -54,11 +56,9 @@ def load_config(path: Path) -> dict:
 
 
 def device_files() -> list[tuple[Path, str]]:
-    """(source, name on flash) for everything flashed to a terminal."""
-    files = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py"))]
-    files += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
-    files.append((ROOT / "hardware" / "board_emu.py", "board.py"))
-    return files
+    """(source, name on flash) for everything flashed to a terminal: tools/terminal_files.py
+    with the emulated board (hardware/board_emu.py as board.py)."""
+    return terminal_files.files("emu")
 
 
 def config_files(config: dict, src_dir: Path | None) -> list[tuple[Path, str]]:

@@ -1,0 +1,24 @@
+"""The files a terminal is flashed with (hardware/README.md "Flash layout"): the firmware, the
+agent and a board file, main.py last. The one list `cx flash` and the emulator copy from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BOARDS = ("horn", "column", "emu")
+"""hardware/board_<board>.py: the two real boards, and the emulated one (tools/emu)."""
+
+
+def files(board: str) -> list[tuple[Path, str]]:
+    """(source, name on flash) of everything flashed to a terminal with hardware/board_<board>.py
+    as board.py, main.py last (a copy cut short never boots half a firmware)."""
+    if board not in BOARDS:
+        raise ValueError(f"no board {board!r} (one of {', '.join(BOARDS)})")
+    out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
+    out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
+    out.append((ROOT / "hardware" / f"board_{board}.py", "board.py"))
+    if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
+        out.append((ROOT / "hardware" / "board_horn.py", "board_horn.py"))
+    out.append((ROOT / "firmware" / "main.py", "main.py"))
+    return out
