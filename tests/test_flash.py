@@ -19,7 +19,7 @@ from tools.flash import DISARM, device_files, plan
 CX = str(Path(sys.executable).parent / "cx") if (Path(sys.executable).parent / "cx").exists() \
     else (shutil.which("cx") or "cx")
 CFG = {"id": "T341122100201-01", "region": "341122100201", "profile": "horn",
-       "trust": [{"kid": "r1", "pub": "AAAA", "scope": ["34"], "use": ["alert"]}],
+       "trust": [{"kid": "r1", "pub": "A" * 43, "scope": ["34"], "use": ["alert"]}],
        "mqtt": {"host": "10.0.0.2", "port": 1883, "user": "T341122100201-01", "password": "pw"}}
 
 
@@ -86,6 +86,7 @@ def test_plan_takes_the_board_from_the_config_unless_told(tmp_path: Path) -> Non
     (dict(CFG, region="3411"), "bad region"),
     (dict(CFG, trust=[]), "bad trust"),
     (dict(CFG, profile="tower"), "bad profile"),
+    (dict(CFG, trust=[dict(CFG["trust"][0], pub="AAAA")]), "bad trust pub"),  # config.py's own
     ("not an object", "bad not a JSON object"),
 ])
 def test_a_config_the_terminal_would_refuse_is_not_flashed(tmp_path: Path, cfg: object,

@@ -1,15 +1,34 @@
-"""The terminal's own rule modules, loaded on the host as they are (plain Python, no `machine`,
-no `micropython`): where a rule exists on the device, the host reads that file instead of keeping
-a copy (firmware/limits.py, firmware/region.py)."""
+"""The terminal's own code on the host, instead of copies: its plain rule modules loaded into
+CPython as they are (no `machine`, no `micropython`: firmware/limits.py, firmware/region.py), and
+anything else run under the pinned MicroPython unix port by a small driver script (`run`: the
+verifier of `cx alert verify`, the config check of `cx flash` and `cx emu`)."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 from types import ModuleType
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 _LOADED: dict[str, ModuleType] = {}
+HEAP = "1m"  # hardware/README.md: the reference board's heap
+TIMEOUT = 60.0  # s for a whole micropython run (start-up ~100 ms)
+RESULT = "result.json"
+"""What a driver writes in its folder: a JSON object, {"error": text} when it failed."""
+
+
+class FirmwareError(Exception):
+    """The firmware could not be run, or its driver failed: one line."""
+
+
+class NoMicroPython(FirmwareError):
+    """No micropython binary to run (scripts/bootstrap installs the pinned one in .venv)."""
 
 
 def load(name: str) -> ModuleType:
@@ -24,3 +43,49 @@ def load(name: str) -> ModuleType:
         spec.loader.exec_module(mod)
         _LOADED[name] = mod
     return mod
+
+
+def micropython_bin() -> str:
+    """The pinned MicroPython unix port: .venv/bin/micropython, else one on PATH."""
+    cand = Path(sys.executable).parent / "micropython"
+    if cand.exists():
+        return str(cand)
+    found = shutil.which("micropython")
+    if not found:
+        raise NoMicroPython("micropython not found: run scripts/bootstrap")
+    return found
+
+
+def run(driver: str, files: dict[str, str | bytes], what: str = "the firmware",
+        timeout: float = TIMEOUT) -> tuple[dict, str]:
+    """Run `driver` (MicroPython source) in a fresh temporary folder holding `files`, with
+    firmware/ on MICROPYPATH (after .frozen, as on the device); (its result.json, its stdout).
+    NoMicroPython when it cannot start, FirmwareError when it fails (`what` names it)."""
+    mpy = micropython_bin()
+    with tempfile.TemporaryDirectory(prefix="cx-firmware-") as tmp:
+        d = Path(tmp)
+        (d / "driver.py").write_text(driver)
+        for name, data in files.items():
+            if isinstance(data, bytes):
+                (d / name).write_bytes(data)
+            else:
+                (d / name).write_text(data)
+        penv = dict(os.environ)
+        penv["MICROPYPATH"] = f".frozen:{FIRMWARE}"
+        try:
+            proc = subprocess.run([mpy, "-X", f"heapsize={HEAP}", "driver.py"], cwd=d, env=penv,
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+        except OSError as e:
+            raise NoMicroPython(f"cannot run {mpy}: {e.strerror or e}") from None
+        except subprocess.TimeoutExpired:
+            raise FirmwareError(f"{what} took more than {timeout:g} s") from None
+        try:
+            result = json.loads((d / RESULT).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise FirmwareError(f"{what} failed (exit {proc.returncode}): {last}") from None
+    if not isinstance(result, dict):
+        raise FirmwareError(f"{what} failed: its result is not a JSON object")
+    if "error" in result:
+        raise FirmwareError(f"{what} failed: {result['error']}")
+    return result, proc.stdout.strip()

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools import terminal_files
+from tools import firmware, terminal_config, terminal_files
 from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,35 +35,26 @@ def device_files(board: str) -> list[tuple[Path, str]]:
 
 
 def check_config(path: Path) -> dict:
-    """The checks of firmware/config.py validate() that a host can make, as one-line errors."""
+    """The terminal's own config check (tools/terminal_config.py), then what only a host can
+    check, as one-line errors: anchors to verify with, a broker login, the files it names."""
     try:
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise CliError(f"cannot read --config {path}: {e.strerror}", EXIT_USAGE) from None
     except ValueError as e:
         raise CliError(f"--config {path} is not JSON ({e})", EXIT_USAGE) from None
-    bad = None
-    if not isinstance(cfg, dict):
-        bad = "not a JSON object"
-    elif not isinstance(cfg.get("id"), str) or not 1 <= len(cfg["id"]) <= 64:
-        bad = "id"
-    elif not (isinstance(cfg.get("region"), str) and len(cfg["region"]) == 12
-              and cfg["region"].isdigit() and cfg["region"][:2] != "00"):
-        bad = "region"
-    elif not isinstance(cfg.get("trust"), list) or not cfg["trust"]:
+    try:
+        reason = terminal_config.refusal(cfg)
+    except firmware.NoMicroPython as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except firmware.FirmwareError as e:
+        raise CliError(str(e)) from None
+    bad = None if reason is None else terminal_config.describe(reason)
+    if bad is None and not cfg["trust"]:
         bad = "trust (no anchors: the terminal could verify nothing)"
-    elif not isinstance(cfg.get("mqtt"), dict) or not isinstance(cfg["mqtt"].get("host"), str) \
-            or not isinstance(cfg["mqtt"].get("port"), int):
-        bad = "mqtt host/port"
-    elif not isinstance(cfg["mqtt"].get("user"), str) or \
-            not isinstance(cfg["mqtt"].get("password"), str):
+    elif bad is None and not (isinstance(cfg["mqtt"].get("user"), str)
+                              and isinstance(cfg["mqtt"].get("password"), str)):
         bad = "mqtt user/password (provision it: cx fleet provision)"
-    elif cfg.get("profile", "horn") not in BOARDS:
-        bad = "profile"
-    elif not isinstance(cfg["mqtt"].get("tls", False), bool):
-        bad = "mqtt tls (true or false)"
-    elif cfg["mqtt"].get("tls") and not _plain_name(cfg["mqtt"].get("ca")):
-        bad = "mqtt ca (the CA file name beside the config, as cx fleet provision --tls-ca writes)"
     if bad:
         raise CliError(f"--config {path}: bad {bad}; a terminal would refuse it", EXIT_USAGE)
     for src, _ in config_files(path, cfg):
@@ -73,18 +64,9 @@ def check_config(path: Path) -> dict:
     return cfg
 
 
-def _plain_name(name: object) -> bool:
-    # firmware/config.py: a file beside config.json, no path
-    return isinstance(name, str) and 1 <= len(name) <= 32 and "/" not in name \
-        and not name.startswith(".")
-
-
 def config_files(path: Path, cfg: dict) -> list[tuple[Path, str]]:
     """(source, name on flash) of the files the config names: the broker's CA with TLS."""
-    m = cfg.get("mqtt") or {}
-    if m.get("tls") is True:
-        return [(path.parent / m["ca"], m["ca"])]
-    return []
+    return terminal_files.named(cfg, path.parent)
 
 
 def check_port(port: str) -> None:

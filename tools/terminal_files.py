@@ -22,3 +22,13 @@ def files(board: str) -> list[tuple[Path, str]]:
         out.append((ROOT / "hardware" / "board_horn.py", "board_horn.py"))
     out.append((ROOT / "firmware" / "main.py", "main.py"))
     return out
+
+
+def named(cfg: dict, src_dir: Path) -> list[tuple[Path, str]]:
+    """(source, name on flash) of the files a config names, from `src_dir` (beside the config, as
+    `cx fleet provision --tls-ca` writes them): the broker's CA when MQTT is over TLS. The name
+    is a plain one when the terminal's config check accepted cfg (tools/terminal_config.py)."""
+    m = cfg.get("mqtt")
+    if isinstance(m, dict) and m.get("tls") is True and isinstance(m.get("ca"), str):
+        return [(src_dir / m["ca"], m["ca"])]
+    return []

@@ -12,21 +12,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from tools import firmware
 from tools.cx import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, Parser
-from tools.emu import run as emu_run
 from tools.keys import EPOCH
 
-ROOT = Path(__file__).resolve().parent.parent
-FIRMWARE = ROOT / "firmware"
-HEAP = "1m"  # hardware/README.md: the reference board's heap
 TIMEOUT = 60.0  # s for the whole micropython run (a verify takes ~10 ms, start-up ~100 ms)
 READ_MAX = 65536  # bytes of envelope handed to the terminal; anything longer is too_large anyway
 
@@ -151,13 +145,6 @@ def build_parser() -> Parser:
     return p
 
 
-def micropython_bin() -> str:
-    try:
-        return emu_run.micropython_bin()
-    except emu_run.EmuError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
-
-
 def _read_envelope(name: str) -> bytes:
     try:
         if name == "-":
@@ -214,30 +201,13 @@ def run_firmware(env: bytes, cfg: dict[str, Any], now: int, synced: bool) -> tup
     """The driver's result object and whatever the firmware printed."""
     signed = [r for r, (n, _) in RULES.items() if n > SIGNATURE_RULE]
     request = {"config": cfg, "now": now, "synced": synced, "signed_reasons": signed}
-    mpy = micropython_bin()
-    with tempfile.TemporaryDirectory(prefix="cx-verify-") as tmp:
-        d = Path(tmp)
-        (d / "driver.py").write_text(_DRIVER)
-        (d / "request.json").write_text(json.dumps(request))
-        (d / "envelope.bin").write_bytes(env)
-        penv = dict(os.environ)
-        penv["MICROPYPATH"] = f".frozen:{FIRMWARE}"
-        try:
-            proc = subprocess.run([mpy, "-X", f"heapsize={HEAP}", "driver.py"], cwd=d, env=penv,
-                                  capture_output=True, text=True, timeout=TIMEOUT, check=False)
-        except OSError as e:
-            raise CliError(f"cannot run {mpy}: {e.strerror or e}", EXIT_USAGE) from None
-        except subprocess.TimeoutExpired:
-            raise CliError(f"the firmware verifier took more than {TIMEOUT:g} s") from None
-        try:
-            result = json.loads((d / "result.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise CliError(f"the firmware verifier failed (exit {proc.returncode}): {last}") \
-                from None
-    if "error" in result:
-        raise CliError(f"the firmware verifier failed: {result['error']}")
-    return result, proc.stdout.strip()
+    try:
+        return firmware.run(_DRIVER, {"request.json": json.dumps(request), "envelope.bin": env},
+                            "the firmware verifier", TIMEOUT)
+    except firmware.NoMicroPython as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    except firmware.FirmwareError as e:
+        raise CliError(str(e)) from None
 
 
 # --- output ---------------------------------------------------------------------------

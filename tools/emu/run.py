@@ -13,17 +13,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from tools import terminal_files
+from tools import firmware, terminal_config, terminal_files
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_HEAP = "1m"  # hardware/README.md: the reference board's heap, capped at 1 MB
 EXIT_RESET = 3  # board.reset() exits with this code
-REQUIRED_KEYS = ("id", "region", "trust", "mqtt")
 
 
 class EmuError(Exception):
@@ -31,27 +29,27 @@ class EmuError(Exception):
 
 
 def micropython_bin() -> str:
-    cand = Path(sys.executable).parent / "micropython"
-    if cand.exists():
-        return str(cand)
-    found = shutil.which("micropython")
-    if not found:
-        raise EmuError("micropython not found: run scripts/bootstrap")
-    return found
+    try:
+        return firmware.micropython_bin()
+    except firmware.NoMicroPython as e:
+        raise EmuError(str(e)) from None
 
 
 def load_config(path: Path) -> dict:
+    """A config the terminal's own check accepts (tools/terminal_config.py), as written."""
     try:
         cfg = json.loads(path.read_text())
     except OSError as e:
         raise EmuError(f"cannot read config {path}: {e.strerror}") from None
     except ValueError as e:
         raise EmuError(f"config {path} is not valid JSON: {e}") from None
-    if not isinstance(cfg, dict):
-        raise EmuError(f"config {path} must be a JSON object")
-    missing = [k for k in REQUIRED_KEYS if k not in cfg]
-    if missing:
-        raise EmuError(f"config {path} lacks required keys: {', '.join(missing)}")
+    try:
+        reason = terminal_config.refusal(cfg)
+    except firmware.FirmwareError as e:
+        raise EmuError(str(e)) from None
+    if reason is not None:
+        raise EmuError(f"config {path}: bad {terminal_config.describe(reason)}; a terminal "
+                       "would refuse it")
     return cfg
 
 
@@ -64,17 +62,12 @@ def device_files() -> list[tuple[Path, str]]:
 def config_files(config: dict, src_dir: Path | None) -> list[tuple[Path, str]]:
     """(source, name on flash) of the files a config names: the broker's CA when MQTT is over
     TLS, taken from beside the config as `cx fleet provision --tls-ca` writes it."""
-    m = config.get("mqtt")
-    if not isinstance(m, dict) or m.get("tls") is not True:
-        return []
-    ca = m.get("ca")
-    if not isinstance(ca, str) or not ca or "/" in ca or ca.startswith("."):
-        raise EmuError(f"config mqtt.ca {ca!r} must be a plain file name (the CA beside the config)")
-    src = (src_dir or Path(".")) / ca
-    if not src.is_file():
-        raise EmuError(f"config asks for TLS but its CA {src} does not exist "
-                       f"(cx fleet provision --tls-ca writes it beside config.json)")
-    return [(src, ca)]
+    files = terminal_files.named(config, src_dir or Path("."))
+    for src, _ in files:
+        if not src.is_file():
+            raise EmuError(f"config asks for TLS but its CA {src} does not exist "
+                           f"(cx fleet provision --tls-ca writes it beside config.json)")
+    return files
 
 
 def flash(dirpath: Path, config: dict, reflash: bool, src_dir: Path | None = None) -> None:
