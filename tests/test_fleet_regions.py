@@ -7,13 +7,16 @@ import pytest
 from fleet.store import Store, region_prefix
 from tools.envelope import region_prefix as envelope_prefix
 
-CODES = ["340000000000", "341100000000", "341122000000", "341122100000", "341122100201",
-         "340011000000", "341122100200"]
+# Each code with the prefix it targets: trailing all-zero groups go, cut only at group boundaries.
+CODES = {"340000000000": "34", "341100000000": "3411", "341122000000": "341122",
+         "341122100000": "341122100", "341122100201": "341122100201", "340011000000": "340011",
+         "341122100200": "341122100200"}
 
 
-@pytest.mark.parametrize("code", CODES)
-def test_fleet_prefix_matches_the_envelope_tools(code: str) -> None:
-    assert region_prefix(code) == envelope_prefix(code)
+@pytest.mark.parametrize(("code", "prefix"), CODES.items())
+def test_fleet_prefix_matches_the_envelope_tools(code: str, prefix: str) -> None:
+    assert region_prefix(code) == prefix
+    assert envelope_prefix(code) == prefix
 
 
 def test_county_alert_targets_every_terminal_of_the_county(tmp_path) -> None:

@@ -1,6 +1,6 @@
-"""Retention on SQLite and a real PostgreSQL (fleet/retention.py, `cx fleet prune`): old alert
-records go with their targets and receipts, recent ones and open alarms stay, a dry run deletes
-nothing and counts what a run deletes, small batches and budgets add up to the same."""
+"""Retention on SQLite and a real PostgreSQL (fleet/store/retention.py, `cx fleet prune`): old
+alert records go with their targets and receipts, recent ones and open alarms stay, a dry run
+deletes nothing and counts what a run deletes, small batches and budgets add up to the same."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from fleet import retention
 from fleet.ingest import parse
 from fleet.sim import heartbeat
-from fleet.store import Store
+from fleet.store import Store, retention
 from tools.cx import main as cx
 
 A, B, C = "T341122100201-01", "T341122100202-01", "T341122200101-01"
@@ -80,9 +79,8 @@ def world(url: str) -> Iterator[tuple[Store, float]]:
 
 
 def counts(s: Store) -> dict[str, int]:
-    with s._tx(write=False) as cur:
-        return {t: int(s._x(cur, f"SELECT COUNT(*) FROM {t}").fetchone()[0])
-                for t in GONE}
+    with s.transaction(write=False) as tx:
+        return {t: int(tx.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]) for t in GONE}
 
 
 def test_dry_run_counts_what_would_go_and_deletes_nothing(world: tuple[Store, float]) -> None:

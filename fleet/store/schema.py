@@ -1,0 +1,109 @@
+"""The store's schema: numbered migrations, written once for both databases, and applying them."""
+
+from __future__ import annotations
+
+import time
+
+from fleet.store.transaction import Transaction
+
+# Written once for both databases: `{pk}` is the only word that differs. Times are epoch
+# seconds (DOUBLE PRECISION); ids and codes are TEXT; JSON bodies are TEXT.
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (1, "registry, history, receipts, alarms, bad messages, alerts", [
+        """CREATE TABLE devices (
+            id TEXT PRIMARY KEY,
+            region TEXT NOT NULL,
+            town TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            provisioned_at DOUBLE PRECISION NOT NULL,
+            state TEXT NOT NULL,
+            state_since DOUBLE PRECISION,
+            state_reason TEXT,
+            version TEXT,
+            last_hb TEXT,
+            last_hb_at DOUBLE PRECISION,
+            last_t BIGINT,
+            seen_at DOUBLE PRECISION,
+            due_at DOUBLE PRECISION,
+            link TEXT,
+            link_since DOUBLE PRECISION,
+            line TEXT,
+            supply TEXT,
+            clock TEXT,
+            hb_s INTEGER,
+            first_seen DOUBLE PRECISION)""",
+        "CREATE INDEX devices_region ON devices (region)",
+        "CREATE INDEX devices_due ON devices (state, due_at)",
+        """CREATE TABLE heartbeats (
+            seq {pk},
+            device TEXT NOT NULL,
+            t BIGINT NOT NULL,
+            up BIGINT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL,
+            body TEXT NOT NULL)""",
+        # Redelivery after a crash (QoS 1) must not count a heartbeat twice.
+        "CREATE UNIQUE INDEX heartbeats_once ON heartbeats (device, t, up)",
+        "CREATE INDEX heartbeats_device ON heartbeats (device, seq)",
+        """CREATE TABLE receipts (
+            seq {pk},
+            alert TEXT NOT NULL,
+            kid TEXT NOT NULL,
+            device TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            t BIGINT NOT NULL,
+            received_at DOUBLE PRECISION NOT NULL)""",
+        "CREATE UNIQUE INDEX receipts_once ON receipts (device, alert, kid, status, reason, t)",
+        "CREATE INDEX receipts_alert ON receipts (alert, kid)",
+        """CREATE TABLE alarms (
+            id {pk},
+            device TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            state TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            count INTEGER NOT NULL,
+            opened_at DOUBLE PRECISION NOT NULL,
+            acked_at DOUBLE PRECISION,
+            closed_at DOUBLE PRECISION)""",
+        # At most one open-or-acked alarm per (device, kind), whoever tries to open it.
+        "CREATE UNIQUE INDEX alarms_active ON alarms (device, kind) WHERE state <> 'closed'",
+        "CREATE INDEX alarms_state ON alarms (state)",
+        """CREATE TABLE bad_messages (
+            kind TEXT NOT NULL,
+            device TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            count BIGINT NOT NULL,
+            last_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (kind, device, topic))""",
+        """CREATE TABLE alerts (
+            id TEXT NOT NULL,
+            kid TEXT NOT NULL,
+            regions TEXT NOT NULL,
+            published_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (id, kid))""",
+        """CREATE TABLE alert_targets (
+            alert TEXT NOT NULL,
+            kid TEXT NOT NULL,
+            device TEXT NOT NULL,
+            region TEXT NOT NULL,
+            PRIMARY KEY (alert, kid, device))""",
+    ]),
+]
+
+
+def migrate(tx: Transaction) -> int:
+    """Apply the migrations not applied yet (one instance at a time); returns the schema
+    version."""
+    d = tx.dialect
+    d.migration_lock(tx.cursor)
+    tx.execute("CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, "
+               "name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)")
+    done = {r[0] for r in tx.execute("SELECT version FROM schema_migrations")}
+    for version, name, statements in MIGRATIONS:
+        if version in done:
+            continue
+        for sql in statements:
+            tx.execute(sql.replace("{pk}", d.pk))
+        tx.execute("INSERT INTO schema_migrations VALUES (?, ?, ?)", (version, name, time.time()))
+    return MIGRATIONS[-1][0]
