@@ -10,10 +10,13 @@ writer holds while it parses and stores:
   only then acknowledges the batch's QoS 1 messages (manual acknowledgement). A batch stays here
   until it is stored, so a writer that dies is restarted and given the batches it had not
   confirmed again.
-- the writer (a child process, `_writer_main`): parses, stores each batch in one transaction,
-  commits, replies; sweeps for silent devices; prunes old records (fleet/retention.py). If the
-  database is unreachable it keeps the batch and retries with backoff; nothing is confirmed, so
-  nothing is acknowledged, and the broker holds the unacknowledged rest of the session.
+- the writer (a child process, fleet/writer.py): parses, stores each batch in one transaction,
+  commits, replies; sweeps for silent devices; prunes old records (fleet/store/retention.py). If
+  the database is unreachable it keeps the batch and retries with backoff; nothing is confirmed,
+  so nothing is acknowledged, and the broker holds the unacknowledged rest of the session.
+
+The two talk through a pipe in the messages of fleet/pipe.py; retries back off as fleet/retry.py
+says.
 
 State lives in the database: any number of instances share the load through `$share/fleet/…`
 and all of them may sweep.
@@ -23,27 +26,22 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import queue
-import random
-import signal
 import socket
-import ssl
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from fleet import retention
+from fleet import pipe, retry, writer
 from fleet.command import CHECK_CRED, NOT_AUTHORIZED, BrokerAuth
-from fleet.errors import StoreError, StoreUnavailable
-from fleet.ingest import Bad, parse
-from fleet.model import BadKind
-from fleet.store import ON_4G_AFTER, IngestStats, Store
+from fleet.pipe import Kind
+from fleet.store import ON_4G_AFTER, retention
 
 SHARE_GROUP = "fleet"
 TOPICS = tuple(f"$share/{SHARE_GROUP}/eb/dev/+/{kind}" for kind in ("hb", "state", "event", "ack"))
@@ -51,13 +49,6 @@ BATCH_SIZE = 200
 """Messages the receiver sends the writer at once at most."""
 BATCH_WAIT = 0.05
 """Seconds a batch waits to fill before it is sent anyway."""
-TX_MAX = 1000
-"""Messages the writer stores in one transaction at most: batches that queued up while it was
-busy are stored together (fewer commits under load, the same 50 ms batches when quiet)."""
-TX_MAX_ACKED = 200
-"""The same for transactions holding QoS 1 messages: the broker sends a subscriber only so many
-unacknowledged ones (max_inflight_messages), so their acknowledgements must not wait for a big
-transaction or the receiver starves."""
 MAX_INFLIGHT = 16
 """Batches sent to the writer and not yet confirmed; beyond this the receiver holds the rest."""
 SWEEP_EVERY = 2.0
@@ -65,13 +56,6 @@ SWEEP_EVERY = 2.0
 MAX_PENDING = 200_000
 """Messages held in memory while the database is down; beyond this, QoS 0 heartbeats are
 dropped (and counted) — QoS 1 messages are never dropped, the broker bounds them per session."""
-BACKOFF = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
-"""Seconds between reconnection attempts (broker, database, writer restarts), before jitter
-(`backoff`): the last step repeats while the failure lasts."""
-REPEAT_EVERY = 300.0
-"""Seconds between log lines about a broker failure that goes on unchanged once the retries
-are at the last BACKOFF step (one line per attempt before that, and whenever the reason
-changes): a broker away all night costs a line every 5 minutes, not every 30 s."""
 KEEPALIVE = 30
 """Seconds of the MQTT keep-alive; also how long a broker that accepted the TCP connection may
 take to answer the MQTT login before the attempt counts as failed (paho)."""
@@ -105,67 +89,6 @@ class Totals:
 
 def _stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def backoff(attempt: int) -> float:
-    """Seconds to wait before retry `attempt` (0 for the first): its BACKOFF step, less up to
-    half at random, so instances that lost the same broker or database do not come back in
-    step."""
-    return BACKOFF[min(attempt, len(BACKOFF) - 1)] * (0.5 + random.random() / 2)
-
-
-def _why(e: Exception) -> str:
-    """Why a connection attempt failed, for the log: `connection refused`, `timed out`…"""
-    if isinstance(e, ssl.SSLCertVerificationError):
-        return f"TLS: the broker's certificate is not trusted ({e.verify_message}); check --cafile"
-    if isinstance(e, ssl.SSLError):
-        return f"TLS: {e.reason or e}"
-    if isinstance(e, socket.gaierror):
-        return f"cannot resolve the host name: {(e.strerror or str(e)).lower()}"
-    text = (e.strerror if isinstance(e, OSError) else None) or str(e) or type(e).__name__
-    return text[:1].lower() + text[1:]
-
-
-def _span(seconds: float) -> str:
-    s = int(seconds)
-    return f"{seconds:.1f} s" if seconds < 10 else f"{s} s" if s < 120 else \
-        f"{s // 60} min" if s < 7200 else f"{s // 3600} h"
-
-
-class _Outage:
-    """Failed attempts to reach the broker since it was last connected, and what of them the
-    log says (REPEAT_EVERY)."""
-
-    def __init__(self, log: Callable[[str], None]) -> None:
-        self._log = log
-        self.attempts = 0
-        self._since = 0.0
-        self._said = ""
-        self._said_at = 0.0
-        self._quiet = False  # the last line said the failure would be repeated less often
-
-    def failed(self, what: str, wait: float) -> None:
-        now = time.monotonic()
-        if not self.attempts:
-            self._since = now
-        self.attempts += 1
-        capped = self.attempts >= len(BACKOFF)  # this wait is the last step: it repeats
-        if capped and self._quiet and what == self._said and now - self._said_at < REPEAT_EVERY:
-            return
-        self._quiet = capped
-        more = "" if self.attempts == 1 else \
-            f"attempt {self.attempts} in {_span(now - self._since)}, "
-        quiet = f", logged every {REPEAT_EVERY / 60:g} min while unchanged" if capped else ""
-        self._log(f"{what}; {more}retrying in {wait:.1f} s{quiet}")
-        self._said, self._said_at = what, now
-
-    def ended(self) -> str:
-        """Connected: what the outage was (for the 'connected' line), and forget it."""
-        if not self.attempts:
-            return ""
-        n, took = self.attempts, _span(time.monotonic() - self._since)
-        self.attempts, self._said, self._quiet = 0, "", False
-        return f" after {n} failed attempt{'s' if n > 1 else ''} in {took}"
 
 
 # An item as queued by paho's thread: (connection generation, mid, qos, topic, payload, time).
@@ -215,7 +138,7 @@ class Service:
         if auth is not None:
             auth.apply(self._client)
         self._was_connected = False
-        self._outage = _Outage(self.log)
+        self._outage = retry.Outage(self.log)
         self._failure: str | None = None  # why this connection was not accepted (paho thread)
         self._lost: str | None = None  # why this connection, once accepted, ended (paho thread)
         self._connected_at = 0.0
@@ -314,7 +237,7 @@ class Service:
             try:
                 client.connect(self.host, self.port, keepalive=KEEPALIVE)
             except (OSError, ValueError) as e:  # refused, unreachable, DNS, TLS, bad host name
-                self._failure = f"cannot reach broker {self.where}: {_why(e)}"
+                self._failure = f"cannot reach broker {self.where}: {retry.why(e)}"
             else:
                 client.loop_start()
                 while not self._ended.wait(0.5) and not self._closing.is_set():
@@ -326,12 +249,12 @@ class Service:
                 # A connection that keeps being dropped soon after it was made (another
                 # instance with this client id, a broker limit) backs off like a failure.
                 held = time.monotonic() - self._connected_at
-                flaps = flaps + 1 if held < BACKOFF[-1] else 0
-                wait = backoff(flaps - 1 if flaps else 0)
-                self.log(f"lost the connection to broker {self.where} after {_span(held)} "
+                flaps = flaps + 1 if held < retry.BACKOFF[-1] else 0
+                wait = retry.backoff(flaps - 1 if flaps else 0)
+                self.log(f"lost the connection to broker {self.where} after {retry.span(held)} "
                          f"({self._lost}); reconnecting in {wait:.1f} s")
             else:
-                wait = backoff(outage.attempts)
+                wait = retry.backoff(outage.attempts)
                 outage.failed(self._failure or f"broker {self.where}: no connection", wait)
             self._closing.wait(wait)
         self._was_connected = False  # our own DISCONNECT is not "lost the connection"
@@ -365,7 +288,7 @@ class Service:
             self._inflight[b.n] = b
         self._post(_batch_msg(b))
 
-    def _post(self, msg: tuple[Any, ...]) -> None:
+    def _post(self, msg: pipe.Message) -> None:
         conn = self._conn
         if conn is None:
             return
@@ -380,7 +303,7 @@ class Service:
         leftovers = self._take(0.0, everything=True)
         for k in range(0, len(leftovers), self.batch_size):
             self._send(leftovers[k:k + self.batch_size])
-        self._post(("stop",))
+        self._post(pipe.stop())
         deadline = time.monotonic() + STOP_WAIT
         while (not self._writer_stopped.is_set() and not self._writer_gone.is_set()
                and time.monotonic() < deadline):
@@ -395,7 +318,7 @@ class Service:
     def _start_writer(self, resend: bool) -> None:
         here, there = _ctx.Pipe(duplex=True)
         self._writer = _ctx.Process(
-            target=_writer_main, name=f"cx-fleet-writer-{self.instance}", daemon=True,
+            target=writer.main, name=f"cx-fleet-writer-{self.instance}", daemon=True,
             args=(there, self.db, self.instance, self.sweep_every, self.on_4g_after,
                   retention.SERVE))
         self._writer.start()
@@ -421,7 +344,7 @@ class Service:
             f"ended (exit code {code})"
         self.log(f"the writer process {how}; restarting it with the {held} messages it had not "
                  f"stored")
-        stop.wait(backoff(self.totals.writer_restarts - 1))
+        stop.wait(retry.backoff(self.totals.writer_restarts - 1))
         if not stop.is_set():
             self._start_writer(resend=True)
 
@@ -440,16 +363,16 @@ class Service:
             while True:
                 msg = conn.recv()
                 kind = msg[0]
-                if kind == "stored":
+                if kind is Kind.STORED:
                     self._stored(msg[1], msg[2])
-                elif kind == "sweep":
+                elif kind is Kind.SWEEP:
                     t = self.totals
                     t.went_offline += msg[1]
                     t.alarms_opened += msg[2]
                     t.alarms_closed += msg[3]
-                elif kind == "log":
+                elif kind is Kind.LOG:
                     self.log(msg[1])
-                elif kind == "stopped":
+                elif kind is Kind.STOPPED:
                     self._writer_stopped.set()
                     return
         except (EOFError, OSError):
@@ -481,140 +404,7 @@ class Service:
         t.alarms_closed += st["alarms_closed"]
 
 
-def _batch_msg(b: _Batch) -> tuple[Any, ...]:
+def _batch_msg(b: _Batch) -> pipe.Message:
     """What the writer gets: the batch number, (topic, payload, received_at) of each message,
     and whether any of them waits for an acknowledgement."""
-    return ("batch", b.n, [(i[3], i[4], i[5]) for i in b.items], any(i[2] for i in b.items))
-
-
-# ---------------------------------------------------------------------------------- writer
-
-_Pending = list[tuple[int, list[tuple[str, bytes | bytearray, float]], bool]]
-"""Batches the writer holds: (batch number, [(topic, payload, received_at)], acked)."""
-
-
-class _Writer:
-    """The writer process's loop (see the module docstring)."""
-
-    def __init__(self, conn: Connection, db: str, instance: str, sweep_every: float,
-                 on_4g_after: float) -> None:
-        self.conn, self.db, self.instance = conn, db, instance
-        self.sweep_every, self.on_4g_after = sweep_every, on_4g_after
-        self.store: Store | None = None
-        self.stopping = False
-
-    def log(self, text: str) -> None:
-        self.conn.send(("log", text))
-
-    def run(self) -> None:
-        pending: _Pending = []
-        attempt = 0
-        next_sweep = 0.0
-        while True:
-            if self.store is None:
-                wait = backoff(attempt)
-                self.store = self._open(wait)
-                if self.store is None:
-                    if self.stopping:
-                        return  # the database is away: the receiver keeps the batches
-                    until = time.monotonic() + wait
-                    attempt += 1
-                    while not self.stopping and time.monotonic() < until:
-                        self._read(pending, until - time.monotonic())
-                    continue
-                attempt = 0
-            store = self.store
-            if not pending:
-                if self.stopping:
-                    return
-                self._read(pending, max(0.0, next_sweep - time.monotonic()))
-            try:
-                while pending:
-                    k, n, limit = 0, 0, TX_MAX
-                    while k < len(pending) and n < limit:
-                        n += len(pending[k][1])
-                        if pending[k][2]:
-                            limit = TX_MAX_ACKED
-                        k += 1
-                    self._store(store, pending[:k])
-                    del pending[:k]
-                    self._read(pending, 0)
-                if time.monotonic() >= next_sweep and not self.stopping:
-                    sw = store.sweep()
-                    if sw.went_offline or sw.alarms_opened or sw.alarms_closed:
-                        self.conn.send(("sweep", sw.went_offline, sw.alarms_opened,
-                                        sw.alarms_closed))
-                    next_sweep = time.monotonic() + self.sweep_every
-                    retention.maybe_prune(store, self.log)
-            except StoreUnavailable as e:
-                held = sum(len(p[1]) for p in pending)
-                self.log(f"{e}; {held} messages held, not acknowledged; reconnecting")
-                store.close()
-                self.store = None
-
-    def _open(self, wait: float) -> Store | None:
-        try:
-            store = Store.open(self.db, on_4g_after=self.on_4g_after)
-        except StoreError as e:
-            self.log(f"{e}; retrying in {wait:.1f} s")
-            return None
-        self.log(f"storing into {store.backend} {store.where}")
-        return store
-
-    def _read(self, pending: _Pending, wait: float) -> None:
-        """Add what the receiver sent to `pending`: wait up to `wait` for a first message, then
-        take all that is queued (the receiver bounds it: MAX_INFLIGHT batches)."""
-        timeout: float | None = max(0.0, wait)
-        while not self.stopping and self.conn.poll(timeout):
-            timeout = 0
-            msg = self.conn.recv()
-            if msg[0] == "stop":
-                self.stopping = True
-            else:
-                pending.append((msg[1], msg[2], msg[3]))
-
-    def _store(self, store: Store, pending: _Pending) -> None:
-        flat = [m for p in pending for m in p[1]]
-        records = [parse(topic, payload, t) for topic, payload, t in flat]
-        try:
-            st = store.ingest(records)
-        except StoreUnavailable:
-            raise
-        except StoreError as e:
-            # Something in this batch the database refuses: store one by one, and count the
-            # message that cannot be stored as bad instead of blocking the stream on it.
-            self.log(f"{e}; storing the batch one by one")
-            st = IngestStats()
-            for rec, (topic, _p, t) in zip(records, flat, strict=True):
-                try:
-                    one = store.ingest([rec])
-                except StoreUnavailable:
-                    raise
-                except StoreError:
-                    one = store.ingest([Bad(BadKind.WRONG_TYPES, getattr(rec, "device", ""),
-                                                 topic.split("/")[-1], t)])
-                _add(st, one)
-        self.conn.send(("stored", [p[0] for p in pending],
-                        {f.name: getattr(st, f.name) for f in fields(st)}))
-
-
-def _writer_main(conn: Connection, db: str, instance: str, sweep_every: float,
-                 on_4g_after: float, prune: retention.Schedule) -> None:
-    # Ctrl-C and SIGTERM go to the receiver, which stops the writer in order.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    retention.configure(prune.policy, prune.every)  # a new process: as `cx fleet serve` set it
-    w = _Writer(conn, db, instance, sweep_every, on_4g_after)
-    try:
-        w.run()
-        conn.send(("stopped",))
-    except (EOFError, OSError):
-        pass  # the receiver is gone: what was not confirmed is not acknowledged either
-    finally:
-        if w.store is not None:
-            w.store.close()
-
-
-def _add(total: IngestStats, one: IngestStats) -> None:
-    for name in vars(total):
-        setattr(total, name, getattr(total, name) + getattr(one, name))
+    return pipe.batch(b.n, [(i[3], i[4], i[5]) for i in b.items], any(i[2] for i in b.items))

@@ -17,7 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from rig import CX
 
-from fleet import service
+from fleet import retry
 from fleet.service import Service
 from fleet.sim import FakeTerminal, ServeProcess, heartbeat
 from fleet.store import Store
@@ -376,8 +376,8 @@ def test_a_long_outage_is_logged_at_each_attempt_only_until_the_backoff_stops_gr
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Once the retries wait the longest step, the same failure is logged every REPEAT_EVERY
     (here shortened) instead of at each attempt; the attempt count still says how many."""
-    monkeypatch.setattr(service, "BACKOFF", (0.02, 0.05))
-    monkeypatch.setattr(service, "REPEAT_EVERY", 0.6)
+    monkeypatch.setattr(retry, "BACKOFF", (0.02, 0.05))
+    monkeypatch.setattr(retry, "REPEAT_EVERY", 0.6)
     lines: list[str] = []
     port = free_port()
     svc = Service(str(tmp_path / "fleet.sqlite"), "127.0.0.1", port, instance="quiet",
