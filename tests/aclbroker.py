@@ -13,7 +13,7 @@ from fleet.provision import Device, broker_config, provision
 from fleet.store import Store
 from tools.broker import Broker, free_port
 
-TRUST = [{"kid": "r1", "pub": "AAAA", "scope": ["34"], "use": ["alert"]}]
+TRUST = [{"kid": "r1", "pub": "A" * 43, "scope": ["34"], "use": ["alert"]}]
 """A trust anchor for configs whose alerts the test never verifies."""
 
 
