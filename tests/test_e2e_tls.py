@@ -46,8 +46,7 @@ def tls_terminal(rig: Rig, name: str, ca_der: bytes, wait: bool = True) -> Term:
     (d / "ca.der").write_bytes(ca_der)
     cfg = rig.config(**FAST)
     cfg["mqtt"].update(port=rig.broker.tls_port, tls=True, ca="ca.der")
-    t = Term(d, cfg)
-    rig.terms.append(t)
+    t = rig.adopt(Term(d, cfg))
     if wait:
         t.wait_online()
     return t

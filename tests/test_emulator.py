@@ -213,6 +213,8 @@ def test_fleet_runs_n_terminals_that_each_sound(rig: Rig, tmp_path: Path) -> Non
                 break
             time.sleep(0.2)
         assert all(ok)
+        for k, i in enumerate(ids):  # and each holds its subscriptions
+            rig.wait_answering(i, derive(json.loads(tpl.read_text()), k)["region"])
         a = rig.send_alert(kind="test", level=4, tone="chime")
         for i in ids:
             rig.rx.wait(lambda r, i=i: r["_dev"] == i and r.get("alert") == a["id"]
