@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from conftest import Broker
-from rig import REGION, Rig
+from rig import PROBE, REGION, Rig
 
 from tools.envelope import KeyPair, b64e, json_bytes, make_cert, sign_jws, sign_jws_raw
 
@@ -57,21 +57,37 @@ def flip(sig: str) -> str:
     return sig[:i] + ("B" if sig[i] == "A" else "A") + sig[i + 1:]
 
 
+def verdicts(rig: Rig, start: int, end: int | None = None) -> list[dict[str, Any]]:
+    """The first receipts (accepted, rejected, ignored) among rx.items[start:end]."""
+    with rig.rx.cond:
+        return [r for r in rig.rx.items[start:end] if r.get("status") in ("rejected", "ignored",
+                                                                            "accepted")]
+
+
 def expect(rig: Rig, env: str | bytes, status: str, reason: str, aid: str | None = None) -> None:
+    """`env` alone is answered (status, reason, aid), and nothing sounds. The rig's module-wide
+    terminal answers in order, so fences (probes answered) before and after the send hold exactly
+    this envelope's receipt between them, never a late one of another test's."""
     t = rig.terms[0]
     n_events, n_samples = len(t.events()), t.sample_count()
-    n_rx = len(rig.rx.items)
+    start = rig.fence(t, TOPIC)
     rig.send(env, [TOPIC])
-    r = rig.rx.wait(lambda r: r.get("status") in ("rejected", "ignored", "accepted"),
-                    timeout=20, start=n_rx)
+    end = rig.fence(t, TOPIC)
+    got = verdicts(rig, start["_at"], end["_at"])
+    assert len(got) == 1, f"one receipt for one envelope: {got}"
+    r = got[0]
     assert (r["status"], r["reason"]) == (status, reason), r
     assert r["alert"] == aid
     assert set(r) >= {"alert", "kid", "status", "reason", "t"}
     time.sleep(0.3)
     assert [e for e in t.events()[n_events:] if e["dev"] in ("amp", "audio")] == []
     assert t.sample_count() == n_samples
-    logged = [e for e in t.log() if e.get("ev") == "alert_" + status and e.get("reason") == reason]
-    assert logged, "the rejection is in the terminal's event log"
+    log = t.log(rotated=True)
+    ids = [e.get("alert") for e in log]
+    between = log[ids.index(start["alert"]) + 1:ids.index(end["alert"])]
+    logged = [(e["ev"], e.get("reason"), e.get("alert")) for e in between
+              if e.get("ev", "").startswith("alert_") and not str(e.get("alert")).startswith(PROBE)]
+    assert logged == [("alert_" + status, reason, aid)], "the rejection is in the terminal's log"
 
 
 def test_oversized_envelope_rejected_too_large(rig: Rig) -> None:
@@ -79,17 +95,21 @@ def test_oversized_envelope_rejected_too_large(rig: Rig) -> None:
     expect(rig, signed(rig, p), "rejected", "too_large")
 
 
-@pytest.mark.parametrize("env", [
+MALFORMED = [
     "only.two", "a.b.c.d", "!!!.eyJ9.AAAA", "eyJhbGciOiJFZERTQSJ9.%%%.AAAA",
     b64e(b"[1,2]") + ".e30.AAAA", b64e(b"not json") + ".e30.AAAA", "",
     b64e(b"[" * 2000 + b"]" * 2000) + ".e30.AAAA",
-])
+]
+GARBAGE = bytes(range(256)) * 4
+
+
+@pytest.mark.parametrize("env", MALFORMED)
 def test_malformed_envelopes_rejected_malformed(rig: Rig, env: str) -> None:
     expect(rig, env, "rejected", "malformed")
 
 
 def test_binary_garbage_rejected_malformed(rig: Rig) -> None:
-    expect(rig, bytes(range(256)) * 4, "rejected", "malformed")
+    expect(rig, GARBAGE, "rejected", "malformed")
 
 
 def test_wrong_algorithm_rejected_bad_alg(rig: Rig) -> None:
@@ -117,9 +137,16 @@ def _cert(rig: Rig, **over: Any) -> str:
     return make_cert(rig.root, **a)
 
 
-@pytest.mark.parametrize("what", ["expired", "not_yet", "kid_mismatch", "scope_outside_anchor",
-                                  "use_ota_only", "forged", "garbage"])
+BAD_CERTS = ["expired", "not_yet", "kid_mismatch", "scope_outside_anchor", "use_ota_only", "forged",
+             "garbage"]
+
+
+@pytest.mark.parametrize("what", BAD_CERTS)
 def test_invalid_certificates_rejected_bad_cert(rig: Rig, what: str) -> None:
+    expect(rig, signed(rig, payload(), crt=bad_cert(rig, what)), "rejected", "bad_cert")
+
+
+def bad_cert(rig: Rig, what: str) -> str:
     now = int(time.time())
     if what == "expired":
         crt = _cert(rig, nbf=now - 999, exp=now - 1)
@@ -139,7 +166,7 @@ def test_invalid_certificates_rejected_bad_cert(rig: Rig, what: str) -> None:
                                          "exp": now + 999})) + "." + s
     else:
         crt = "not.a.cert"
-    expect(rig, signed(rig, payload(), crt=crt), "rejected", "bad_cert")
+    return crt
 
 
 def test_tampered_signature_rejected_bad_signature(rig: Rig) -> None:
@@ -151,7 +178,7 @@ def test_tampered_signature_rejected_bad_signature(rig: Rig) -> None:
     expect(rig, f"{h}.{other}.{env.split('.')[2]}", "rejected", "bad_signature", None)
 
 
-@pytest.mark.parametrize("over", [
+BAD_FIELDS: list[dict[str, Any]] = [
     {"level": 7}, {"level": "1"}, {"level": True}, {"kind": "drill"}, {"regions": []},
     {"regions": ["3411"]}, {"regions": "341122000000"}, {"audio": {"tone": "horn"}},
     {"audio": {"tone": "siren", "clip": {}}}, {"audio": {"clip": {"url": "http://x/a.wav",
@@ -159,7 +186,10 @@ def test_tampered_signature_rejected_bad_signature(rig: Rig) -> None:
     {"volume": 101}, {"repeat": 0}, {"repeat": 10**40}, {"text": "x" * 1025},
     {"id": "bad id with spaces"}, {"event": "e" * 17}, {"expires": 0},
     {"issued": 1.5}, {"audio": None},
-])
+]
+
+
+@pytest.mark.parametrize("over", BAD_FIELDS)
 def test_invalid_fields_rejected_bad_field(rig: Rig, over: dict[str, Any]) -> None:
     p = payload(**over)
     aid = p["id"] if isinstance(p["id"], str) and " " not in p["id"] else None
@@ -241,27 +271,64 @@ def test_huge_numbers_rejected_bad_field(rig: Rig) -> None:
     expect(rig, signed(rig, p), "rejected", "not_yet_valid", p["id"])
 
 
-def test_rejections_are_counted_by_reason(rig: Rig) -> None:
+def counts_now(rig: Rig) -> dict[str, int]:
+    """The terminal's receipt counts (its log's `counts` line) once it has answered everything
+    the rig sent before: the first line after a fence's receipt."""
     t = rig.terms[0]
+    f = rig.fence(t, TOPIC)
     deadline = time.monotonic() + 15
-    counts: dict[str, int] = {}
-    while time.monotonic() < deadline:
-        lines = [e for e in t.log() if e.get("ev") == "counts"]
-        counts = lines[-1]["receipts"] if lines else {}
-        if counts.get("rejected:bad_cert", 0) >= 7:
-            break
-        time.sleep(0.5)
-    assert counts.get("rejected:malformed", 0) >= 9
-    assert counts.get("rejected:bad_cert", 0) >= 7
-    assert counts.get("rejected:bad_field", 0) >= 19
-    assert counts.get("ignored:duplicate", 0) >= 2
+    while True:
+        log = t.log(rotated=True)
+        ids = [e.get("alert") for e in log]
+        if f["alert"] in ids:
+            after = [e for e in log[ids.index(f["alert"]):] if e.get("ev") == "counts"]
+            if after:
+                return after[0]["receipts"]
+        assert time.monotonic() < deadline, f"no counts line after {f['alert']}: {log[-5:]}"
+        time.sleep(0.2)
+
+
+def send_all(rig: Rig, envs: list[str | bytes], group: int = 8) -> None:
+    """Publish envelopes a few at a time (the terminal's intake holds 16), each group answered."""
+    for k in range(0, len(envs), group):
+        start = rig.fence(rig.terms[0], TOPIC)["_at"]
+        for env in envs[k:k + group]:
+            rig.send(env, [TOPIC])
+        end = rig.fence(rig.terms[0], TOPIC)["_at"]
+        assert len(verdicts(rig, start, end)) == len(envs[k:k + group])
+
+
+def test_rejections_are_counted_by_reason(rig: Rig) -> None:
+    # this test's own envelopes, counted from what the terminal said before them: 9 malformed,
+    # 7 bad certificates, 19 bad fields and 2 duplicates, as the tests above send
+    before = counts_now(rig)
+    dup = payload(kind="test", level=4, audio={"tone": "chime"})
+    dup_env = signed(rig, dup)
+    rig.send(dup_env, [TOPIC])
+    rig.rx.wait(lambda r: r.get("alert") == dup["id"] and r["status"] == "done", timeout=30)
+    envs: list[str | bytes] = [*MALFORMED, GARBAGE]
+    envs += [signed(rig, payload(), crt=bad_cert(rig, what)) for what in BAD_CERTS]
+    envs += [signed(rig, payload(**over)) for over in BAD_FIELDS]
+    envs += [dup_env, signed(rig, dict(dup, text="same id, other bytes"))]
+    send_all(rig, envs)
+    after = counts_now(rig)
+    grew = {k: after.get(k, 0) - before.get(k, 0) for k in set(after) | set(before)}
+    assert grew["rejected:malformed"] == 9, grew
+    assert grew["rejected:bad_cert"] == 7, grew
+    assert grew["rejected:bad_field"] == 19, grew
+    assert grew["ignored:duplicate"] == 2, grew
+    assert grew["accepted"] == 1, grew
 
 
 def test_envelope_too_big_to_hold_is_rejected_and_later_alerts_still_sound(rig: Rig) -> None:
     # 40 KB: beyond what the MQTT client holds; it must be acknowledged and refused, not
     # redelivered forever by the persistent session.
+    start = rig.fence(rig.terms[0], TOPIC)["_at"]
     expect(rig, b"A" * 40000, "rejected", "too_large")
     p = payload(kind="test", level=4, audio={"tone": "chime"})
     rig.send(signed(rig, p), [TOPIC])
-    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", timeout=20)
-    assert len([r for r in rig.rx.items if r.get("reason") == "too_large"]) == 2
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", timeout=20,
+                start=start)
+    end = rig.fence(rig.terms[0], TOPIC)["_at"]
+    assert [r["reason"] for r in verdicts(rig, start, end)] == ["too_large", None], \
+        "refused once, then the alert accepted: never redelivered"
