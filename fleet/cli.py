@@ -36,6 +36,7 @@ from tools.cx import (
     CliError,
     number,
 )
+from tools.mqttsession import BadCredential
 
 DEFAULT_DB = "fleet.sqlite"
 STATES = ("online", "offline", "new", "fault")
@@ -64,7 +65,7 @@ def _host_port(text: str | None) -> tuple[str, int]:
 def _auth(args: argparse.Namespace) -> BrokerAuth | None:
     try:
         return BrokerAuth.from_files(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
-    except FleetError as e:
+    except BadCredential as e:
         raise CliError(str(e), EXIT_USAGE) from None
 
 

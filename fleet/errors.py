@@ -10,11 +10,16 @@
     └── CommandError            a device command failed
         ├── CommandTimeout      no acknowledgement within the wait
         └── CommandRefused      the terminal acknowledged with ok: false
+
+BrokerUnavailable and NotAuthorized are also those of tools/mqttsession.py, the MQTT session
+fleet commands share with `cx alert send`: fleet.command turns the session's into these.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from tools import mqttsession
 
 
 class FleetError(Exception):
@@ -45,11 +50,11 @@ class UnknownAlarm(StoreError):
         self.alarm = alarm
 
 
-class BrokerUnavailable(FleetError):
+class BrokerUnavailable(FleetError, mqttsession.BrokerUnavailable):
     """The MQTT broker cannot be reached, or refused the connection."""
 
 
-class NotAuthorized(FleetError):
+class NotAuthorized(FleetError, mqttsession.NotAuthorized):
     """The broker refused the login (wrong user or password, no credential) or, by its ACL, the
     subscription or the publish: fix the credential, retrying will not help (`cx` exit 4)."""
 

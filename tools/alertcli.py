@@ -10,15 +10,10 @@ import hashlib
 import importlib
 import json
 import os
-import secrets
 import sys
-import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from typing import Any
 
 from tools import alertstatus
 from tools.cx import (
@@ -47,9 +42,15 @@ from tools.envelope import (
     topics_for,
 )
 from tools.keys import EPOCH, KeyFileError, load_keyfile
-
-if TYPE_CHECKING:  # imported when used: a broken fleet package must not take `cx alert` down
-    from fleet.command import BrokerAuth
+from tools.mqttsession import (
+    BadCredential,
+    BrokerAuth,
+    BrokerUnavailable,
+    ConnectRefused,
+    NotAuthorized,
+    Session,
+    not_authorized,
+)
 
 DEFAULT_EXPIRES = 3600  # s
 DEFAULT_TIMEOUT = 10.0  # s: connect + every PUBACK
@@ -91,79 +92,31 @@ def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
                            f"{','.join(key.scope)}", EXIT_USAGE)
 
 
-NOT_AUTHORIZED = (134, 135)
-"""MQTT 5 reason codes "Bad user name or password" and "Not authorized" (paho maps the 3.1.1
-CONNACK refusals 4 and 5 onto them)."""
+LOGIN_HINT = "check --cred (the dispatcher.cred of 'cx fleet broker-config')"
 
 
 def publish(envelope: str, topics: list[str], host: str, port: int,
             timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None) -> None:
-    """Publish QoS 1 to every topic and wait for each PUBACK. CliError(3) when unreachable,
-    CliError(4) when the broker refuses the login or a publish.
-
-    MQTT 5, because only its PUBACK says "Not authorized": under 3.1.1 Mosquitto acknowledges a
-    publish its ACL denies and drops it, so a wrong credential would look sent (decisions.md)."""
-    where = f"{host}:{port}"
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cx-alert-" + secrets.token_hex(4),
-                         protocol=mqtt.MQTTv5)
-    client.connect_timeout = timeout
-    connected = threading.Event()
-    outcome: dict[str, Any] = {}
-    acks: dict[int, Any] = {}
-
-    def on_connect(_c: Any, _u: Any, _f: Any, reason_code: Any, _p: Any) -> None:
-        outcome["rc"] = reason_code
-        connected.set()
-
-    def on_publish(_c: Any, _u: Any, mid: int, reason_code: Any, _p: Any) -> None:
-        acks[mid] = reason_code
-
-    client.on_connect = on_connect
-    client.on_publish = on_publish
-    if auth is not None:
-        auth.apply(client)
-    user = f"user {auth.username}" if auth is not None and auth.username else "no user"
+    """Publish QoS 1 to every topic and wait for each PUBACK (tools/mqttsession.py). CliError(3)
+    when unreachable, CliError(4) when the broker refuses the login or a publish."""
     try:
-        client.connect(host, port, keepalive=max(10, int(timeout) * 2))
-    except OSError as e:
-        raise CliError(f"broker {where} is unreachable: {e.strerror or e}",
-                       EXIT_UNREACHABLE) from None
-    deadline = time.monotonic() + timeout
-    client.loop_start()
-    try:
-        if not connected.wait(timeout):
-            raise CliError(f"broker {where} is unreachable: no CONNACK within {timeout:g} s",
-                           EXIT_UNREACHABLE)
-        rc = outcome["rc"]
-        if rc.is_failure and rc.value in NOT_AUTHORIZED:
-            raise CliError(f"broker {where} refused the login ({user}): {rc}; check --cred "
-                           f"(the dispatcher.cred of 'cx fleet broker-config')",
-                           EXIT_NOT_AUTHORIZED)
-        if rc.is_failure:
-            raise CliError(f"broker {where} refused the connection: {rc}", EXIT_FAILURE)
-        infos = [client.publish(t, envelope, qos=1) for t in topics]
-        for topic, info in zip(topics, infos, strict=True):
-            try:
-                info.wait_for_publish(max(0.05, deadline - time.monotonic()))
-            except (RuntimeError, ValueError) as e:
-                raise CliError(f"broker {where} is unreachable: {e}", EXIT_UNREACHABLE) from None
-            if not info.is_published():
-                raise CliError(f"broker {where} is unreachable: no PUBACK for {topic} within "
-                               f"{timeout:g} s", EXIT_UNREACHABLE)
-        refused: list[tuple[str, Any]] = [
-            (t, acks[i.mid]) for t, i in zip(topics, infos, strict=True)
-            if i.mid in acks and acks[i.mid].is_failure]
-        if refused:
-            sent = len(topics) - len(refused)
-            code = EXIT_NOT_AUTHORIZED if any(r.value in NOT_AUTHORIZED for _, r in refused) \
-                else EXIT_FAILURE
-            raise CliError(f"broker {where} refused the alert on "
-                           f"{', '.join(t for t, _ in refused)}: {refused[0][1]} ({user}; only "
-                           f"the dispatcher credential may publish alerts)"
-                           + (f"; {sent} other topic(s) were sent" if sent else ""), code)
-    finally:
-        client.disconnect()
-        client.loop_stop()
+        with Session(host, port, auth, name="cx-alert", timeout=timeout,
+                     login_hint=LOGIN_HINT) as s:
+            refused = s.publish(topics, envelope)
+    except NotAuthorized as e:
+        raise CliError(str(e), EXIT_NOT_AUTHORIZED) from None
+    except ConnectRefused as e:
+        raise CliError(str(e), EXIT_FAILURE) from None
+    except BrokerUnavailable as e:
+        raise CliError(str(e), EXIT_UNREACHABLE) from None
+    if refused:
+        sent = len(topics) - len(refused)
+        code = EXIT_NOT_AUTHORIZED if any(not_authorized(rc) for _, rc in refused) \
+            else EXIT_FAILURE
+        raise CliError(f"broker {s.where} refused the alert on "
+                       f"{', '.join(t for t, _ in refused)}: {refused[0][1]} ({s.user}; only "
+                       f"the dispatcher credential may publish alerts)"
+                       + (f"; {sent} other topic(s) were sent" if sent else ""), code)
 
 
 def _host_port(text: str) -> tuple[str, int]:
@@ -173,7 +126,7 @@ def _host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-Destination = tuple[str, int, "BrokerAuth | None"]
+Destination = tuple[str, int, BrokerAuth | None]
 """Where `dispatch` publishes: host, port and the login (None: anonymous, plain MQTT)."""
 
 
@@ -184,12 +137,9 @@ def destination(args: argparse.Namespace) -> Destination | None:
     if not args.broker:
         return None
     host, port = _host_port(args.broker)
-    from fleet.command import BrokerAuth
-    from fleet.errors import FleetError
-
     try:
         auth = BrokerAuth.from_files(args.cred or os.environ.get(CRED_ENV) or None, args.cafile)
-    except FleetError as e:
+    except BadCredential as e:
         raise CliError(str(e), EXIT_USAGE) from None
     return host, port, auth
 
