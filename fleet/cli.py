@@ -29,16 +29,19 @@ from fleet.model import Device
 from fleet.service import Service, default_instance
 from fleet.store import ON_4G_AFTER, Store
 from tools.cx import (
+    DEFAULT_DB,
     EXIT_FAILURE,
     EXIT_NOT_AUTHORIZED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    db_url,
+    db_url_if_any,
+    host_port,
     number,
 )
 from tools.mqttsession import BadCredential
 
-DEFAULT_DB = "fleet.sqlite"
 STATES = ("online", "offline", "new", "fault")
 HOUR, DAY = 3600, 86400
 MAX_ROWS = 1_000_000  # --history, --limit: more than any screen; keeps the number an SQL integer
@@ -48,18 +51,11 @@ WAIT = number(float, 0, HOUR, lo_open=True)  # --wait of cx fleet cmd
 KEEP_DAYS = number(float, 0, MAX_KEEP_DAYS, lo_open=True, words={"forever": None, "never": None})
 
 
-def db_url(args: argparse.Namespace) -> str:
-    return args.db or os.environ.get("CX_FLEET_DB") or DEFAULT_DB
-
-
 def _host_port(text: str | None) -> tuple[str, int]:
     text = text or os.environ.get("CX_BROKER")
     if not text:
         raise CliError("give --broker HOST:PORT (or set CX_BROKER)", EXIT_USAGE)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"--broker {text!r} must be HOST:PORT", EXIT_USAGE)
-    return host.strip("[]"), int(port)
+    return host_port(text)
 
 
 def _auth(args: argparse.Namespace) -> BrokerAuth | None:
@@ -326,8 +322,7 @@ def _parse_args(pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_cmd(args: argparse.Namespace) -> int:
     host, port = _host_port(args.broker)
     cargs = _parse_args(args.args)
-    url = db_url(args)
-    if args.db or os.environ.get("CX_FLEET_DB") or os.path.exists(url):
+    if db_url_if_any(args) is not None:
         store = _open(args)
         try:
             store.device(args.id)

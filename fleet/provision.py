@@ -60,13 +60,6 @@ def check_device(d: Device, where: str = "") -> None:
         raise ProvisionError(f"{at}bad profile {d.profile!r} for {d.id}: horn or column")
 
 
-def parse_broker(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ProvisionError(f"--broker {text!r} must be HOST:PORT")
-    return host.strip("[]"), int(port)
-
-
 def _check_anchor(a: Any, i: int) -> None:
     # The same rules as firmware/config.py _check_anchor: a config the terminal refuses
     # must never be written.
@@ -375,8 +368,7 @@ def _progress(done: int, total: int) -> None:
 
 
 def cmd_provision(args: argparse.Namespace) -> int:
-    from fleet.cli import db_url
-    from tools.cx import EXIT_USAGE, CliError
+    from tools.cx import EXIT_USAGE, CliError, db_url, host_port
 
     if (args.id is None) == (args.from_csv is None):
         raise CliError("give either ID --region CODE or --from-csv FILE", EXIT_USAGE)
@@ -390,7 +382,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 raise CliError("give --region CODE (12 digits) for the device", EXIT_USAGE)
             devices = [Device(args.id, args.region, args.profile)]
             check_device(devices[0])
-        broker = parse_broker(args.broker)
+        broker = host_port(args.broker)
         trust = load_trust(args.trust)
         tls_ca = load_ca(args.tls_ca) if args.tls_ca is not None else None
         for d in devices:
@@ -414,7 +406,7 @@ def cmd_provision(args: argparse.Namespace) -> int:
 
 
 def cmd_broker_config(args: argparse.Namespace) -> int:
-    from tools.cx import EXIT_USAGE, CliError
+    from tools.cx import EXIT_USAGE, CliError, host_port
 
     if (args.tls_cert is None) != (args.tls_key is None):
         raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
@@ -425,7 +417,8 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
         raise CliError("--port 0 leaves terminals no listener: give --tls-cert/--tls-key",
                        EXIT_USAGE)
     try:
-        service = None if args.service_listen == "none" else parse_broker(args.service_listen)
+        service = None if args.service_listen == "none" else \
+            host_port(args.service_listen, "--service-listen")
         files = broker_config(args.creds, args.out, dispatcher=args.dispatcher_user,
                               fleet=args.fleet_user, port=args.port or None, bind=args.bind,
                               tls=tls, tls_port=args.tls_port, service=service,
@@ -443,8 +436,7 @@ def cmd_broker_config(args: argparse.Namespace) -> int:
 
 def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add `provision` and `broker-config` to the `cx fleet` subparsers."""
-    from fleet.cli import DEFAULT_DB
-    from tools.cx import number
+    from tools.cx import DEFAULT_DB, number
 
     p = sub.add_parser("provision", help="a terminal's id, MQTT credential and config",
                        description="Register terminals, give each an MQTT credential and write "

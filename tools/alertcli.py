@@ -22,6 +22,8 @@ from tools.cx import (
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     CliError,
+    db_url_if_any,
+    host_port,
     number,
 )
 from tools.envelope import (
@@ -119,13 +121,6 @@ def publish(envelope: str, topics: list[str], host: str, port: int,
                        + (f"; {sent} other topic(s) were sent" if sent else ""), code)
 
 
-def _host_port(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise CliError(f"--broker {text!r} must be HOST:PORT", EXIT_USAGE)
-    return host.strip("[]"), int(port)
-
-
 Destination = tuple[str, int, BrokerAuth | None]
 """Where `dispatch` publishes: host, port and the login (None: anonymous, plain MQTT)."""
 
@@ -136,7 +131,7 @@ def destination(args: argparse.Namespace) -> Destination | None:
     usage error, found before anything is signed or fetched."""
     if not args.broker:
         return None
-    host, port = _host_port(args.broker)
+    host, port = host_port(args.broker)
     try:
         auth = BrokerAuth.from_files(args.cred or os.environ.get(CRED_ENV) or None, args.cafile)
     except BadCredential as e:
@@ -227,7 +222,7 @@ def dispatch(args: argparse.Namespace, key: Any, payload: dict[str, Any],
         return 0
     publish(envelope, topics, broker[0], broker[1], args.timeout, broker[2])
     summary["published_at"] = int(time.time())
-    url = alertstatus.db_url(args)
+    url = db_url_if_any(args)
     if url is not None:  # for `cx alert status`: who should have heard it
         summary["targets"] = alertstatus.record(url, payload["id"], key.kid,
                                                 payload["regions"], summary["published_at"])

@@ -5,28 +5,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError, number
+from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError, db_url_if_any, number
 
-DEFAULT_DB = "fleet.sqlite"
 # A terminal's outcome is its most advanced receipt: done beats playing beats accepted.
 _ORDER = {"accepted": 1, "playing": 2, "preempted": 3, "done": 4, "cancelled": 4, "ignored": 5,
           "rejected": 5}
-
-
-def db_url(args: argparse.Namespace) -> str | None:
-    """The fleet store to use: --db, $CX_FLEET_DB, or ./fleet.sqlite when it exists."""
-    if getattr(args, "db", None):
-        return str(args.db)
-    env = os.environ.get("CX_FLEET_DB")
-    if env:
-        return env
-    return DEFAULT_DB if Path(DEFAULT_DB).exists() else None
 
 
 def record(url: str, alert_id: str, kid: str, regions: list[str], published_at: float) -> int:
@@ -128,7 +115,7 @@ def _show(s: dict[str, Any]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    url = db_url(args)
+    url = db_url_if_any(args)
     if url is None:
         raise CliError("no fleet store: give --db URL or set CX_FLEET_DB", EXIT_USAGE)
     while True:

@@ -112,6 +112,34 @@ def number(kind: type[int | float] = int, lo: float | None = None, hi: float | N
     return parse
 
 
+DEFAULT_DB = "fleet.sqlite"
+"""The fleet store when neither --db nor $CX_FLEET_DB names one: ./fleet.sqlite."""
+DB_ENV = "CX_FLEET_DB"
+
+
+def db_url(args: argparse.Namespace) -> str:
+    """The fleet store a command uses: --db, else $CX_FLEET_DB, else ./fleet.sqlite."""
+    return str(getattr(args, "db", None) or os.environ.get(DB_ENV) or DEFAULT_DB)
+
+
+def db_url_if_any(args: argparse.Namespace) -> str | None:
+    """As db_url, but None instead of a ./fleet.sqlite that does not exist: for commands that use
+    a store only when there is one (`cx alert send` records, `cx fleet cmd` checks the id)."""
+    url = getattr(args, "db", None) or os.environ.get(DB_ENV)
+    if url:
+        return str(url)
+    return DEFAULT_DB if Path(DEFAULT_DB).exists() else None
+
+
+def host_port(text: str, option: str = "--broker") -> tuple[str, int]:
+    """HOST:PORT (an IPv6 host in brackets: [::1]:1883) given to `option`; a usage error in one
+    line otherwise."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CliError(f"{option} {text!r} must be HOST:PORT", EXIT_USAGE)
+    return host.strip("[]"), int(port)
+
+
 def folder(path: Path, option: str) -> Path:
     """The folder a command works in (--dir, --out), created if missing; a usage error in one
     line, naming the option and what to give instead, when it cannot be."""
