@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tools.regions import ID_RE, REGION_RE, prefixes
+
 PBKDF2_ITERATIONS = 101
 """Mosquitto 2's default (`mosquitto_passwd -H sha512-pbkdf2`). Low, but every password here is
 a 192-bit random token from `secrets`, so no iteration count is what protects it."""
@@ -32,11 +34,8 @@ SALT_BYTES = 12
 PASSWORD_BYTES = 24
 """Random bytes per generated password (32 URL-safe characters)."""
 
-ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}\Z")
-"""Device ids and MQTT users: never `/`, `+`, `#` or spaces, so `%u` in an ACL pattern is safe."""
-REGION_RE = re.compile(r"\d{12}\Z")
-PREFIX_CUTS = (2, 4, 6, 9, 12)
-"""alerts.md §6: a terminal reads eb/alert/C[:2], C[:4], C[:6], C[:9] and C[:12]."""
+# ID_RE (tools/regions.py): device ids and MQTT users never hold `/`, `+`, `#` or spaces, so `%u`
+# in an ACL pattern is safe. A terminal reads the five eb/alert/<prefix> of its code (alerts.md §6).
 DEVICE_WRITES = ("hb", "state", "event", "ack")
 """fleet-protocol.md: what a terminal publishes under eb/dev/<id>/ (never its own cmd)."""
 
@@ -80,10 +79,6 @@ def check_password(password: str, hashed: str) -> bool:
 def is_hash(text: object) -> bool:
     return isinstance(text, str) and re.fullmatch(r"\$7\$\d+\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+",
                                                   text) is not None
-
-
-def alert_prefixes(region: str) -> list[str]:
-    return [region[:n] for n in PREFIX_CUTS]
 
 
 @dataclass(frozen=True)
@@ -139,7 +134,7 @@ def acl_text(devices: Mapping[str, DeviceCred], dispatcher: str, fleet: str) -> 
     ]
     for d in sorted(devices.values(), key=lambda d: d.id):
         lines += ["", f"user {d.id}", *(f"topic read eb/alert/{p}"
-                                         for p in alert_prefixes(d.region))]
+                                         for p in prefixes(d.region))]
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,7 @@ from fleet import brokercfg
 from fleet.brokercfg import BrokerConfigError, DeviceCred, Tls
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.store import Store
+from tools import regions
 
 PROFILES = ("horn", "column")
 CREDENTIALS = "credentials.json"
@@ -51,9 +52,9 @@ class Device:
 
 def check_device(d: Device, where: str = "") -> None:
     at = f"{where}: " if where else ""
-    if not brokercfg.ID_RE.match(d.id):
+    if not regions.ID_RE.match(d.id):
         raise ProvisionError(f"{at}bad device id {d.id!r}: 1..64 of A-Z a-z 0-9 . _ : -")
-    if not brokercfg.REGION_RE.match(d.region) or d.region[:2] == "00":
+    if not regions.valid_code(d.region):
         raise ProvisionError(f"{at}bad region {d.region!r} for {d.id}: 12 digits, "
                              f"province not 00")
     if d.profile not in PROFILES:
