@@ -40,7 +40,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet import pipe, retry, writer
 from fleet.command import CHECK_CRED, NOT_AUTHORIZED, BrokerAuth
-from fleet.pipe import Kind
 from fleet.store import ON_4G_AFTER, retention
 
 SHARE_GROUP = "fleet"
@@ -363,16 +362,16 @@ class Service:
             while True:
                 msg = conn.recv()
                 kind = msg[0]
-                if kind is Kind.STORED:
+                if kind is pipe.Kind.STORED:
                     self._stored(msg[1], msg[2])
-                elif kind is Kind.SWEEP:
+                elif kind is pipe.Kind.SWEEP:
                     t = self.totals
                     t.went_offline += msg[1]
                     t.alarms_opened += msg[2]
                     t.alarms_closed += msg[3]
-                elif kind is Kind.LOG:
+                elif kind is pipe.Kind.LOG:
                     self.log(msg[1])
-                elif kind is Kind.STOPPED:
+                elif kind is pipe.Kind.STOPPED:
                     self._writer_stopped.set()
                     return
         except (EOFError, OSError):
