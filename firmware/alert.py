@@ -1,19 +1,31 @@
-# Alert envelope verification: the twelve acceptance rules of alerts.md §4, first failure wins.
+# Alert envelope verification: the twelve acceptance rules of alerts.md §4, first failure wins;
+# the key chain (rules 4, 5) is trust.py's, with use "alert".
 import binascii
 import hashlib
-import json
 
 import b64
 import ed25519
 import region
+import trust
 from limits import (
-    LEVEL_MAX, LEVEL_MIN, MAX_CLIP_FIELD, MAX_ENVELOPE, MAX_EPOCH, MAX_EVENT, MAX_FUTURE, MAX_ID,
-    MAX_KID, MAX_LIFETIME, MAX_REFS, MAX_REGIONS, MAX_SCOPE, MAX_TEXT, MAX_URL, MAX_USES,
-    MIN_EPOCH, REPEAT_MAX, REPEAT_MIN, VOLUME_MAX,
+    LEVEL_MAX,
+    LEVEL_MIN,
+    MAX_CLIP_FIELD,
+    MAX_ENVELOPE,
+    MAX_EVENT,
+    MAX_FUTURE,
+    MAX_ID,
+    MAX_LIFETIME,
+    MAX_REFS,
+    MAX_REGIONS,
+    MAX_TEXT,
+    MAX_URL,
+    REPEAT_MAX,
+    REPEAT_MIN,
+    VOLUME_MAX,
 )
 from micropython import const
-
-MAX_CERTS = const(8)  # verified certificates cached by their exact bytes
+from trust import Reject
 
 KINDS = ("alert", "test", "cancel")
 TONES = ("siren", "alarm", "chime")
@@ -26,46 +38,6 @@ REJECTED = "rejected"
 IGNORED = "ignored"
 
 
-class Reject(Exception):
-    """A failed rule: status plus reason code; kid and id when they could be read."""
-
-    def __init__(self, status, reason):
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-
-
-def _is_int(v):
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _epoch(v):
-    # an epoch second the terminal can hold: limits.py MIN_EPOCH..MAX_EPOCH
-    return _is_int(v) and MIN_EPOCH <= v <= MAX_EPOCH
-
-
-def _json_obj(raw):
-    try:
-        v = json.loads(raw)
-    except Exception:  # bad JSON, bad UTF-8, recursion depth, MemoryError on absurd nesting
-        return None
-    return v if isinstance(v, dict) else None
-
-
-def _split(env):
-    """Three base64url parts -> (signing input, header bytes, payload b64, signature bytes)."""
-    parts = env.split(b".")
-    if len(parts) != 3 or not parts[0] or not parts[1]:
-        raise Reject(REJECTED, "malformed")
-    try:
-        header = b64.decode(parts[0])
-        sig = b64.decode(parts[2])
-        b64.decode(parts[1])  # payload must be base64url too; parsed only after the signature
-    except b64.B64Error:
-        raise Reject(REJECTED, "malformed")
-    return env[: len(parts[0]) + 1 + len(parts[1])], header, parts[1], sig
-
-
 def valid_id(s):
     """An alert id (alerts.md §3): 1..64 chars of A-Z a-z 0-9 . _ : -"""
     if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
@@ -74,14 +46,6 @@ def valid_id(s):
         if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
             return False
     return True
-
-
-def _str_list(v, lo, hi):
-    return isinstance(v, list) and lo <= len(v) <= hi and all(isinstance(x, str) for x in v)
-
-
-def _prefixes_ok(scope):
-    return _str_list(scope, 1, MAX_SCOPE) and all(s.isdigit() and 2 <= len(s) <= 12 for s in scope)
 
 
 class Verdict:
@@ -98,21 +62,13 @@ class Verdict:
 
 
 class Verifier:
-    def __init__(self, trust, my_region, seen, clock):
-        # anchors usable for alerts (§2): kid -> (pub bytes, scope)
-        self.anchors = {}
-        for a in trust:
-            if "alert" in a.get("use", ()):
-                try:
-                    pub = b64.decode(a["pub"])
-                except b64.B64Error:
-                    continue  # a broken anchor in config trusts nothing
-                if len(pub) == 32:
-                    self.anchors[a["kid"]] = (pub, a["scope"])
+    def __init__(self, anchors, my_region, seen, clock):
+        # the config's "trust" list; only anchors with use "alert" count (§2)
+        self.chain = trust.Chain(anchors, "alert", clock)
+        self._signer = self.chain.signer  # (pub, scope) by rules 4, 5; tools/verifycli.py uses it
         self.region = my_region
         self.seen = seen
         self.clock = clock
-        self._certs = {}  # crt bytes -> (kid, pub, scope, nbf, exp)
 
     def check(self, env):
         """Verdict for one envelope (bytes). Never raises on bad input."""
@@ -124,28 +80,30 @@ class Verifier:
             if self.seen.has_bytes(h, self.clock.now()):
                 # identical bytes to an accepted envelope: answered without verifying (§4)
                 return self._dup_of_bytes(env, h)
-            signing_input, hdr_raw, payload_b64, sig = _split(env)  # rule 2
-            hdr = _json_obj(hdr_raw)
+            parts = trust.split(env)  # rule 2
+            if parts is None:
+                raise Reject(REJECTED, "malformed")
+            signing_input, hdr_raw, payload_b64, sig = parts
+            hdr = trust.json_obj(hdr_raw)
             if hdr is None:
                 raise Reject(REJECTED, "malformed")
             if hdr.get("alg") != "EdDSA" or hdr.get("typ") != "eb-alert":  # rule 3
                 raise Reject(REJECTED, "bad_alg")
             kid = hdr.get("kid")
-            if not isinstance(kid, str) or not 1 <= len(kid) <= MAX_KID:
+            if not trust.valid_kid(kid):
                 kid = None
                 raise Reject(REJECTED, "unknown_key")
-            pub, scope = self._signer(kid, hdr.get("crt"))  # rules 4, 5
+            pub, scope = self.chain.signer(kid, hdr.get("crt"))  # rules 4, 5
             if len(sig) != 64 or not ed25519.verify(pub, signing_input, sig):  # rule 6
                 raise Reject(REJECTED, "bad_signature")
-            p = _json_obj(b64.decode(payload_b64))  # only now: §4 "not parsed before"
+            p = trust.json_obj(b64.decode(payload_b64))  # only now: §4 "not parsed before"
             if p is None:
                 raise Reject(REJECTED, "bad_field")
             if valid_id(p.get("id")):
                 aid = p["id"]
             self._fields(p)  # rule 7
-            for r in p["regions"]:  # rule 8
-                if not region.within(r, scope):
-                    raise Reject(REJECTED, "out_of_scope")
+            if not trust.in_scope(p["regions"], scope):  # rule 8
+                raise Reject(REJECTED, "out_of_scope")
             now = self.clock.now()
             if self.clock.synced and p["issued"] > now + MAX_FUTURE:  # rule 9
                 raise Reject(REJECTED, "not_yet_valid")
@@ -175,75 +133,13 @@ class Verifier:
         kid = aid = None
         try:
             parts = env.split(b".")
-            o = _json_obj(b64.decode(parts[0]))
+            o = trust.json_obj(b64.decode(parts[0]))
             kid = o.get("kid") if o else None
-            o = _json_obj(b64.decode(parts[1]))
+            o = trust.json_obj(b64.decode(parts[1]))
             aid = o.get("id") if o else None
         except Exception:
             pass
         return Verdict(IGNORED, "duplicate", kid, aid, None, None, h)
-
-    def _signer(self, kid, crt):
-        """(pub, scope) of the key that signed the alert, after rules 4 and 5."""
-        if crt is None:
-            a = self.anchors.get(kid)
-            if a is None:
-                raise Reject(REJECTED, "unknown_key")
-            return a
-        if not isinstance(crt, str) or len(crt) > MAX_ENVELOPE:
-            raise Reject(REJECTED, "bad_cert")
-        raw = crt.encode()
-        c = self._certs.get(raw)
-        if c is None:
-            c = self._verify_cert(raw)
-            if len(self._certs) >= MAX_CERTS:
-                self._certs.pop(next(iter(self._certs)))
-            self._certs[raw] = c
-        ckid, pub, scope, nbf, exp = c
-        now = self.clock.now()
-        if not nbf <= now < exp or ckid != kid:
-            raise Reject(REJECTED, "bad_cert")
-        return pub, scope
-
-    def _verify_cert(self, raw):
-        try:
-            signing_input, hdr_raw, payload_b64, sig = _split(raw)
-        except Reject:
-            raise Reject(REJECTED, "bad_cert")
-        hdr = _json_obj(hdr_raw)
-        if hdr is None:
-            raise Reject(REJECTED, "bad_cert")
-        anchor = self.anchors.get(hdr.get("kid")) if isinstance(hdr.get("kid"), str) else None
-        if anchor is None:  # rule 4: the crt's anchor must be known, with use "alert"
-            raise Reject(REJECTED, "unknown_key")
-        if hdr.get("alg") != "EdDSA" or hdr.get("typ") != "eb-cert":
-            raise Reject(REJECTED, "bad_cert")
-        if len(sig) != 64 or not ed25519.verify(anchor[0], signing_input, sig):
-            raise Reject(REJECTED, "bad_cert")
-        c = _json_obj(b64.decode(payload_b64))
-        if c is None:
-            raise Reject(REJECTED, "bad_cert")
-        kid, pub, scope, use = c.get("kid"), c.get("pub"), c.get("scope"), c.get("use")
-        nbf, exp = c.get("nbf"), c.get("exp")
-        if not (isinstance(kid, str) and 1 <= len(kid) <= MAX_KID and isinstance(pub, str)
-                and isinstance(scope, list) and _prefixes_ok(scope)
-                and isinstance(use, list) and _str_list(use, 1, MAX_USES) and "alert" in use
-                and _epoch(nbf) and _epoch(exp)):
-            raise Reject(REJECTED, "bad_cert")
-        try:
-            pub = b64.decode(pub)
-        except b64.B64Error:
-            raise Reject(REJECTED, "bad_cert")
-        if len(pub) != 32:
-            raise Reject(REJECTED, "bad_cert")
-        for s in scope:  # each certificate prefix lies within the anchor's scope
-            ok = False
-            for a in anchor[1]:
-                if s.startswith(a):
-                    ok = True
-            if not ok:
-                raise Reject(REJECTED, "bad_cert")
-        return kid, pub, scope, nbf, exp
 
     def _fields(self, p):
         """Rule 7: the payload's fields (§3). Fills defaults for volume and repeat."""
@@ -254,17 +150,17 @@ class Verifier:
         if kind not in KINDS:
             raise bad
         lvl = p.get("level")
-        if kind != "cancel" or lvl is not None:
-            if not _is_int(lvl) or not LEVEL_MIN <= lvl <= LEVEL_MAX:
-                raise bad
+        if (kind != "cancel" or lvl is not None) and (
+                not trust.is_int(lvl) or not LEVEL_MIN <= lvl <= LEVEL_MAX):
+            raise bad
         ev = p.get("event")
         if ev is not None and (not isinstance(ev, str) or len(ev) > MAX_EVENT):
             raise bad
         regions = p.get("regions")
-        if not _str_list(regions, 1, MAX_REGIONS) or not all(region.valid_code(r) for r in regions):
+        if not trust.str_list(regions, 1, MAX_REGIONS) or not all(region.valid_code(r) for r in regions):
             raise bad
         issued, expires = p.get("issued"), p.get("expires")
-        if not _epoch(issued) or not _epoch(expires):
+        if not trust.epoch(issued) or not trust.epoch(expires):
             raise bad
         if not issued < expires <= issued + MAX_LIFETIME:
             raise bad
@@ -280,12 +176,12 @@ class Verifier:
         vol = p.get("volume")
         if vol is None:
             p["volume"] = TEST_VOLUME if kind == "test" else DEFAULT_VOLUME[(lvl or 4) - 1]
-        elif not _is_int(vol) or not 0 <= vol <= VOLUME_MAX:
+        elif not trust.is_int(vol) or not 0 <= vol <= VOLUME_MAX:
             raise bad
         rep = p.get("repeat")
         if rep is None:
             p["repeat"] = 1
-        elif not _is_int(rep) or not REPEAT_MIN <= rep <= REPEAT_MAX:
+        elif not trust.is_int(rep) or not REPEAT_MIN <= rep <= REPEAT_MAX:
             raise bad
         text = p.get("text")
         if text is not None and (not isinstance(text, str) or len(text) > MAX_TEXT):
@@ -312,5 +208,5 @@ class Verifier:
         except ValueError:
             raise bad
         c["sha256"] = sha.lower()
-        if not _is_int(n) or not 0 < n <= MAX_CLIP_FIELD:  # type: ignore[operator]
+        if not trust.is_int(n) or not 0 < n <= MAX_CLIP_FIELD:  # type: ignore[operator]
             raise bad
