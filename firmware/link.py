@@ -1,9 +1,9 @@
 # Link manager: IP first, 4G fallback at once, back to IP only after it stayed healthy (issue 3).
 import asyncio
-import random
-
-from micropython import const
 from time import ticks_diff, ticks_ms
+
+from backoff import jitter
+from micropython import const
 
 # Defaults, overridable from config (docs/link.md says what each costs).
 HYSTERESIS_MS = const(60000)  # IP must answer this long, and the last switch be this old
@@ -153,12 +153,12 @@ class Link:
         """While on 4G, watch IP and move back after the hysteresis."""
         while True:
             wait = RECHECK_MS if self._ip_ok_ms is not None else self.check_ms
-            await asyncio.sleep_ms(wait + random.getrandbits(8))
+            await asyncio.sleep_ms(jitter(wait, 255))
             if self.mode != "4g":
                 continue
             try:
                 # strict: a line that only answers after a retransmit is not healthy
-                r, w = await asyncio.wait_for_ms(self._open_ip(self._host, self._port),
+                _, w = await asyncio.wait_for_ms(self._open_ip(self._host, self._port),
                                                  CHECK_CONNECT_MS)
             except asyncio.CancelledError:
                 raise

@@ -1,10 +1,10 @@
 # 4G path: asyncio AT-command engine for a SIMCom SIM7600 on a UART, and TCP streams over the
 # module's own socket service in manual receive mode (docs/modem.md).
 import asyncio
-import random
 from time import ticks_diff, ticks_ms
 
 import evlog
+from backoff import Backoff
 from micropython import const
 
 MAX_LINE = const(256)  # longest reply line kept; a longer one is discarded whole ("garbled")
@@ -154,7 +154,7 @@ class Modem:
         self._sup = asyncio.current_task()
         if self._rx_task is None:
             self._rx_task = asyncio.create_task(self._rx())
-        delay = self.backoff_min_ms
+        b = Backoff(self.backoff_min_ms, self.backoff_max_ms)  # read now: tests shorten them
         while not self._stop:
             t0 = ticks_ms()
             try:
@@ -171,10 +171,8 @@ class Modem:
                 reason = "internal:%s" % (ex,)
             self._go_down(reason)
             if ticks_diff(ticks_ms(), t0) > 2 * self.poll_ms:
-                delay = self.backoff_min_ms  # it had been up for a while: retry soon
-            half = delay // 2
-            await asyncio.sleep_ms(half + random.getrandbits(20) % (half + 1))
-            delay = min(delay * 2, self.backoff_max_ms)
+                b.reset()  # it had been up for a while: retry soon
+            await asyncio.sleep_ms(b.next_ms())
 
     async def open_tcp(self, host, port):
         """A TCP connection through the module: (reader, writer), one stream object."""
@@ -519,18 +517,18 @@ class Modem:
                     self._end(p.error_reason(line))
                     return
             w, u = self._want, self._until
-            if (w is not None and line.startswith(w)) or (u is not None and line.startswith(u)):
-                if not (line.startswith(b"+CEREG: ") and b"," not in line):  # URC form
-                    if len(self._got) >= MAX_REPLY_LINES:
-                        self._end("garbled")
-                        return
-                    self._got.append(line)
-                    if u is not None and line.startswith(u):
-                        self._seen = True
-                    if self._raw is not None and line.startswith(p.RECV):
-                        self._start_raw(line)
-                    self._check()
+            if ((w is not None and line.startswith(w)) or (u is not None and line.startswith(u))) \
+                    and not (line.startswith(b"+CEREG: ") and b"," not in line):  # URC form
+                if len(self._got) >= MAX_REPLY_LINES:
+                    self._end("garbled")
                     return
+                self._got.append(line)
+                if u is not None and line.startswith(u):
+                    self._seen = True
+                if self._raw is not None and line.startswith(p.RECV):
+                    self._start_raw(line)
+                self._check()
+                return
             if line.startswith(p.IP_ERROR):
                 return  # the text of the ERROR that follows
         self._urc(line)
@@ -578,7 +576,7 @@ class Modem:
                 self._lose("not_registered")
         elif line.startswith(p.URC_NET):
             self._lose("net_closed")
-        elif line.startswith(p.URC_SIM[0]) or line.startswith(p.URC_SIM[1]):
+        elif line.startswith(p.URC_SIM):  # either of the tuple (no tuple built per line)
             self._lose("no_sim")
         for fn in self._listeners:
             try:

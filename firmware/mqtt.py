@@ -1,10 +1,10 @@
 # MQTT 3.1.1 over any asyncio stream (IP or 4G): reconnect, keep-alive, offline queue (alerts.md §6).
 import asyncio
 import gc
-import random
 from time import ticks_diff, ticks_ms
 
 import evlog
+from backoff import Backoff
 from micropython import const
 
 # Packet types (MQTT 3.1.1 §2.2.1), high nibble of the first byte.
@@ -84,8 +84,7 @@ class MQTTClient:
         self._clean = clean
         self._will = will
         self._qmax = max(1, queue_max)
-        self._bmin = backoff_min_ms
-        self._bmax = max(backoff_min_ms, backoff_max_ms)
+        self._backoff = Backoff(backoff_min_ms, max(backoff_min_ms, backoff_max_ms))
         self._logf = log
         self.up = asyncio.Event()
         self.down = asyncio.Event()
@@ -208,7 +207,8 @@ class MQTTClient:
     # --- supervisor ------------------------------------------------------------------
 
     async def _supervise(self):
-        delay = self._bmin
+        b = self._backoff
+        b.reset()
         while not self._stop:
             try:
                 await self._connect()
@@ -227,13 +227,10 @@ class MQTTClient:
                 self._cancel_tasks()
                 self._close()
                 if ticks_diff(ticks_ms(), t0) >= _STABLE_MS:
-                    delay = self._bmin
+                    b.reset()
             if self._stop:
                 break
-            # Jittered exponential backoff: wait between delay/2 and delay.
-            half = delay // 2
-            await asyncio.sleep_ms(half + random.getrandbits(20) % (half + 1))
-            delay = min(delay * 2, self._bmax)
+            await asyncio.sleep_ms(b.next_ms())
 
     async def _connect(self):
         r, w = await asyncio.wait_for_ms(self._open(), _CONNECT_MS)
