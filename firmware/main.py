@@ -7,6 +7,7 @@ import board
 import config
 from evlog import EventLog
 from micropython import const
+from ring import Ring
 from version import VERSION
 
 INTAKE_MAX = const(16)  # envelopes waiting for verification; beyond, the oldest is dropped
@@ -36,7 +37,6 @@ class Terminal:
         if not self.clock.synced:
             log("clock_unsynced")
         self.stats = {}  # "status" or "status:reason" -> count (heartbeat reports it)
-        self.dropped = 0
         self.last_alert = None
         self.activity = 0  # envelopes taken in since boot
         ed25519.precompute()  # the 6 KB base table needs one contiguous block: take it early
@@ -61,7 +61,7 @@ class Terminal:
             import tlsstream
 
             # the broker's certificate must name the host the terminal dials (docs/link.md "TLS")
-            tls = lambda r, w, path: tlsstream.wrap(tls_ctx, r, w, host, log, path)  # noqa: E731
+            tls = lambda r, w, path: tlsstream.wrap(tls_ctx, r, w, host, log, path)
 
         self.link = link.Link(
             board.open_tcp, self.modem, log, host, port,
@@ -74,9 +74,9 @@ class Terminal:
         self.clips = clip.ClipCache("clips", cfg["clip_cache_bytes"], self.link.open_stream, log)
         self.player = player.Player(self.amp, self.out, self.clips, log)
         self.arbiter = arbiter.Arbiter(self.player, self.receipt, self.clock, log)
-        self._intake = []
+        self._intake = Ring(INTAKE_MAX)
         self._intake_ev = asyncio.Event()
-        self._receipts = []
+        self._receipts = Ring(RECEIPTS_MAX)  # receipts and events (send_event), alerts.md §6
         self._receipts_ev = asyncio.Event()
         self.mqtt = MQTTClient(
             self.id,
@@ -108,11 +108,8 @@ class Terminal:
         if topic == self._cmd_topic:
             self.agent.on_cmd(payload)
         elif topic.startswith("eb/alert/"):
-            if len(self._intake) >= INTAKE_MAX:
-                self._intake.pop(0)
-                self.dropped += 1
+            if self._intake.put(payload):
                 self.log("intake_full")
-            self._intake.append(payload)
             self._intake_ev.set()
 
     def _on_oversize(self, topic, length):
@@ -125,11 +122,11 @@ class Terminal:
 
     async def _intake_task(self):
         while True:
-            if not self._intake:
+            if not len(self._intake):
                 self._intake_ev.clear()
                 await self._intake_ev.wait()
                 continue
-            env = self._intake.pop(0)
+            env = self._intake.get()
             self.activity += 1
             v = self.verifier.check(env)
             del env
@@ -157,10 +154,7 @@ class Terminal:
         self.stats[key] = self.stats.get(key, 0) + 1
         r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
         self.log("receipt", alert=v.id, status=status, reason=reason)
-        if len(self._receipts) >= RECEIPTS_MAX:
-            self._receipts.pop(0)
-            self.dropped += 1
-        self._receipts.append(json.dumps(r))
+        self._receipts.put(json.dumps(r))
         self._receipts_ev.set()
         if status == "playing":
             board.led("alert")
@@ -169,10 +163,7 @@ class Terminal:
 
     def send_event(self, ev):
         """A JSON event (fault, …) on the same bounded queue as the receipts."""
-        if len(self._receipts) >= RECEIPTS_MAX:
-            self._receipts.pop(0)
-            self.dropped += 1
-        self._receipts.append(json.dumps(ev))
+        self._receipts.put(json.dumps(ev))
         self._receipts_ev.set()
 
     def apply_profile(self):
@@ -191,12 +182,12 @@ class Terminal:
     async def _receipt_task(self):
         topic = "eb/dev/%s/event" % self.id
         while True:
-            if not self._receipts:
+            if not len(self._receipts):
                 self._receipts_ev.clear()
                 await self._receipts_ev.wait()
                 continue
             # the MQTT client queues QoS 1 messages itself while offline (bounded)
-            await self.mqtt.publish(topic, self._receipts.pop(0).encode(), 1)
+            await self.mqtt.publish(topic, self._receipts.get().encode(), 1)
 
     async def _link_task(self):
         while True:
@@ -233,14 +224,15 @@ class Terminal:
         adc_last = None
         while True:
             await asyncio.sleep_ms(IDLE_CHECK_MS)
-            if self.arbiter.current is None and not self._intake and not self._receipts \
+            if self.arbiter.current is None and not len(self._intake) and not len(self._receipts) \
                     and self.activity != seen_activity:
                 seen_activity = self.activity
                 gc.collect()
                 self.log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(),
                          seen=len(self.verifier.seen), envelopes=self.activity)
                 m = self.modem
-                self.log("counts", receipts=self.stats, dropped=self.dropped,
+                self.log("counts", receipts=self.stats,
+                         dropped=self._intake.dropped + self._receipts.dropped,
                          queued_dropped=self.mqtt.dropped, link=self.link.path,
                          switches=self.link.switches,
                          g4_in=m.bytes_in if m else 0, g4_out=m.bytes_out if m else 0)
