@@ -2,10 +2,10 @@
 import json
 
 import b64
+import region
 from fsutil import note_damage, parse_json, read_bounded, read_bytes, write_atomic
 from limits import MAX_ID, MAX_KID, MAX_SCOPE, MAX_USES
 from micropython import const
-import region
 
 PATH = "config.json"
 BACKUP = "config.bak"  # the last copy that loaded and validated
@@ -162,14 +162,14 @@ def validate(cfg, problems=None):
         if m.get(k) is not None and not isinstance(m[k], str):
             raise ConfigError("mqtt " + k)
     _check_tls(m)
-    for k in DEFAULTS:
+    for k, default in DEFAULTS.items():
         if k not in cfg:
-            cfg[k] = DEFAULTS[k]
+            cfg[k] = default
         elif _optional_problem(k, cfg[k]) is not None:
             if problems is None:
                 raise ConfigError(k)
             problems.append(k)
-            cfg[k] = DEFAULTS[k]
+            cfg[k] = default
     return cfg
 
 

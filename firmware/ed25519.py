@@ -15,6 +15,7 @@
 # does not require it); the trust anchors are configured, not attacker-chosen.
 
 from array import array
+
 from micropython import const
 from sha512 import SHA512
 

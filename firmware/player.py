@@ -2,9 +2,8 @@
 import asyncio
 import gc
 
-from micropython import const
-
 from clip import ClipError
+from micropython import const
 from tones import TONES, play_tone
 
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20

@@ -5,8 +5,9 @@
 # the bytecode per round short. Blocks are read with struct straight from the
 # caller's buffer, so there is no per-byte work in Python.
 
-from micropython import const
 import struct
+
+from micropython import const
 
 _BLOCK = const(128)
 _M64 = const(0xFFFFFFFFFFFFFFFF)

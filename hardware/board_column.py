@@ -9,6 +9,6 @@ import board_horn as _h
 #   0.5 V per A, so 2 mA per mV at the ADC.
 _h._LINE_MA_PER_MV.update({"num": 2, "den": 1})
 
-from board_horn import *  # noqa: E402,F403  (the API; pins and scales above are already set)
+from board_horn import *  # the API; pins and scales above are already set
 
 NAME = "column"

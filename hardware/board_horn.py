@@ -178,7 +178,7 @@ async def _net_up():
     if _lan is None:
         # getattr: micropython-esp32-stubs 1.29 declares LAN twice, the last time without the
         # constructor and isconnected(); the ESP32 port takes these keywords (esp32 quickref, LAN).
-        _lan = getattr(network, "LAN")(
+        _lan = getattr(network, "LAN")(  # noqa: B009 (the stubs, see above)
             mdc=Pin(_P["eth_mdc"]),
             mdio=Pin(_P["eth_mdio"]),
             power=Pin(_P["eth_power"]),

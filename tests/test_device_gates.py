@@ -1,6 +1,7 @@
 """Device-code gates: scripts/check-device passes, and every board module offers the same API."""
 
 import ast
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -51,7 +52,34 @@ def test_check_device_passes():
         timeout=600,
     )
     assert r.returncode == 0, f"scripts/check-device failed:\n{r.stdout}{r.stderr}"
-    for gate in ("compile: ok", "pyright: ok", "imports: ok"):
+    for gate in ("compile: ok", "pyright: ok", "imports: ok", "machine: ok"):
+        assert gate in r.stdout, r.stdout
+
+
+def _device_tree(dst: Path) -> Path:
+    """A copy of what scripts/check-device reads (the venv linked, not copied)."""
+    for d in ("firmware", "agent", "hardware", "typings"):
+        shutil.copytree(ROOT / d, dst / d, ignore=shutil.ignore_patterns("__pycache__"))
+    (dst / "scripts").mkdir()
+    shutil.copy2(ROOT / "scripts" / "check-device", dst / "scripts" / "check-device")
+    shutil.copy2(ROOT / "pyrightconfig.json", dst / "pyrightconfig.json")
+    (dst / ".venv").symlink_to(ROOT / ".venv")
+    return dst
+
+
+def test_check_device_fails_when_firmware_imports_machine(tmp_path):
+    # Only hardware/board_*.py may touch the hardware (ARCHITECTURE.md); a firmware module that
+    # reaches for machine itself would run on one board and crash on the emulator.
+    tree = _device_tree(tmp_path)
+    player = tree / "firmware" / "player.py"
+    player.write_text(player.read_text() + "\n\ndef _led():\n    from machine import Pin\n\n"
+                      "    return Pin(2)\n")
+    r = subprocess.run([str(tree / "scripts" / "check-device")], cwd=tree, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "machine: FAIL" in r.stdout, r.stdout
+    assert "firmware/player.py:" in r.stdout.split("machine: FAIL", 1)[1], r.stdout
+    for gate in ("compile: ok", "pyright: ok", "imports: ok"):  # only the new gate trips
         assert gate in r.stdout, r.stdout
 
 
