@@ -27,7 +27,6 @@ class ModemError(OSError):
         self.detail = detail
 
 
-
 class ATEngine:
     """The only reader of the module's UART and the one command in flight at a time: reply lines
     to the command, unsolicited result codes (URCs) to the links and listeners, raw CIPRXGET
@@ -378,4 +377,3 @@ def ints(line, prefix, n):
     if f is None:
         raise ModemError("garbled", line[:40])
     return f
-

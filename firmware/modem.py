@@ -263,7 +263,6 @@ class Modem(ATEngine):
             pass  # already closed by the peer, or the module went away: NETCLOSE clears it
 
 
-
 def _check_host(host, port):
     if not isinstance(host, str) or not 0 < len(host) <= _MAX_HOST:
         raise ModemError("bad_host")
@@ -272,7 +271,6 @@ def _check_host(host, port):
             raise ModemError("bad_host")  # it goes between quotes in the AT command
     if not isinstance(port, int) or not 0 < port < 65536:
         raise ModemError("bad_host", "port")
-
 
 
 def _cclk(line):
@@ -307,4 +305,3 @@ def _days(y, m, d):
     doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
     doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
     return era * 146097 + doe - 719468
-

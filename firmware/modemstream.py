@@ -136,4 +136,3 @@ class Stream:
         self._ev.set()
         if self._m._links[self.link] is not self:
             self._released.set()
-

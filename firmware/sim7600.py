@@ -46,4 +46,3 @@ class SIM7600:
         if line.endswith(b" 10") or b"SIM not inserted" in line:
             return "no_sim"
         return "error"
-
