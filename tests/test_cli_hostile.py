@@ -2,7 +2,7 @@
 file that cannot be used, and a stdout nobody reads (`cx fleet report | head -1`). Each ends in
 one line on stderr (none for the closed stdout) and a non-zero exit, never a traceback.
 
-The commands come from the parser itself (tools.cx.commands), so a new one is covered the day it
+The commands come from the parser itself (cx.main.commands), so a new one is covered the day it
 is added: the unknown flag and the closed stdout with `--help` need nothing; a command with a
 --dir/--out/--db option must say in PATHS how to hand it a bad one, or in SKIP_PATHS why not.
 All runs are subprocesses, started together on a few threads before the first check.
@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
+from cx.common import ExitCode
+from cx.main import build_parser, commands
 from tools.broker import Broker, free_port
-from tools.cx import EXIT_PIPE, build_parser, commands
 
 CX = str(Path(sys.executable).parent / "cx")
 ROOT = Path(__file__).resolve().parent.parent
@@ -273,7 +274,7 @@ def test_a_folder_or_file_that_cannot_be_used_is_one_line_naming_it(results, nam
 def test_a_closed_stdout_ends_quietly_with_its_own_exit_code(results, name: str) -> None:
     r = results[_closed_stdout_way(name), name, ""]
     assert "Traceback" not in r.stderr
-    assert (r.returncode, r.stderr) == (EXIT_PIPE, ""), (r.args, r.returncode, r.stderr)
+    assert (r.returncode, r.stderr) == (ExitCode.CLOSED_STDOUT, ""), (r.args, r.returncode, r.stderr)
 
 
 @pytest.mark.parametrize("value", SWEEPS)
@@ -297,7 +298,7 @@ def test_every_numeric_option_is_range_checked_by_the_one_helper() -> None:
     assert len(options) > 20  # the walk found them
     bare = [f"cx {name} {'/'.join(a.option_strings) or a.dest}" for name, a in options
             if a.type in (int, float)]
-    assert not bare, f"type=int/float instead of tools.cx.number(...): {bare}"
+    assert not bare, f"type=int/float instead of cx.common.number(...): {bare}"
 
 
 @pytest.mark.parametrize(("name", "option"),
