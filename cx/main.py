@@ -18,8 +18,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from cx import keys
 from cx.common import CliError, ExitCode, Parser
-from tools import alertcli, demo, flash, keys
+from tools import alertcli, demo, flash
 
 # Optional groups: (name, module exposing register(subparsers), help). Imported by name, so a
 # broken one never takes `cx keys` and `cx alert` down with it (its command says why instead).

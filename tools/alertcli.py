@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cx.keys import EPOCH
 from tools import alertstatus
 from tools.cx import (
     EXIT_FAILURE,
@@ -43,7 +44,7 @@ from tools.envelope import (
     sign_alert,
     topics_for,
 )
-from tools.keys import EPOCH, KeyFileError, load_keyfile
+from tools.keys import KeyFileError, load_keyfile
 from tools.mqttsession import (
     BadCredential,
     BrokerAuth,

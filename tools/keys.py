@@ -1,4 +1,4 @@
-"""Key files (roots and certified issuers) and the `cx keys` commands.
+"""Key files (roots and certified issuers): read, write, certify, describe (`cx keys`: cx/keys.py).
 
 Format: docs/keys-and-alerts.md. Files hold private seeds: written 0600, never
 overwritten unless the caller asks (--force).
@@ -6,10 +6,8 @@ overwritten unless the caller asks (--force).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,10 +16,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from tools.cx import EXIT_USAGE, CliError, number
 from tools.envelope import (
-    MAX_EPOCH,
-    MIN_EPOCH,
     KeyPair,
     b64d,
     b64e,
@@ -36,9 +31,6 @@ from tools.envelope import (
 
 NBF_BACKDATE = 300  # s: a fresh certificate is valid on terminals whose clock lags (cf. rule 9)
 DAY = 86400
-MAX_DAYS = 36500  # --days: a century is already no expiry; more is a typo
-EPOCH = number(int, MIN_EPOCH, MAX_EPOCH)
-"""--nbf, --exp, --issued, --now: epoch seconds a terminal accepts (firmware/limits.py)."""
 
 
 class KeyFileError(ValueError):
@@ -161,88 +153,11 @@ def new_issuer(root: KeyPair, kid: str, scope: list[str], use: list[str],
     return kp
 
 
-def _csv(text: str) -> list[str]:
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def _fmt_time(t: int | None) -> str:
+def fmt_time(t: int | None) -> str:
+    """An epoch time for people: UTC, then the epoch seconds in brackets; "-" for none."""
     if t is None:
         return "-"
     return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(t)) + f" ({t})"
-
-
-def _usage(fn: Any, *a: Any) -> Any:
-    try:
-        return fn(*a)
-    except ValueError as e:
-        raise CliError(str(e), EXIT_USAGE) from None
-
-
-def _load(path: str) -> KeyPair:
-    try:
-        return load_keyfile(path)
-    except KeyFileError as e:
-        raise CliError(str(e)) from None
-
-
-def _save(path: str, kp: KeyPair, force: bool) -> None:
-    try:
-        save_keyfile(path, kp, force=force)
-    except KeyFileError as e:
-        raise CliError(str(e)) from None
-
-
-# --- cx keys --------------------------------------------------------------------------
-
-
-def cmd_root(args: argparse.Namespace) -> int:
-    kid = _usage(check_kid, args.kid)
-    scope = _usage(check_scope, _csv(args.scope))
-    use = _usage(check_use, _csv(args.use))
-    kp = KeyPair.generate("root", kid, scope, use)
-    _save(args.out, kp, args.force)
-    print(f"root {kp.kid}: scope {','.join(kp.scope)}, use {','.join(kp.use)} -> {args.out}")
-    return 0
-
-
-def cmd_issuer(args: argparse.Namespace) -> int:
-    kid = _usage(check_kid, args.kid)
-    scope = _usage(check_scope, _csv(args.scope))
-    use = _usage(check_use, _csv(args.use))
-    if args.days is not None and args.exp is not None:
-        raise CliError("give --days or --exp, not both", EXIT_USAGE)
-    now = int(time.time())
-    nbf = args.nbf if args.nbf is not None else now - NBF_BACKDATE
-    exp = args.exp if args.exp is not None else nbf + (args.days or 365) * DAY
-    root = _load(args.root)
-    kp = _usage(new_issuer, root, kid, scope, use, nbf, exp)
-    _save(args.out, kp, args.force)
-    print(f"issuer {kp.kid}: scope {','.join(kp.scope)}, use {','.join(kp.use)}, "
-          f"certified by {root.kid}, valid {_fmt_time(nbf)} .. {_fmt_time(exp)} -> {args.out}")
-    return 0
-
-
-def cmd_anchors(args: argparse.Namespace) -> int:
-    anchors: dict[str, dict[str, Any]] = {}
-    for path in args.roots:
-        kp = _load(path)
-        if kp.kind != "root":
-            raise CliError(f"{path} is an issuer key; trust anchors come from root keys",
-                           EXIT_USAGE)
-        prev = anchors.get(kp.kid)
-        if prev is not None and prev["pub"] != kp.pub_b64:
-            raise CliError(f"two different roots share kid {kp.kid}")
-        anchors[kp.kid] = kp.anchor()
-    text = json.dumps(list(anchors.values()), indent=2) + "\n"
-    if args.out:
-        try:
-            write_private(args.out, text, force=args.force, mode=0o644)
-        except KeyFileError as e:
-            raise CliError(str(e)) from None
-        print(f"{len(anchors)} trust anchor(s) -> {args.out}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
 
 
 def describe(kp: KeyPair, now: int | None = None) -> list[str]:
@@ -261,7 +176,7 @@ def describe(kp: KeyPair, now: int | None = None) -> list[str]:
         return lines
     if kp.nbf is not None and kp.exp is not None:
         state = ("not yet valid" if now < kp.nbf else "expired" if now >= kp.exp else "valid")
-        lines.append(f"valid:   {_fmt_time(kp.nbf)} .. {_fmt_time(kp.exp)}: {state}")
+        lines.append(f"valid:   {fmt_time(kp.nbf)} .. {fmt_time(kp.exp)}: {state}")
     if kp.crt:
         try:
             hdr, body, _ = decode_jws(kp.crt)
@@ -272,53 +187,3 @@ def describe(kp: KeyPair, now: int | None = None) -> list[str]:
         except ValueError as e:
             lines.append(f"cert:    unreadable ({e})")
     return lines
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    kp = _load(args.file)
-    if args.json:
-        doc = keypair_to_json(kp)
-        doc.pop("priv", None)
-        print(json.dumps(doc, indent=2))
-    else:
-        print("\n".join(describe(kp)))
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    keys = subparsers.add_parser("keys", help="make and inspect root and issuer keys")
-    sub = keys.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("root", help="make a root key (trust anchor)")
-    p.add_argument("--kid", required=True, help="key id, e.g. prov-34-root-2026")
-    p.add_argument("--scope", required=True, help="region prefixes, comma-separated: 34[,35]")
-    p.add_argument("--use", default="alert", help="alert[,ota] (default alert)")
-    p.add_argument("--out", required=True, help="key file to write (0600)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.set_defaults(func=cmd_root)
-
-    p = sub.add_parser("issuer", help="make an issuer key certified by a root")
-    p.add_argument("--kid", required=True, help="key id, e.g. cty-341122-2026")
-    p.add_argument("--root", required=True, help="root key file that certifies it")
-    p.add_argument("--scope", required=True, help="region prefixes within the root's scope")
-    p.add_argument("--use", default="alert", help="alert[,ota] (default alert)")
-    p.add_argument("--days", type=number(int, 1, MAX_DAYS),
-                   help=f"validity in days from --nbf, 1..{MAX_DAYS} (default 365)")
-    p.add_argument("--nbf", type=EPOCH, metavar="EPOCH",
-                   help="valid from, epoch s (default now - 5 min)")
-    p.add_argument("--exp", type=EPOCH, metavar="EPOCH",
-                   help="valid until, epoch s (instead of --days)")
-    p.add_argument("--out", required=True, help="key file to write (0600)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing file")
-    p.set_defaults(func=cmd_issuer)
-
-    p = sub.add_parser("anchors", help="print the trust anchors of root keys for a terminal config")
-    p.add_argument("roots", nargs="+", metavar="ROOTFILE")
-    p.add_argument("--out", help="write to this file instead of stdout")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
-    p.set_defaults(func=cmd_anchors)
-
-    p = sub.add_parser("show", help="summarize a key file (never the private key)")
-    p.add_argument("file", metavar="FILE")
-    p.add_argument("--json", action="store_true", help="public parts as JSON")
-    p.set_defaults(func=cmd_show)

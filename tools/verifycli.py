@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cx.keys import EPOCH
 from tools import firmware
 from tools.cx import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CliError, Parser
-from tools.keys import EPOCH
 
 TIMEOUT = 60.0  # s for the whole micropython run (a verify takes ~10 ms, start-up ~100 ms)
 READ_MAX = 65536  # bytes of envelope handed to the terminal; anything longer is too_large anyway
