@@ -26,7 +26,7 @@ from tools import alertcli, demo, flash
 # broken one never takes `cx keys` and `cx alert` down with it (its command says why instead).
 OPTIONAL_GROUPS = (
     ("emu", "tools.emu.cli", "run the firmware under the emulator"),
-    ("fleet", "fleet.cli", "fleet service administration"),
+    ("fleet", "cx.fleet", "fleet service administration"),
 )
 
 
@@ -49,8 +49,8 @@ def _not_available(name: str, why: str) -> Any:
     return handler
 
 
-def commands(parser: argparse.ArgumentParser,
-             path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+             ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
     """Every leaf command under `parser`, as (("fleet", "serve"), its parser), in order."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:

@@ -7,6 +7,7 @@
     │   └── UnknownAlarm        no alarm with that id
     ├── BrokerUnavailable       the MQTT broker cannot be reached or refused us
     ├── NotAuthorized           the broker refused the login, a subscription or a publish
+    ├── ProvisionError          provisioning input or output refused (fleet/provision.py)
     └── CommandError            a device command failed
         ├── CommandTimeout      no acknowledgement within the wait
         └── CommandRefused      the terminal acknowledged with ok: false
@@ -57,6 +58,12 @@ class BrokerUnavailable(FleetError, mqttsession.BrokerUnavailable):
 class NotAuthorized(FleetError, mqttsession.NotAuthorized):
     """The broker refused the login (wrong user or password, no credential) or, by its ACL, the
     subscription or the publish: fix the credential, retrying will not help (`cx` exit 4)."""
+
+
+class ProvisionError(FleetError):
+    """Provisioning input or output refused: a bad device id, region, profile or CSV line, trust
+    anchors or a CA certificate the terminal would refuse, a file that cannot be read or written.
+    One line that says what to fix (`cx` exit 1)."""
 
 
 class CommandError(FleetError):

@@ -1,5 +1,6 @@
-"""`cx fleet provision` and `cx fleet broker-config`: a terminal's identity, MQTT credential and
-config, and the Mosquitto password, ACL and listener files that hold the fleet to its topics.
+"""Provisioning, the library of `cx fleet provision` and `cx fleet broker-config` (cx/provision.py):
+a terminal's identity, MQTT credential and config, and the Mosquitto password, ACL and listener
+files that hold the fleet to its topics. Refusals raise `fleet.errors.ProvisionError`.
 
 Secrets: a device's plaintext password exists only in its own `DIR/<id>/config.json` (0600, it
 goes onto the terminal's flash). `DIR/credentials.json` (0600) keeps, per device, the Mosquitto
@@ -9,23 +10,26 @@ without the plaintexts. docs/provisioning.md is the admin's guide.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import fcntl
 import json
 import shutil
-import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 from fleet import brokercfg
 from fleet.brokercfg import BrokerConfigError, DeviceCred, Tls
-from fleet.errors import FleetError, StoreUnavailable
+from fleet.errors import ProvisionError
 from fleet.store import Store
 from tools import regions
+from tools.keys import KeyFileError
+from tools.keys import write_private as _write
 
 PROFILES = ("horn", "column")
 CREDENTIALS = "credentials.json"
@@ -35,9 +39,9 @@ DER, the one form the terminal's mbedTLS reads (firmware/config.py "tls")."""
 MAX_CSV_ERRORS = 5
 """Bad CSV lines listed before giving up (the rest are counted)."""
 
-
-class ProvisionError(FleetError):
-    """Provisioning input or output refused (one line, says what to fix)."""
+__all__ = ["CA_FILE", "CREDENTIALS", "PROFILES", "BrokerFiles", "Device", "ProvisionError",
+           "broker_config", "check_coverage", "check_device", "load_ca", "load_credentials",
+           "load_trust", "provision", "read_csv", "terminal_config", "write_private"]
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,6 @@ def load_trust(path: Path) -> list[dict[str, Any]]:
 
 def load_ca(path: Path) -> bytes:
     """The one CA certificate in `path` (PEM or DER) as DER, the form terminals read."""
-    from cryptography import x509
-
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -111,8 +113,6 @@ def load_ca(path: Path) -> bytes:
     if len(certs) != 1:
         raise ProvisionError(f"--tls-ca {path} holds {len(certs)} certificates: give the one "
                              f"CA that signed the broker's certificate (terminals trust only it)")
-    from cryptography.hazmat.primitives.serialization import Encoding
-
     return certs[0].public_bytes(Encoding.DER)
 
 
@@ -168,9 +168,6 @@ def read_csv(path: Path, default_profile: str) -> list[Device]:
 
 def write_private(path: Path, text: str, mode: int = 0o600) -> None:
     """Replace `path` atomically with a file created with `mode` (never briefly world-readable)."""
-    from tools.keys import KeyFileError
-    from tools.keys import write_private as _write
-
     try:
         _write(path, text, force=True, mode=mode)
     except (KeyFileError, OSError) as e:
@@ -350,145 +347,3 @@ def broker_config(creds_path: Path, confdir: Path, *,
         except (LookupError, OSError) as e:
             raise ProvisionError(f"cannot give {confdir} to user {broker_user!r}: {e}") from None
     return files
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-
-def _cli_error(e: FleetError) -> Exception:
-    from tools.cx import EXIT_FAILURE, EXIT_UNREACHABLE, CliError
-
-    return CliError(str(e), EXIT_UNREACHABLE if isinstance(e, StoreUnavailable) else EXIT_FAILURE)
-
-
-def _progress(done: int, total: int) -> None:
-    tty = sys.stderr.isatty()
-    if tty or done == total or done % 500 == 0:
-        end = "\n" if done == total or not tty else ""
-        print(f"\rprovisioning: {done}/{total}", end=end, file=sys.stderr, flush=True)
-
-
-def cmd_provision(args: argparse.Namespace) -> int:
-    from tools.cx import EXIT_USAGE, CliError, db_url, host_port
-
-    if (args.id is None) == (args.from_csv is None):
-        raise CliError("give either ID --region CODE or --from-csv FILE", EXIT_USAGE)
-    try:
-        if args.from_csv is not None:
-            if args.region:
-                raise CliError("--region goes in the CSV with --from-csv", EXIT_USAGE)
-            devices = read_csv(args.from_csv, args.profile)
-        else:
-            if not args.region:
-                raise CliError("give --region CODE (12 digits) for the device", EXIT_USAGE)
-            devices = [Device(args.id, args.region, args.profile)]
-            check_device(devices[0])
-        broker = host_port(args.broker)
-        trust = load_trust(args.trust)
-        tls_ca = load_ca(args.tls_ca) if args.tls_ca is not None else None
-        for d in devices:
-            check_coverage(trust, d)
-        store = Store.open(db_url(args), create=True)
-        try:
-            paths = provision(devices, trust=trust, broker=broker, out=args.out, store=store,
-                              force=args.force, tls_ca=tls_ca,
-                              progress=_progress if len(devices) > 1 else None)
-        finally:
-            store.close()
-    except FleetError as e:
-        raise _cli_error(e) from None
-    if len(paths) == 1:
-        print(f"{devices[0].id}: {paths[0]} (flash it: cx flash PORT --config {paths[0]})")
-    else:
-        print(f"{len(paths)} devices -> {args.out}/<id>/config.json")
-    print(f"credentials: {args.out / CREDENTIALS} (next: cx fleet broker-config --creds "
-          f"{args.out / CREDENTIALS} --out CONFDIR)")
-    return 0
-
-
-def cmd_broker_config(args: argparse.Namespace) -> int:
-    from tools.cx import EXIT_USAGE, CliError, host_port
-
-    if (args.tls_cert is None) != (args.tls_key is None):
-        raise CliError("--tls-cert and --tls-key go together", EXIT_USAGE)
-    if args.tls_ca and not args.tls_cert:
-        raise CliError("--tls-ca needs --tls-cert and --tls-key", EXIT_USAGE)
-    tls = Tls(args.tls_cert, args.tls_key, args.tls_ca) if args.tls_cert else None
-    if not args.port and tls is None:
-        raise CliError("--port 0 leaves terminals no listener: give --tls-cert/--tls-key",
-                       EXIT_USAGE)
-    try:
-        service = None if args.service_listen == "none" else \
-            host_port(args.service_listen, "--service-listen")
-        files = broker_config(args.creds, args.out, dispatcher=args.dispatcher_user,
-                              fleet=args.fleet_user, port=args.port or None, bind=args.bind,
-                              tls=tls, tls_port=args.tls_port, service=service,
-                              broker_user=args.broker_user)
-    except FleetError as e:
-        raise _cli_error(e) from None
-    print(f"{files.devices} devices + {args.dispatcher_user}, {args.fleet_user}: "
-          f"{files.passwd}, {files.acl}, {files.conf}")
-    for cred in files.new_service_creds:
-        print(f"new service credential: {cred} (0600; give it to that service only)")
-    print(f"use it: include {files.conf} from mosquitto.conf (or copy it into "
-          f"/etc/mosquitto/conf.d/), then restart mosquitto")
-    return 0
-
-
-def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `provision` and `broker-config` to the `cx fleet` subparsers."""
-    from tools.cx import DEFAULT_DB, number
-
-    p = sub.add_parser("provision", help="a terminal's id, MQTT credential and config",
-                       description="Register terminals, give each an MQTT credential and write "
-                                   "DIR/<id>/config.json for 'cx flash' or 'cx emu run'.")
-    p.add_argument("id", nargs="?", metavar="ID", help="device id: 1..64 of A-Z a-z 0-9 . _ : -")
-    p.add_argument("--region", metavar="CODE12", help="the terminal's 12-digit region code")
-    p.add_argument("--profile", choices=PROFILES, default="horn",
-                   help="amplifier profile (default horn; the CSV's third column wins)")
-    p.add_argument("--from-csv", type=Path, metavar="FILE",
-                   help="many devices: id,region[,profile] per line")
-    p.add_argument("--trust", type=Path, required=True, metavar="ANCHORS.json",
-                   help="trust anchors (cx keys anchors ROOT.json --out ANCHORS.json)")
-    p.add_argument("--broker", required=True, metavar="HOST:PORT",
-                   help="the broker terminals connect to (its TLS port with --tls-ca)")
-    p.add_argument("--tls-ca", type=Path, metavar="CA.pem",
-                   help="MQTT over TLS: the CA certificate (PEM or DER) that signed the "
-                        "broker's; written as DIR/<id>/ca.der. The broker certificate must name "
-                        "the --broker host")
-    p.add_argument("--db", metavar="URL", help="fleet database: a SQLite file or "
-                   f"postgresql://… (default $CX_FLEET_DB or ./{DEFAULT_DB})")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR",
-                   help="DIR/<id>/config.json and DIR/credentials.json")
-    p.add_argument("--force", action="store_true",
-                   help="re-provision existing devices (new passwords: reflash them)")
-    p.set_defaults(func=cmd_provision)
-
-    b = sub.add_parser("broker-config", help="Mosquitto password, ACL and listener files",
-                       description="Write CONFDIR/passwd, CONFDIR/acl and CONFDIR/mosquitto.conf "
-                                   "from the provisioning credentials; service credentials in "
-                                   "CONFDIR/<user>.cred (kept across runs).")
-    b.add_argument("--creds", type=Path, required=True, metavar="DIR/credentials.json")
-    b.add_argument("--out", type=Path, required=True, metavar="CONFDIR")
-    b.add_argument("--dispatcher-user", default=brokercfg.DEFAULT_DISPATCHER, metavar="NAME",
-                   help="the only user that may publish alerts (default dispatcher)")
-    b.add_argument("--fleet-user", default=brokercfg.DEFAULT_FLEET, metavar="NAME",
-                   help="the fleet service's user (default fleet)")
-    b.add_argument("--port", type=number(int, 0, 65535), default=brokercfg.DEFAULT_PORT,
-                   metavar="N",
-                   help="terminals' plain MQTT listener (default 1883; 0: none)")
-    b.add_argument("--bind", metavar="ADDR", help="address of the terminals' listeners "
-                                                 "(default all)")
-    b.add_argument("--tls-cert", metavar="PEM")
-    b.add_argument("--tls-key", metavar="PEM")
-    b.add_argument("--tls-ca", metavar="PEM", help="CA chain sent to clients")
-    b.add_argument("--tls-port", type=number(int, 1, 65535), default=brokercfg.DEFAULT_TLS_PORT,
-                   metavar="N",
-                   help="terminals' TLS listener when a certificate is given (default 8883)")
-    b.add_argument("--service-listen", default=brokercfg.DEFAULT_SERVICE_LISTEN,
-                   metavar="HOST:PORT", help="listener for the fleet service and dispatcher "
-                   f"(default {brokercfg.DEFAULT_SERVICE_LISTEN}; 'none' to leave it out)")
-    b.add_argument("--broker-user", metavar="USER",
-                   help="give CONFDIR, passwd and acl to this user (Mosquitto started as root "
-                        "reads them as 'mosquitto'); the .cred files stay yours")
-    b.set_defaults(func=cmd_broker_config)

@@ -274,7 +274,8 @@ def test_a_folder_or_file_that_cannot_be_used_is_one_line_naming_it(results, nam
 def test_a_closed_stdout_ends_quietly_with_its_own_exit_code(results, name: str) -> None:
     r = results[_closed_stdout_way(name), name, ""]
     assert "Traceback" not in r.stderr
-    assert (r.returncode, r.stderr) == (ExitCode.CLOSED_STDOUT, ""), (r.args, r.returncode, r.stderr)
+    assert (r.returncode, r.stderr) == (ExitCode.CLOSED_STDOUT, ""), \
+        (r.args, r.returncode, r.stderr)
 
 
 @pytest.mark.parametrize("value", SWEEPS)

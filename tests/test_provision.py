@@ -13,10 +13,10 @@ import pytest
 from conftest import ROOT, run_mpy
 from tlscerts import Ca
 
+from cx.common import CliError, Parser
+from cx.provision import register_into
 from fleet.brokercfg import check_password
-from fleet.provision import register_into
 from fleet.store import Store
-from tools.cx import CliError, Parser
 
 TRUST = [{"kid": "r1", "pub": "R1Ba8kBsDWKG2ddpbQmMpdaji2h_UN7JlNFBNODxQYw", "scope": ["34"],
           "use": ["alert"]}]

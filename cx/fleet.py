@@ -1,6 +1,7 @@
 """`cx fleet …`: parse, call the fleet library, print (tables for people, --json for scripts).
+`cx fleet provision` and `cx fleet broker-config` are cx/provision.py's.
 
-Exit codes (tools/cx.py): 0 ok, 1 failure (unknown id, refused or unanswered command),
+Exit codes (cx.common.ExitCode): 0 ok, 1 failure (unknown id, refused or unanswered command),
 2 usage, 3 broker or database unreachable, 4 the broker refused the login or the command (not
 authorized), 141 stdout closed before everything was written.
 """
@@ -16,6 +17,21 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from cx import provision
+from cx.common import (
+    CliError,
+    ExitCode,
+    age,
+    broker_address,
+    db_option,
+    db_url,
+    db_url_if_any,
+    dump,
+    json_option,
+    number,
+    table,
+    when,
+)
 from fleet import retention
 from fleet.command import OPS, BrokerAuth, send_command
 from fleet.errors import (
@@ -28,18 +44,6 @@ from fleet.errors import (
 from fleet.model import Device
 from fleet.service import Service, default_instance
 from fleet.store import ON_4G_AFTER, Store
-from tools.cx import (
-    DEFAULT_DB,
-    EXIT_FAILURE,
-    EXIT_NOT_AUTHORIZED,
-    EXIT_UNREACHABLE,
-    EXIT_USAGE,
-    CliError,
-    db_url,
-    db_url_if_any,
-    host_port,
-    number,
-)
 from tools.mqttsession import BadCredential
 
 STATES = ("online", "offline", "new", "fault")
@@ -51,25 +55,18 @@ WAIT = number(float, 0, HOUR, lo_open=True)  # --wait of cx fleet cmd
 KEEP_DAYS = number(float, 0, MAX_KEEP_DAYS, lo_open=True, words={"forever": None, "never": None})
 
 
-def _host_port(text: str | None) -> tuple[str, int]:
-    text = text or os.environ.get("CX_BROKER")
-    if not text:
-        raise CliError("give --broker HOST:PORT (or set CX_BROKER)", EXIT_USAGE)
-    return host_port(text)
-
-
 def _auth(args: argparse.Namespace) -> BrokerAuth | None:
     try:
         return BrokerAuth.from_files(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
     except BadCredential as e:
-        raise CliError(str(e), EXIT_USAGE) from None
+        raise CliError(str(e), ExitCode.USAGE) from None
 
 
 def _fail(e: FleetError) -> CliError:
     if isinstance(e, NotAuthorized):
-        return CliError(str(e), EXIT_NOT_AUTHORIZED)
-    code = EXIT_UNREACHABLE if isinstance(e, (StoreUnavailable, BrokerUnavailable)) else \
-        EXIT_FAILURE
+        return CliError(str(e), ExitCode.NOT_AUTHORIZED)
+    code = ExitCode.UNREACHABLE if isinstance(e, (StoreUnavailable, BrokerUnavailable)) else \
+        ExitCode.FAILURE
     return CliError(str(e), code)
 
 
@@ -93,38 +90,6 @@ def _with_store(fn: Callable[[argparse.Namespace, Store], int]) -> Callable[...,
     return handler
 
 
-# ---------------------------------------------------------------------------------- printing
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
-    print("  ".join(h.upper().ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip())
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-
-
-def _age(t: float | None, now: float | None = None) -> str:
-    if t is None:
-        return "-"
-    s = int(max(0, (now or time.time()) - t))
-    if s < 120:
-        return f"{s}s"
-    if s < 7200:
-        return f"{s // 60}m"
-    if s < 172800:
-        return f"{s // 3600}h"
-    return f"{s // 86400}d"
-
-
-def _when(t: float | None) -> str:
-    return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _dump(obj: Any) -> None:
-    print(json.dumps(obj, ensure_ascii=False, indent=None))
-
-
 # ---------------------------------------------------------------------------------- commands
 
 
@@ -137,7 +102,7 @@ def _check_sqlite(args: argparse.Namespace) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    host, port = _host_port(args.broker)
+    host, port = broker_address(args.broker)
     _check_sqlite(args)
     stop = threading.Event()
 
@@ -159,18 +124,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _device_row(d: Device, now: float) -> list[Any]:
-    return [d.id, d.town, d.state, _age(d.state_since, now), d.version, d.link, d.line,
-            d.supply, _age(d.last_hb_at, now), ",".join(d.alarms) or None]
+    return [d.id, d.town, d.state, age(d.state_since, now), d.version, d.link, d.line,
+            d.supply, age(d.last_hb_at, now), ",".join(d.alarms) or None]
 
 
 @_with_store
 def cmd_devices(args: argparse.Namespace, store: Store) -> int:
     devices = store.devices(args.region, args.state)
     if args.json:
-        _dump([d.to_json() for d in devices])
+        dump([d.to_json() for d in devices])
         return 0
     now = time.time()
-    _table(("id", "town", "state", "since", "version", "link", "line", "supply", "last hb",
+    table(("id", "town", "state", "since", "version", "link", "line", "supply", "last hb",
             "alarms"), [_device_row(d, now) for d in devices])
     return 0
 
@@ -181,31 +146,31 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
     history = store.history(args.id, args.history)
     alarms = store.alarms(active=True, device=args.id)
     if args.json:
-        _dump({"device": d.to_json(), "history": history,
+        dump({"device": d.to_json(), "history": history,
                "alarms": [a.to_json() for a in alarms]})
         return 0
     now = time.time()
     for key, val in (("id", d.id), ("region", d.region), ("town", d.town),
                      ("profile", d.profile),
-                     ("state", f"{d.state} for {_age(d.state_since, now)}"
+                     ("state", f"{d.state} for {age(d.state_since, now)}"
                       + (f" ({d.state_reason})" if d.state_reason else "")),
                      ("firmware", d.version),
-                     ("link", f"{d.link or '-'} for {_age(d.link_since, now)}"),
+                     ("link", f"{d.link or '-'} for {age(d.link_since, now)}"),
                      ("line", d.line), ("supply", d.supply), ("clock", d.clock),
-                     ("heartbeat", f"every {d.hb_s or '-'} s, last {_age(d.last_hb_at, now)} ago"),
-                     ("first seen", _when(d.first_seen))):
+                     ("heartbeat", f"every {d.hb_s or '-'} s, last {age(d.last_hb_at, now)} ago"),
+                     ("first seen", when(d.first_seen))):
         print(f"{key:<11}{'-' if val is None else val}")
     if d.last_hb:
         print(f"{'last hb':<11}{json.dumps(d.last_hb, separators=(',', ':'))}")
     print()
     if alarms:
-        _table(("alarm", "kind", "state", "opened", "detail"),
-               [[a.id, a.kind, a.state, _when(a.opened_at), a.detail] for a in alarms])
+        table(("alarm", "kind", "state", "opened", "detail"),
+               [[a.id, a.kind, a.state, when(a.opened_at), a.detail] for a in alarms])
     else:
         print("no open alarms")
     print()
-    _table(("received", "t", "up", "link", "rssi", "line", "supply", "heap"),
-           [[_when(h["received_at"]), h.get("t"), h.get("up"), h.get("link"), h.get("rssi"),
+    table(("received", "t", "up", "link", "rssi", "line", "supply", "heap"),
+           [[when(h["received_at"]), h.get("t"), h.get("up"), h.get("link"), h.get("rssi"),
              h.get("line"), h.get("supply"), h.get("heap")] for h in history])
     return 0
 
@@ -214,11 +179,11 @@ def cmd_show(args: argparse.Namespace, store: Store) -> int:
 def cmd_alarms(args: argparse.Namespace, store: Store) -> int:
     alarms = store.alarms(active=args.open, device=args.device, kind=args.kind, limit=args.limit)
     if args.json:
-        _dump([a.to_json() for a in alarms])
+        dump([a.to_json() for a in alarms])
         return 0
-    _table(("id", "device", "kind", "state", "opened", "acked", "closed", "count", "detail"),
-           [[a.id, a.device, a.kind, a.state, _when(a.opened_at), _when(a.acked_at),
-             _when(a.closed_at), a.count, a.detail] for a in alarms])
+    table(("id", "device", "kind", "state", "opened", "acked", "closed", "count", "detail"),
+           [[a.id, a.device, a.kind, a.state, when(a.opened_at), when(a.acked_at),
+             when(a.closed_at), a.count, a.detail] for a in alarms])
     return 0
 
 
@@ -226,7 +191,7 @@ def cmd_alarms(args: argparse.Namespace, store: Store) -> int:
 def cmd_ack(args: argparse.Namespace, store: Store) -> int:
     a = store.ack_alarm(args.alarm)
     if args.json:
-        _dump(a.to_json())
+        dump(a.to_json())
     else:
         print(f"alarm {a.id} ({a.kind} on {a.device}): {a.state}")
     return 0
@@ -236,9 +201,9 @@ def cmd_ack(args: argparse.Namespace, store: Store) -> int:
 def cmd_report(args: argparse.Namespace, store: Store) -> int:
     rep = store.report(args.region)
     if args.json:
-        _dump(rep.to_json())
+        dump(rep.to_json())
         return 0
-    _table(("town", "terminals", "online", "offline", "faults", "on 4g", "firmware"),
+    table(("town", "terminals", "online", "offline", "faults", "on 4g", "firmware"),
            [[t.town, t.terminals, t.online, t.offline, t.faults, t.on_4g,
              " ".join(f"{v}:{n}" for v, n in t.versions.items())] for t in rep.towns])
     tot = [sum(getattr(t, f) for t in rep.towns)
@@ -247,8 +212,8 @@ def cmd_report(args: argparse.Namespace, store: Store) -> int:
           f"{tot[4]} on 4G")
     print()
     if rep.bad:
-        _table(("bad message", "device", "topic", "count", "last"),
-               [[b.kind, b.device or "-", b.topic or "-", b.count, _when(b.last_at)]
+        table(("bad message", "device", "topic", "count", "last"),
+               [[b.kind, b.device or "-", b.topic or "-", b.count, when(b.last_at)]
                 for b in rep.bad])
     else:
         print("no bad messages")
@@ -277,7 +242,7 @@ def _rule(days: float | None, now: float, text: str) -> str:
     """`text` with {cut} as the cutoff time, or "kept forever"."""
     if days is None:
         return "kept forever"
-    return text.format(cut=_when(now - days * retention.DAY))
+    return text.format(cut=when(now - days * retention.DAY))
 
 
 @_with_store
@@ -286,7 +251,7 @@ def cmd_prune(args: argparse.Namespace, store: Store) -> int:
     now = time.time()
     st = retention.prune(store, policy, now, dry_run=args.dry_run)
     if args.json:
-        _dump({"dry_run": st.dry_run, "now": now,
+        dump({"dry_run": st.dry_run, "now": now,
                "policy": {"alerts_days": policy.alerts_days, "alarms_days": policy.alarms_days,
                           "bad_days": policy.bad_days},
                "tables": st.tables(), "total": st.total})
@@ -299,7 +264,7 @@ def cmd_prune(args: argparse.Namespace, store: Store) -> int:
              "alarms": _rule(policy.alarms_days, now, "closed before {cut} (open and acked: "
                              "never)"),
              "bad_messages": _rule(policy.bad_days, now, "last counted before {cut}")}
-    _table(("table", "would delete" if st.dry_run else "deleted", "rule"),
+    table(("table", "would delete" if st.dry_run else "deleted", "rule"),
            [[t, n, rules[t]] for t, n in st.tables().items()])
     print(f"total: {st.total} rows" + (" would be deleted (dry run: nothing was)"
                                         if st.dry_run else " deleted"))
@@ -311,7 +276,7 @@ def _parse_args(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key:
-            raise CliError(f"command argument {pair!r} must be key=value", EXIT_USAGE)
+            raise CliError(f"command argument {pair!r} must be key=value", ExitCode.USAGE)
         try:
             out[key] = json.loads(raw)
         except ValueError:
@@ -320,7 +285,7 @@ def _parse_args(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_cmd(args: argparse.Namespace) -> int:
-    host, port = _host_port(args.broker)
+    host, port = broker_address(args.broker)
     cargs = _parse_args(args.args)
     if db_url_if_any(args) is not None:
         store = _open(args)
@@ -334,12 +299,12 @@ def cmd_cmd(args: argparse.Namespace) -> int:
         ack = send_command(host, port, args.id, args.op, cargs, wait=args.wait, auth=_auth(args))
     except CommandRefused as e:
         if args.json:
-            _dump(e.ack)
+            dump(e.ack)
         raise CliError(f"{args.id} refused {args.op}: {e.ack.get('error')}") from None
     except FleetError as e:
         raise _fail(e) from None
     if args.json:
-        _dump(ack)
+        dump(ack)
     else:
         result = ack.get("result")
         print(f"{args.id}: {args.op} ok" + (f" {json.dumps(result)}" if result is not None else ""))
@@ -350,17 +315,13 @@ def cmd_cmd(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", metavar="URL",
-                    help="fleet database: a SQLite file or postgresql://… "
-                         f"(default $CX_FLEET_DB or ./{DEFAULT_DB})")
+    db = db_option()
     mq = argparse.ArgumentParser(add_help=False)
     mq.add_argument("--broker", metavar="HOST:PORT", help="MQTT broker (default $CX_BROKER)")
     mq.add_argument("--cred", metavar="FILE", help="broker login, the fleet.cred written by "
                     "'cx fleet broker-config' (default $CX_FLEET_CRED)")
     mq.add_argument("--cafile", metavar="FILE", help="CA certificate: connect with TLS")
-    js = argparse.ArgumentParser(add_help=False)
-    js.add_argument("--json", action="store_true", help="print JSON for scripts")
+    js = json_option()
     keep = argparse.ArgumentParser(add_help=False)
     d = retention.DEFAULT
     for flag, default, what in (
@@ -443,10 +404,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="seconds to wait for the acknowledgement, at most 3600 (default 10)")
     s.set_defaults(func=cmd_cmd)
 
-    # Groups written alongside (provisioning and broker configuration): optional, and a broken
-    # one never takes the rest of `cx fleet` down.
-    try:
-        from fleet import provision
-    except Exception:
-        return
     provision.register_into(sub)
