@@ -18,9 +18,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from cx import keys
+from cx import alert, keys
 from cx.common import CliError, ExitCode, Parser
-from tools import alertcli, demo, flash
+from tools import demo, flash
 
 # Optional groups: (name, module exposing register(subparsers), help). Imported by name, so a
 # broken one never takes `cx keys` and `cx alert` down with it (its command says why instead).
@@ -66,7 +66,7 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 def build_parser() -> Parser:
     parser = Parser(prog="cx", description="cunxiang host tools")
     sub = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
-    for group in (keys, alertcli, demo, flash):
+    for group in (keys, alert, demo, flash):
         group.register(sub)
     for name, module, help_ in OPTIONAL_GROUPS:
         mod, why = _import_optional(module)

@@ -286,9 +286,9 @@ def test_a_sweep_interval_out_of_range_is_refused_before_serving(results, value:
 
 
 def _numeric_options() -> list[tuple[str, argparse.Action]]:
-    from tools import verifycli  # `cx alert verify` hands its arguments to its own parser
+    from cx import alert_verify  # `cx alert verify` hands its arguments to its own parser
 
-    parsers = {**LEAVES, "alert verify": verifycli.build_parser()}
+    parsers = {**LEAVES, "alert verify": alert_verify.build_parser()}
     return [(name, a) for name, p in parsers.items() for a in p._actions
             if a.type in (int, float) or getattr(a.type, "__qualname__", "") ==
             "number.<locals>.parse"]

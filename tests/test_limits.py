@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from tools import envelope as E
+from tools.alertverify import run_firmware
 from tools.envelope import KeyPair, b64e, json_bytes, make_alert_payload, sign_jws
 from tools.keys import new_issuer, save_keyfile
-from tools.verifycli import run_firmware
 
 CX = str(Path(sys.executable).parent / "cx")
 TERMINAL = "341122100201"

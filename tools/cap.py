@@ -4,19 +4,17 @@ The mapping is documented in docs/keys-and-alerts.md, "From CAP 1.2". A CAP that
 cannot be mapped faithfully raises CapError with the reason; nothing is guessed
 or silently rewritten, and no area is ever dropped: <info> blocks that are not
 translations of each other become alerts of their own (`<identifier>`,
-`<identifier>:2`, ...). Signing, the signer checks and publishing are those of
-`cx alert send` (tools.alertcli).
+`<identifier>:2`, ...). `cx alert from-cap` (cx/alert.py) signs, checks the signer and
+publishes as `cx alert send` does.
 """
 
 from __future__ import annotations
 
-import argparse
 import codecs
 import hashlib
 import http.client
 import re
 import struct
-import sys
 import time
 import urllib.parse
 import xml.etree.ElementTree as ET
@@ -25,8 +23,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tools.alertcli import TIMEOUT, add_broker_login, check_signer, destination, dispatch
-from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError
 from tools.envelope import (
     MAX_EVENT,
     MAX_EXPIRY,
@@ -37,9 +33,7 @@ from tools.envelope import (
     check_id,
     make_alert_payload,
     region_prefix,
-    sign_alert,
 )
-from tools.keys import KeyFileError, load_keyfile
 
 __all__ = [
     "CAP_NS",
@@ -47,13 +41,15 @@ __all__ = [
     "AudioResource",
     "CapAlert",
     "CapError",
+    "ClipFileError",
+    "check_times",
     "clip_for",
     "fetch_clip",
     "map_cap",
     "parse_cap",
     "part_id",
     "payload_for",
-    "register",
+    "resource_key",
 ]
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
@@ -85,6 +81,11 @@ T = TypeVar("T")
 
 class CapError(ValueError):
     """A CAP document that cannot be mapped faithfully; the message says why."""
+
+
+class ClipFileError(Exception):
+    """The local copy of an audio resource (--clip-file) cannot be read: not the CAP's fault,
+    so not a CapError."""
 
 
 @dataclass
@@ -562,7 +563,7 @@ def clip_for(res: AudioResource, clip_file: str | None = None,
         try:
             data = Path(clip_file).read_bytes()
         except OSError as e:
-            raise CliError(f"{clip_file}: {e.strerror or e}") from None
+            raise ClipFileError(f"{clip_file}: {e.strerror or e}") from None
         source = clip_file
     else:
         data = fetch_clip(url, timeout)
@@ -592,93 +593,20 @@ def payload_for(cap: CapAlert, clip: dict[str, Any] | None = None) -> dict[str, 
         raise CapError(f"maps to an invalid alert: {e}") from None
 
 
-# --- cx alert from-cap ----------------------------------------------------------------
+def check_times(caps: list[CapAlert], now: int) -> None:
+    """Refuse alerts every terminal would reject for their times at `now`: expired (alerts.md
+    §4 rule 10) or sent too far ahead (rule 9)."""
+    many = len(caps) > 1
+    for cap in caps:
+        which = f"alert {cap.identifier}: " if many else ""
+        if cap.expires <= now:
+            raise CapError(f"{which}expired at {_utc(cap.expires)} (now {_utc(now)}); "
+                           "terminals reject it (alerts.md §4 rule 10)")
+        if cap.issued > now + FUTURE_SKEW:
+            raise CapError(f"sent {_utc(cap.issued)} is more than {FUTURE_SKEW} s ahead of "
+                           f"now ({_utc(now)}); terminals reject it (alerts.md §4 rule 9)")
 
 
-def cmd_from_cap(args: argparse.Namespace) -> int:
-    broker = destination(args)
-    try:
-        with open(args.file, "rb") as f:
-            data = f.read(MAX_CAP_FILE + 1)
-    except OSError as e:
-        raise CliError(f"{args.file}: {e.strerror or e}") from None
-    try:
-        key = load_keyfile(args.key)
-    except KeyFileError as e:
-        raise CliError(str(e)) from None
-    now = int(time.time())
-    # Everything is mapped, checked, fetched and signed before the first alert is sent, so a
-    # refusal (exit 1) means that nothing was sent.
-    try:
-        caps = map_cap(data, key.scope)
-        many = len(caps) > 1
-        for cap in caps:
-            which = f"alert {cap.identifier}: " if many else ""
-            if cap.expires <= now:
-                raise CapError(f"{which}expired at {_utc(cap.expires)} (now {_utc(now)}); "
-                               "terminals reject it (alerts.md §4 rule 10)")
-            if cap.issued > now + FUTURE_SKEW:
-                raise CapError(f"sent {_utc(cap.issued)} is more than {FUTURE_SKEW} s ahead of "
-                               f"now ({_utc(now)}); terminals reject it (alerts.md §4 rule 9)")
-        resources = {_resource(c.audio): c.audio for c in caps if c.audio is not None}
-        if args.clip_file is not None and not resources:
-            raise CliError("--clip-file given, but the CAP has no audio resource to check it "
-                           "against", EXIT_USAGE)
-        if args.clip_file is not None and len(resources) > 1:
-            raise CliError(f"--clip-file stands for one audio resource, and the CAP has "
-                           f"{len(resources)}: " + ", ".join(str(r.uri) for r in
-                                                          resources.values()), EXIT_USAGE)
-        check_signer(key, [r for cap in caps for r in cap.regions], now)
-        clips = {k: clip_for(res, args.clip_file, args.timeout) for k, res in resources.items()}
-        payloads: list[dict[str, Any]] = []
-        for cap in caps:
-            try:
-                payload = payload_for(cap, clips[_resource(cap.audio)] if cap.audio else None)
-                sign_alert(key, payload)  # over 8192 bytes, say, before anything is sent
-            except ValueError as e:  # CapError too
-                raise CapError(f"alert {cap.identifier}: {e}" if many else str(e)) from None
-            payloads.append(payload)
-    except CapError as e:
-        raise CliError(f"{args.file}: {e}", EXIT_FAILURE) from None
-    done: list[str] = []
-    for payload in payloads:
-        try:
-            dispatch(args, key, payload, broker)
-        except CliError as e:
-            if done:
-                raise CliError(f"{e}; before it, {len(done)} of the {len(payloads)} alerts of "
-                               f"{args.file} went out ({', '.join(done)}); none after it was "
-                               "tried", e.code) from None
-            raise
-        done.append(payload["id"])
-    if many:  # stdout stays one line per alert; say on stderr why there are several
-        print(f"cx: {args.file} makes {len(caps)} alerts: "
-              + ", ".join(f"{c.identifier} ({c.origin})" for c in caps), file=sys.stderr)
-    return 0
-
-
-def _resource(res: AudioResource) -> tuple[str | None, int | None, str | None]:
+def resource_key(res: AudioResource) -> tuple[str | None, int | None, str | None]:
+    """What makes two audio resources the same clip: its uri, size and digest."""
     return res.uri, res.size, res.digest
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `from-cap` to the `cx alert` subparsers."""
-    p = sub.add_parser("from-cap", help="map an OASIS CAP 1.2 alert, sign it and publish it "
-                       "(or --print it)")
-    p.add_argument("file", metavar="FILE", help="the CAP 1.2 XML document")
-    p.add_argument("--key", required=True, metavar="KEYFILE", help="issuer (or root) key file")
-    p.add_argument("--clip-file", metavar="F", help="local copy of the CAP audio resource (checked against "
-                   "its <size> and <digest>) instead of fetching its uri")
-    p.add_argument("--timeout", type=TIMEOUT, default=FETCH_TIMEOUT, metavar="SECONDS",
-                   help=f"seconds for the broker and for fetching audio (default "
-                   f"{FETCH_TIMEOUT:g})")
-    p.add_argument("--json", action="store_true",
-                   help="print a JSON summary (one a line when the CAP makes several alerts)")
-    p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "
-                                "(default $CX_FLEET_DB, or ./fleet.sqlite when it exists)")
-    dest = p.add_mutually_exclusive_group(required=True)
-    dest.add_argument("--broker", metavar="HOST:PORT", help="publish QoS 1 to this broker")
-    dest.add_argument("--print", action="store_true",
-                      help="print the envelope (one a line), send nothing")
-    add_broker_login(p)
-    p.set_defaults(func=cmd_from_cap)

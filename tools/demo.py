@@ -102,10 +102,10 @@ def _cx(*argv: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from cx.alert import publish
+    from cx.alert_status import record  # what `cx alert send --db` does
     from fleet.sim import ServeProcess
     from fleet.store import Store
-    from tools.alertcli import publish
-    from tools.alertstatus import record  # what `cx alert send --db` does
     from tools.cx import EXIT_USAGE, CliError, folder
 
     base: Path = args.dir.resolve()

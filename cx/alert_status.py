@@ -1,5 +1,6 @@
 """`cx alert status ID`: did the warning sound everywhere it was sent? Per terminal, per town,
-and how fast (from the fleet store: the alert's record and the terminals' receipts)."""
+and how fast (from the fleet store: the alert's record and the terminals' receipts). Also
+`record`, what `cx alert send --db` and `cx demo` store of a published alert."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import time
 from collections import Counter
 from typing import Any
 
-from tools.cx import EXIT_FAILURE, EXIT_USAGE, CliError, db_url_if_any, number
+from cx.common import CliError, ExitCode, db_url_if_any, number
+from fleet.errors import FleetError
+from fleet.store import Store
 
 # A terminal's outcome is its most advanced receipt: done beats playing beats accepted.
 _ORDER = {"accepted": 1, "playing": 2, "preempted": 3, "done": 4, "cancelled": 4, "ignored": 5,
@@ -18,9 +21,6 @@ _ORDER = {"accepted": 1, "playing": 2, "preempted": 3, "done": 4, "cancelled": 4
 
 def record(url: str, alert_id: str, kid: str, regions: list[str], published_at: float) -> int:
     """Store what `cx alert send` published; returns how many registered terminals it targets."""
-    from fleet.errors import FleetError
-    from fleet.store import Store
-
     try:
         store = Store.open(url)
     except FleetError as e:
@@ -41,9 +41,6 @@ def _pct(xs: list[float], p: float) -> float | None:
 
 
 def status(url: str, alert_id: str, kid: str | None = None) -> dict[str, Any]:
-    from fleet.errors import FleetError
-    from fleet.store import Store
-
     try:
         store = Store.open(url, create=False)
     except FleetError as e:
@@ -117,7 +114,7 @@ def _show(s: dict[str, Any]) -> str:
 def cmd_status(args: argparse.Namespace) -> int:
     url = db_url_if_any(args)
     if url is None:
-        raise CliError("no fleet store: give --db URL or set CX_FLEET_DB", EXIT_USAGE)
+        raise CliError("no fleet store: give --db URL or set CX_FLEET_DB", ExitCode.USAGE)
     while True:
         s = status(url, args.id, args.kid)
         if args.json:
@@ -129,7 +126,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         if not args.watch:
             break
         time.sleep(args.interval)
-    return 0 if s["counts"].get("done", 0) == s["targets"] else EXIT_FAILURE
+    return 0 if s["counts"].get("done", 0) == s["targets"] else ExitCode.FAILURE
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

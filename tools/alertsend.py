@@ -1,0 +1,80 @@
+"""Sending an alert: refuse a signer every terminal would reject, publish the envelope QoS 1 to
+each of its topics and wait for every PUBACK (alerts.md §1, §6; `cx alert send`: cx/alert.py).
+
+Errors: `SignerError` (`OutOfScope` for a region outside the key's scope), `PublishRefused` for a
+broker that took the login but refused a topic, and tools/mqttsession.py's `SessionError` tree
+(`BrokerUnavailable`, `ConnectRefused`, `NotAuthorized`) for a broker that is not reached or
+refuses the login.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tools.envelope import KeyPair, decode_jws, region_prefix, scope_covers
+from tools.mqttsession import BrokerAuth, Session, not_authorized
+
+DEFAULT_TIMEOUT = 10.0  # s: connect + every PUBACK
+LOGIN_HINT = "check --cred (the dispatcher.cred of 'cx fleet broker-config')"
+
+
+class SignerError(ValueError):
+    """A key every terminal would refuse to believe: no private key, not for alerts, a bad,
+    foreign or expired certificate."""
+
+
+class OutOfScope(SignerError):
+    """A region the key may not alert (outside its scope)."""
+
+
+class PublishRefused(Exception):
+    """The broker took the login but refused the alert on some topics."""
+
+    def __init__(self, message: str, refused: list[tuple[str, Any]]) -> None:
+        super().__init__(message)
+        self.refused = refused
+        self.not_authorized = any(not_authorized(rc) for _, rc in refused)
+        """True when a refusal is "not authorized" (a credential problem, not a broker one)."""
+
+
+def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
+    """Refuse what every terminal would reject: out of scope, bad or expired certificate."""
+    if key.priv is None:
+        raise SignerError(f"key {key.kid} has no private key")
+    if "alert" not in key.use:
+        raise SignerError(f"key {key.kid} is not for alerts (use {','.join(key.use)})")
+    if key.kind == "issuer":
+        if not key.crt:
+            raise SignerError(f"issuer key {key.kid} has no certificate")
+        try:
+            _, body, _ = decode_jws(key.crt)
+            cert = json.loads(body)
+        except ValueError as e:
+            raise SignerError(f"certificate of {key.kid} is unreadable: {e}") from None
+        if cert.get("kid") != key.kid or cert.get("pub") != key.pub_b64:
+            raise SignerError(f"certificate of {key.kid} is for another key")
+        nbf, exp = cert.get("nbf", 0), cert.get("exp", 0)
+        if now < nbf:
+            raise SignerError(f"certificate of {key.kid} is not valid before {nbf} (now {now})")
+        if now >= exp:
+            raise SignerError(f"certificate of {key.kid} expired at {exp} (now {now})")
+    for r in regions:
+        if not scope_covers(key.scope, region_prefix(r)):
+            raise OutOfScope(f"region {r} lies outside key {key.kid}'s scope "
+                             f"{','.join(key.scope)}")
+
+
+def publish(envelope: str, topics: list[str], host: str, port: int,
+            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None) -> None:
+    """Publish QoS 1 to every topic and wait for each PUBACK (tools/mqttsession.py). Raises the
+    session's errors when the broker is not reached or refuses the login, PublishRefused when it
+    refuses a topic."""
+    with Session(host, port, auth, name="cx-alert", timeout=timeout, login_hint=LOGIN_HINT) as s:
+        refused = s.publish(topics, envelope)
+    if refused:
+        sent = len(topics) - len(refused)
+        raise PublishRefused(f"broker {s.where} refused the alert on "
+                             f"{', '.join(t for t, _ in refused)}: {refused[0][1]} ({s.user}; "
+                             "only the dispatcher credential may publish alerts)"
+                             + (f"; {sent} other topic(s) were sent" if sent else ""), refused)
