@@ -9,44 +9,21 @@ from __future__ import annotations
 
 import argparse
 import errno
-import importlib
 import os
 import select
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from cx import alert, keys
+from cx import alert, fleet, keys
 from cx.common import CliError, ExitCode, Parser
 from tools import demo, flash
+from tools.emu import cli as emu_cli
 
-# Optional groups: (name, module exposing register(subparsers), help). Imported by name, so a
-# broken one never takes `cx keys` and `cx alert` down with it (its command says why instead).
-OPTIONAL_GROUPS = (
-    ("emu", "tools.emu.cli", "run the firmware under the emulator"),
-    ("fleet", "cx.fleet", "fleet service administration"),
-)
-
-
-def _import_optional(module: str) -> tuple[Any | None, str]:
-    """(module, "") when importable; (None, why) when absent or broken."""
-    try:
-        return importlib.import_module(module), ""
-    except ModuleNotFoundError as e:
-        if e.name and module.startswith(e.name):
-            return None, "not available yet"
-        return None, f"cannot load ({e})"
-    except Exception as e:
-        return None, f"cannot load ({type(e).__name__}: {e})"
-
-
-def _not_available(name: str, why: str) -> Any:
-    def handler(args: argparse.Namespace) -> int:
-        raise CliError(f"'cx {name}': {why}", ExitCode.USAGE)
-
-    return handler
+GROUPS = (keys, alert, demo, flash, emu_cli, fleet)
+"""Every group, in the order `cx --help` lists them. All are imported as any module is: each
+ships with the others, so a broken one is a bug the tests catch, not a state to run in."""
 
 
 def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
@@ -66,15 +43,8 @@ def commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
 def build_parser() -> Parser:
     parser = Parser(prog="cx", description="cunxiang host tools")
     sub = parser.add_subparsers(dest="group", metavar="GROUP", required=True)
-    for group in (keys, alert, demo, flash):
+    for group in GROUPS:
         group.register(sub)
-    for name, module, help_ in OPTIONAL_GROUPS:
-        mod, why = _import_optional(module)
-        if mod is not None:
-            mod.register(sub)
-        else:
-            p = sub.add_parser(name, help=f"{help_} ({why})", add_help=False)
-            p.set_defaults(func=_not_available(name, why), accepts_extra=True)
     for _, leaf in commands(parser):
         leaf.set_defaults(cx_prog=leaf.prog)  # for the unrecognized-arguments error of main
     return parser
