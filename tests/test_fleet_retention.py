@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
+from cx.main import main as cx
 from fleet.ingest import parse
 from fleet.sim import heartbeat
 from fleet.store import Store, retention
-from tools.cx import main as cx
 
 A, B, C = "T341122100201-01", "T341122100202-01", "T341122200101-01"
 DAY = 86400.0
