@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from tools.mqttsession import BadCredential, BrokerAuth
+
 if TYPE_CHECKING:
     from _typeshed import SupportsWrite
 
@@ -142,6 +144,16 @@ def broker_address(text: str | None) -> tuple[str, int]:
     if not text:
         raise CliError(f"give --broker HOST:PORT (or set {BROKER_ENV})", ExitCode.USAGE)
     return host_port(text)
+
+
+def broker_login(cred: str | None, cafile: str | None) -> BrokerAuth | None:
+    """The broker login of --cred FILE (a `.cred` of `cx fleet broker-config`) and --cafile
+    (TLS); None when neither is given. A file that cannot be used is a usage error in one line,
+    found before anything is sent."""
+    try:
+        return BrokerAuth.from_files(cred, cafile)
+    except BadCredential as e:
+        raise CliError(str(e), ExitCode.USAGE) from None
 
 
 def folder(path: Path, option: str) -> Path:

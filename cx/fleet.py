@@ -23,6 +23,7 @@ from cx.common import (
     ExitCode,
     age,
     broker_address,
+    broker_login,
     db_option,
     db_url,
     db_url_if_any,
@@ -44,7 +45,6 @@ from fleet.errors import (
 from fleet.model import Device
 from fleet.service import Service, default_instance
 from fleet.store import ON_4G_AFTER, Store
-from tools.mqttsession import BadCredential
 
 STATES = ("online", "offline", "new", "fault")
 HOUR, DAY = 3600, 86400
@@ -56,10 +56,7 @@ KEEP_DAYS = number(float, 0, MAX_KEEP_DAYS, lo_open=True, words={"forever": None
 
 
 def _auth(args: argparse.Namespace) -> BrokerAuth | None:
-    try:
-        return BrokerAuth.from_files(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
-    except BadCredential as e:
-        raise CliError(str(e), ExitCode.USAGE) from None
+    return broker_login(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
 
 
 def _fail(e: FleetError) -> CliError:
