@@ -16,12 +16,11 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from cx import alert, fleet, keys
+from cx import alert, emu, flash, fleet, keys
 from cx.common import CliError, ExitCode, Parser
-from tools import demo, flash
-from tools.emu import cli as emu_cli
+from tools import demo
 
-GROUPS = (keys, alert, demo, flash, emu_cli, fleet)
+GROUPS = (keys, alert, demo, flash, emu, fleet)
 """Every group, in the order `cx --help` lists them. All are imported as any module is: each
 ships with the others, so a broken one is a bug the tests catch, not a state to run in."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rig import CX, Rig
 
-from tools.emu.cli import derive
+from cx.emu import derive
 from tools.emu.run import EmuError
 
 
@@ -179,7 +179,7 @@ def test_bad_run_flags_exit_nonzero_with_one_line(tmp_path: Path) -> None:
 
 
 def test_heap_sizes_parse_as_documented() -> None:
-    from tools.emu.cli import HEAP, heap_text
+    from cx.emu import HEAP, heap_text
 
     assert [heap_text(HEAP(x)) for x in ("96k", "128k", "1m", "1M")] == ["96k", "128k", "1m", "1m"]
     for bad in ("", "k", "0k", "-1m", "1g", "lots", "8k", "65m"):

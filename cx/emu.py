@@ -1,4 +1,4 @@
-"""`cx emu`: run emulated terminals and act on them (specs/emulator.md)."""
+"""`cx emu`: run emulated terminals and act on them (specs/emulator.md; the host: tools/emu/)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import threading
 from pathlib import Path
 
-from tools.cx import EXIT_USAGE, CliError, folder, number
+from cx.common import CliError, ExitCode, folder, number
 from tools.emu.run import DEFAULT_HEAP, EmuError, Terminal, control, flash, load_config
 
 KIB, MIB = 1024, 1024 * 1024
@@ -23,7 +23,7 @@ def heap_text(n: int) -> str:
     return f"{n // MIB}m" if n % MIB == 0 else f"{n // KIB}k" if n % KIB == 0 else str(n)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("emu", help="emulated terminals (the real firmware under MicroPython)")
     es = p.add_subparsers(dest="emu_cmd", metavar="{run,ctl,fleet}")
     es.required = True
@@ -76,7 +76,7 @@ def _unusable(d: Path, e: OSError) -> CliError:
     # a folder that exists but cannot hold a terminal: unwritable, or a socket path too long
     where = f" ({e.filename})" if e.filename and str(e.filename) != str(d) else ""
     return CliError(f"--dir {d}: cannot run a terminal there{where}: {e.strerror or e}; give a "
-                    "folder you can write, with a short path", EXIT_USAGE)
+                    "folder you can write, with a short path", ExitCode.USAGE)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -88,7 +88,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         term = Terminal(args.dir, heap)
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except OSError as e:
         raise _unusable(args.dir, e) from None
     print(f"emu: terminal {cfg['id']} in {args.dir} (heap {heap}); Ctrl-C stops it", flush=True)
@@ -100,15 +100,15 @@ def cmd_ctl(args: argparse.Namespace) -> int:
         print("cx: error: give a command: press [--long] | adc NAME VALUE | power-cut | "
               "link ip|4g down|up | modem signal|sim|reg|delay|garble|split|mute|status ... | "
               "status", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     try:
         reply = control(args.dir, args.command)
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     if reply.startswith("error:"):
         print(f"cx: {reply}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILURE
     print(reply)
     return 0
 
@@ -140,7 +140,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             terms.append(Terminal(d, heap, quiet=True))
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
-        return 2
+        return ExitCode.USAGE
     except OSError as e:
         raise _unusable(args.dir, e) from None
     print(f"emu: {args.count} terminals under {args.dir} (heap {heap}); Ctrl-C stops them",
