@@ -16,9 +16,8 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from cx import alert, emu, flash, fleet, keys
+from cx import alert, demo, emu, flash, fleet, keys
 from cx.common import CliError, ExitCode, Parser
-from tools import demo
 
 GROUPS = (keys, alert, demo, flash, emu, fleet)
 """Every group, in the order `cx --help` lists them. All are imported as any module is: each

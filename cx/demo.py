@@ -6,6 +6,7 @@ did and what the fleet service recorded (`cx alert status`, `cx fleet report`, a
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import shutil
 import subprocess
@@ -19,6 +20,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cx.alert import publish
+from cx.alert_status import record  # what `cx alert send --db` does
+from cx.common import CliError, ExitCode, folder
+from fleet.sim import ServeProcess
+from fleet.store import Store
 from tools.broker import Broker, BrokerError
 from tools.emu.run import Terminal, flash
 from tools.envelope import KeyPair, make_alert_payload, sign_alert, topics_for
@@ -102,12 +108,6 @@ def _cx(*argv: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cx.alert import publish
-    from cx.alert_status import record  # what `cx alert send --db` does
-    from fleet.sim import ServeProcess
-    from fleet.store import Store
-    from tools.cx import EXIT_USAGE, CliError, folder
-
     base: Path = args.dir.resolve()
     if base.is_dir():
         # Only a folder an earlier demo made (it holds the marker) is emptied: `--dir ~` must
@@ -117,11 +117,11 @@ def run(args: argparse.Namespace) -> int:
         if not made and any(base.iterdir()):
             raise CliError(f"--dir {args.dir} is a folder the demo did not make and it is not "
                            "empty: give a new or empty folder (the demo empties its folder on "
-                           "every run)", EXIT_USAGE)
+                           "every run)", ExitCode.USAGE)
         shutil.rmtree(base)
     elif base.exists():
         raise CliError(f"--dir {args.dir} is a file, not a folder: give a folder (recreated each "
-                       "run)", EXIT_USAGE)
+                       "run)", ExitCode.USAGE)
     folder(base, "--dir")
     (base / MARKER).write_text("made by cx demo; the next cx demo run empties this folder\n")
     print(f"cx demo: working in {base}")
@@ -181,7 +181,6 @@ def run(args: argparse.Namespace) -> int:
 
         forged_p = dict(p, id=p["id"] + "-forged", text="forged")
         h, _, s = sign_alert(county, forged_p).split(".")
-        import base64
         body = base64.urlsafe_b64encode(json.dumps(dict(forged_p, level=1, regions=["340000000000"])
                                                    ).encode()).rstrip(b"=").decode()
         print("\n2) someone replays the county's signature over a province-wide payload")
@@ -243,14 +242,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _receipts(db: Path, alert_id: str) -> int:
-    from fleet.store import Store
-
     store = Store.open(str(db))
     try:
         return len(store.receipts(alert_id))
     finally:
         store.close()
-
 
 
 def _seconds(wav: Path) -> float:
