@@ -1,7 +1,7 @@
 """`cx alert`: sign an alert with an issuer (or root) key and publish it (alerts.md §1, §6), or
 map a CAP 1.2 alert and send that (`from-cap`); `verify` and `status` live in cx/alert_verify.py
 and cx/alert_status.py. The libraries: tools/envelope.py signs, tools/alertsend.py checks the
-signer and publishes, tools/cap.py maps CAP.
+signer and publishes, tools/cap.py maps CAP and tools/capaudio.py its audio.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 from cx import alert_status, alert_verify
 from cx.common import CliError, ExitCode, db_url_if_any, host_port, number
 from cx.keys import EPOCH
-from tools import alertsend, cap
+from tools import alertsend, cap, capaudio
 from tools.alertsend import DEFAULT_TIMEOUT, OutOfScope, PublishRefused, SignerError
 from tools.envelope import (
     AUDIO_TONES,
@@ -233,9 +233,9 @@ def cmd_from_cap(args: argparse.Namespace) -> int:
                                                           resources.values()), ExitCode.USAGE)
         check_signer(key, [r for c in caps for r in c.regions], now)
         try:
-            clips = {k: cap.clip_for(res, args.clip_file, args.timeout)
+            clips = {k: capaudio.clip_for(res, args.clip_file, args.timeout)
                      for k, res in resources.items()}
-        except cap.ClipFileError as e:
+        except capaudio.ClipFileError as e:
             raise CliError(str(e)) from None
         payloads: list[dict[str, Any]] = []
         for c in caps:
@@ -272,9 +272,9 @@ def _register_from_cap(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--key", required=True, metavar="KEYFILE", help="issuer (or root) key file")
     p.add_argument("--clip-file", metavar="F", help="local copy of the CAP audio resource "
                    "(checked against its <size> and <digest>) instead of fetching its uri")
-    p.add_argument("--timeout", type=TIMEOUT, default=cap.FETCH_TIMEOUT, metavar="SECONDS",
+    p.add_argument("--timeout", type=TIMEOUT, default=capaudio.FETCH_TIMEOUT, metavar="SECONDS",
                    help=f"seconds for the broker and for fetching audio (default "
-                   f"{cap.FETCH_TIMEOUT:g})")
+                   f"{capaudio.FETCH_TIMEOUT:g})")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary (one a line when the CAP makes several alerts)")
     p.add_argument("--db", help="fleet store to record the alert in, for cx alert status "

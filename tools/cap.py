@@ -4,23 +4,19 @@ The mapping is documented in docs/keys-and-alerts.md, "From CAP 1.2". A CAP that
 cannot be mapped faithfully raises CapError with the reason; nothing is guessed
 or silently rewritten, and no area is ever dropped: <info> blocks that are not
 translations of each other become alerts of their own (`<identifier>`,
-`<identifier>:2`, ...). `cx alert from-cap` (cx/alert.py) signs, checks the signer and
-publishes as `cx alert send` does.
+`<identifier>:2`, ...). The audio of a CAP alert is fetched and checked by tools/capaudio.py;
+`cx alert from-cap` (cx/alert.py) signs, checks the signer and publishes as `cx alert send`
+does.
 """
 
 from __future__ import annotations
 
 import codecs
-import hashlib
-import http.client
 import re
-import struct
 import time
-import urllib.parse
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TypeVar
 
 from tools.envelope import (
@@ -41,10 +37,7 @@ __all__ = [
     "AudioResource",
     "CapAlert",
     "CapError",
-    "ClipFileError",
     "check_times",
-    "clip_for",
-    "fetch_clip",
     "map_cap",
     "parse_cap",
     "part_id",
@@ -54,11 +47,8 @@ __all__ = [
 
 CAP_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 MAX_CAP_FILE = 1 << 20  # bytes: a CAP alert is a few KB; anything this big is not one
-MAX_CLIP = 1 << 20  # bytes: firmware/clip.py MAX_CLIP, the most a terminal downloads
-MAX_CLIP_URL = 512  # chars: firmware/clip.py parse_url
 FUTURE_SKEW = 300  # s: alerts.md §4 rule 9, terminals reject issued > now + 300
 CANCEL_EXPIRY = 24 * 3600  # s: a cancel without any <expires> lives one day
-FETCH_TIMEOUT = 10.0  # s: connect plus the whole download
 # One CAP becomes at most MAX_PARTS alerts, with ids part_id(<identifier>, 1..MAX_PARTS); a
 # Cancel names every one of them, since terminals match refs exactly (firmware/arbiter.py).
 MAX_PARTS = 16
@@ -81,11 +71,6 @@ T = TypeVar("T")
 
 class CapError(ValueError):
     """A CAP document that cannot be mapped faithfully; the message says why."""
-
-
-class ClipFileError(Exception):
-    """The local copy of an audio resource (--clip-file) cannot be read: not the CAP's fault,
-    so not a CapError."""
 
 
 @dataclass
@@ -491,92 +476,6 @@ def _audio(info: ET.Element) -> AudioResource | None:
                              size=None if size_text is None else int(size_text),
                              digest=None if digest is None else digest.lower())
     return None
-
-
-# --- audio ----------------------------------------------------------------------------
-
-
-def fetch_clip(url: str, timeout: float = FETCH_TIMEOUT, limit: int = MAX_CLIP) -> bytes:
-    """GET an http:// URL (no redirects), at most `limit` bytes within `timeout` seconds."""
-    u = urllib.parse.urlsplit(url)
-    why = f"cannot fetch audio {url}"
-    if u.scheme != "http" or not u.hostname:
-        raise CapError(f"{why}: only http:// is fetched (give --clip-file)")
-    deadline = time.monotonic() + timeout
-    path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    try:
-        conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=timeout)
-    except ValueError as e:
-        raise CapError(f"{why}: {e}") from None
-    try:
-        conn.request("GET", path, headers={"User-Agent": "cx-alert-from-cap"})
-        resp = conn.getresponse()
-        if resp.status != 200:
-            raise CapError(f"{why}: HTTP {resp.status} {resp.reason} (give --clip-file)")
-        length = resp.getheader("Content-Length")
-        if length and length.isdigit() and int(length) > limit:
-            raise CapError(f"{why}: {length} bytes, over the {limit}-byte clip limit")
-        chunks: list[bytes] = []
-        got = 0
-        while chunk := resp.read(65536):
-            got += len(chunk)
-            if got > limit:
-                raise CapError(f"{why}: over the {limit}-byte clip limit")
-            if time.monotonic() > deadline:
-                raise CapError(f"{why}: not complete within {timeout:g} s")
-            chunks.append(chunk)
-    except (OSError, http.client.HTTPException) as e:
-        raise CapError(f"{why}: {e or type(e).__name__} (give --clip-file)") from None
-    finally:
-        conn.close()
-    return b"".join(chunks)
-
-
-def _wav_ok(data: bytes) -> bool:
-    """RIFF WAVE, PCM 16-bit mono: what firmware/clip.py plays (the rate is per terminal)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return False
-    pos = 12
-    while pos + 8 <= len(data):
-        cid, size = data[pos:pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
-        if cid == b"fmt ":
-            if size < 16 or pos + 24 > len(data):
-                return False
-            tag, channels, _rate, _, _, bits = struct.unpack_from("<HHIIHH", data, pos + 8)
-            return tag == 1 and channels == 1 and bits == 16
-        pos += 8 + size + (size & 1)
-    return False
-
-
-def clip_for(res: AudioResource, clip_file: str | None = None,
-             timeout: float = FETCH_TIMEOUT) -> dict[str, Any]:
-    """{url, sha256, bytes} of an audio resource, from the actual bytes (CAP's digest is SHA-1)."""
-    name = f"audio resource {res.desc!r}"
-    url = res.uri
-    if url is None:
-        raise CapError(f"{name} has no <uri> terminals could fetch")
-    if (not url.startswith("http://") or len(url) > MAX_CLIP_URL
-            or any(not 32 < ord(c) < 127 for c in url)):
-        raise CapError(f"{name}: terminals fetch clips from plain http:// URLs of at most "
-                       f"{MAX_CLIP_URL} printable ASCII chars, not {url!r}")
-    if clip_file is not None:
-        try:
-            data = Path(clip_file).read_bytes()
-        except OSError as e:
-            raise ClipFileError(f"{clip_file}: {e.strerror or e}") from None
-        source = clip_file
-    else:
-        data = fetch_clip(url, timeout)
-        source = url
-    if res.size is not None and len(data) != res.size:
-        raise CapError(f"{name}: {source} is {len(data)} bytes, <size> says {res.size}")
-    if res.digest is not None and hashlib.sha1(data).hexdigest() != res.digest:
-        raise CapError(f"{name}: the SHA-1 of {source} does not match <digest>")
-    if not data or len(data) > MAX_CLIP:
-        raise CapError(f"{name}: {len(data)} bytes; terminals take 1..{MAX_CLIP}")
-    if not _wav_ok(data):
-        raise CapError(f"{name}: {source} is not a WAV of 16-bit mono PCM, which terminals play")
-    return {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
 def payload_for(cap: CapAlert, clip: dict[str, Any] | None = None) -> dict[str, Any]:
