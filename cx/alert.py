@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from cx import alert_status, alert_verify
-from cx.common import CliError, ExitCode, db_url_if_any, host_port, number
+from cx.common import CliError, ExitCode, broker_login, db_url_if_any, host_port, number
 from cx.keys import EPOCH
 from tools import alertsend, cap, capaudio
 from tools.alertsend import DEFAULT_TIMEOUT, OutOfScope, PublishRefused, SignerError
@@ -36,7 +36,6 @@ from tools.envelope import (
 )
 from tools.keys import KeyFileError, load_keyfile
 from tools.mqttsession import (
-    BadCredential,
     BrokerAuth,
     BrokerUnavailable,
     ConnectRefused,
@@ -94,11 +93,7 @@ def destination(args: argparse.Namespace) -> Destination | None:
     if not args.broker:
         return None
     host, port = host_port(args.broker)
-    try:
-        auth = BrokerAuth.from_files(args.cred or os.environ.get(CRED_ENV) or None, args.cafile)
-    except BadCredential as e:
-        raise CliError(str(e), ExitCode.USAGE) from None
-    return host, port, auth
+    return host, port, broker_login(args.cred or os.environ.get(CRED_ENV) or None, args.cafile)
 
 
 def add_broker_login(p: argparse.ArgumentParser) -> None:
