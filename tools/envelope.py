@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
@@ -167,8 +168,6 @@ def decode_jws(token: str) -> tuple[dict[str, Any], bytes, bytes]:
 
 def verify_jws(pub: Ed25519PublicKey | bytes | str, token: str) -> bool:
     """True when the token's Ed25519 signature verifies under pub."""
-    from cryptography.exceptions import InvalidSignature
-
     key = pub if isinstance(pub, Ed25519PublicKey) else Ed25519PublicKey.from_public_bytes(
         pub_bytes(pub)
     )

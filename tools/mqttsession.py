@@ -1,6 +1,6 @@
 """One short MQTT 5 session of a host tool: connect (with a login and TLS when given), publish
 QoS 1 and wait for each PUBACK, wait for a reply on a topic; the broker's refusals as exceptions.
-Used by `cx alert send` (tools/alertcli.py) and by fleet commands (fleet/command.py).
+Used by `cx alert send` (tools/alertsend.py) and by fleet commands (fleet/command.py).
 
 MQTT 5, because only its PUBACK says "Not authorized": under 3.1.1 Mosquitto acknowledges a
 publish its ACL denies and drops it, so a wrong credential would look sent (decisions.md).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from tools import firmware, terminal_config, terminal_files
+from tools.emu.modem import ModemModel
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_HEAP = "1m"  # hardware/README.md: the reference board's heap, capped at 1 MB
@@ -137,8 +139,6 @@ class IpLine:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
-        import select
-
         up = None
         try:
             conn.settimeout(10)
@@ -204,8 +204,6 @@ class Terminal:
         self._bus_srv.listen(4)
         self.bus_port = self._bus_srv.getsockname()[1]
         self.ip = IpLine()
-        from tools.emu.modem import ModemModel
-
         self.modem = ModemModel(log_path=self.hw / "modem.log")  # the SIM7600 on the board
         self.modem.start()
         self._ctl_path = self.dir / "ctl.sock"
