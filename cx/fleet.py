@@ -33,7 +33,6 @@ from cx.common import (
     table,
     when,
 )
-from fleet import retention
 from fleet.command import OPS, BrokerAuth, send_command
 from fleet.errors import (
     BrokerUnavailable,
@@ -44,7 +43,7 @@ from fleet.errors import (
 )
 from fleet.model import Device
 from fleet.service import Service, default_instance
-from fleet.store import ON_4G_AFTER, Store
+from fleet.store import ON_4G_AFTER, Store, retention
 
 STATES = ("online", "offline", "new", "fault")
 HOUR, DAY = 3600, 86400

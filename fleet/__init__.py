@@ -2,7 +2,7 @@
 
 Public surface: `Store` (the database behind one interface, SQLite or PostgreSQL), `Service`
 (`cx fleet serve`), `send_command`, the records and enums of `fleet.model`, and the exception
-tree of `fleet.errors`. The CLI is `fleet.cli` (registered by tools/cx.py).
+tree of `fleet.errors`. The command line on top of it is `cx/fleet.py`.
 """
 
 from fleet.command import send_command
