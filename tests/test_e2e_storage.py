@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any
 
 import pytest
@@ -53,8 +54,6 @@ def wait_storage(rig: Rig, t: Term, files: set[str], start: int,
 
 def wait_backup(t: Term, aid: str, timeout: float = 30) -> None:
     # the backup copy of the seen store follows at the terminal's next quiet moment
-    import time
-
     deadline = time.monotonic() + timeout
     bak = t.dir / "flash" / "seen.bak"
     while aid not in (bak.read_text(errors="replace") if bak.exists() else ""):

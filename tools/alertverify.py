@@ -112,14 +112,6 @@ def run():
             pass
     return out
 
-
-try:
-    res = run()
-except Exception as e:  # MemoryError included: report it, never a bare traceback
-    res = {"error": repr(e)}
-f = open("result.json", "w")
-f.write(json.dumps(res))
-f.close()
 '''
 
 

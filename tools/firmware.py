@@ -56,15 +56,31 @@ def micropython_bin() -> str:
     return found
 
 
+# Every driver ends the same way: its run() result, or the error, as result.json.
+_EPILOGUE = """
+
+import json as _json
+
+try:
+    _res = run()
+except Exception as _e:  # MemoryError included: report it, never a bare traceback
+    _res = {"error": repr(_e)}
+_f = open("result.json", "w")
+_f.write(_json.dumps(_res))
+_f.close()
+"""
+
+
 def run(driver: str, files: dict[str, str | bytes], what: str = "the firmware",
         timeout: float = TIMEOUT) -> tuple[dict, str]:
-    """Run `driver` (MicroPython source) in a fresh temporary folder holding `files`, with
-    firmware/ on MICROPYPATH (after .frozen, as on the device); (its result.json, its stdout).
+    """Run `driver` (MicroPython source defining `run()` -> a JSON-able dict) in a fresh
+    temporary folder holding `files`, with firmware/ on MICROPYPATH (after .frozen, as on the
+    device); (what run() returned, its stdout).
     NoMicroPython when it cannot start, FirmwareError when it fails (`what` names it)."""
     mpy = micropython_bin()
     with tempfile.TemporaryDirectory(prefix="cx-firmware-") as tmp:
         d = Path(tmp)
-        (d / "driver.py").write_text(driver)
+        (d / "driver.py").write_text(driver + _EPILOGUE)
         for name, data in files.items():
             if isinstance(data, bytes):
                 (d / name).write_bytes(data)

@@ -32,14 +32,6 @@ def run():
         return {"reason": e.reason}
     return {"reason": None}
 
-
-try:
-    res = run()
-except Exception as e:  # MemoryError included: report it, never a bare traceback
-    res = {"error": repr(e)}
-f = open("result.json", "w")
-f.write(json.dumps(res))
-f.close()
 '''
 
 WHAT = {
