@@ -1,12 +1,13 @@
 # Fleet agent: heartbeats, health (speaker line, supply), fault events, commands (fleet-protocol.md).
 import asyncio
+import gc
 import json
-import random
 import time
 
 import board
 import config
 import fsutil
+from backoff import jitter
 from micropython import const
 from version import VERSION
 
@@ -25,23 +26,39 @@ SETTABLE = {
 
 
 class _Local:
-    """A self-test for the arbiter: below every alert and test, no receipts (on_status instead)."""
+    """A self-test for the arbiter: below every alert and test; its statuses go to `report`
+    (the agent), never out as receipts."""
 
-    def __init__(self, now, on_status):
+    def __init__(self, now, report):
         self.id = "selftest"
         self.kid = None
         self.scope = ["00"]
-        self.on_status = on_status
+        self.report = report
         self.payload = {"id": "selftest", "kind": "selftest", "level": 4, "issued": now,
                         "expires": now + 60, "audio": {"tone": "chime"},
                         "volume": SELFTEST_VOLUME, "repeat": 1}
 
 
 class Agent:
-    def __init__(self, term, cfg, log):
-        self.term = term
+    """Handed what it reads and drives, not the terminal: the MQTT client (publish, up), the link
+    (path), the clock, the amplifier (is_on), the arbiter (current, waiting, submit), the 4G
+    modem or None, the terminal's `counts` (status -> receipts) and `last_alert()`, `send_event`
+    (the receipts queue) and `applied(key)` (a setting changed: the terminal takes it up)."""
+
+    def __init__(self, cfg, log, *, mqtt, link, clock, amp, arbiter, modem, counts, last_alert,
+                 send_event, applied):
         self.cfg = cfg
         self.log = log
+        self.mqtt = mqtt
+        self.link = link
+        self.clock = clock
+        self.amp = amp
+        self.arbiter = arbiter
+        self.modem = modem
+        self.counts = counts
+        self.last_alert = last_alert
+        self.send_event = send_event
+        self.applied = applied
         self.id = cfg["id"]
         self.t0 = time.ticks_ms()
         self.line = "unknown"
@@ -56,35 +73,33 @@ class Agent:
     # --- heartbeat -----------------------------------------------------------------------
 
     def hb_interval(self):
-        return self.cfg["hb_4g_s"] if self.term.link.path == "4g" else self.cfg["hb_s"]
+        return self.cfg["hb_4g_s"] if self.link.path == "4g" else self.cfg["hb_s"]
 
     def heartbeat(self):
-        t = self.term
-        m = t.modem
-        import gc
-
+        m = self.modem
         return {
-            "id": self.id, "t": t.clock.now(), "v": VERSION,
+            "id": self.id, "t": self.clock.now(), "v": VERSION,
             "up": time.ticks_diff(time.ticks_ms(), self.t0) // 1000,
-            "reset": board.boot_cause(), "link": t.link.path,
+            "reset": board.boot_cause(), "link": self.link.path,
             "rssi": m.rssi if m else None,
             "g4": [m.bytes_in, m.bytes_out] if m else [0, 0],
-            "heap": gc.mem_free(), "clock": "synced" if t.clock.synced else "unsynced",
-            "amp": 1 if t.amp.is_on else 0, "line": self.line, "line_ma": self.line_ma,
-            "supply": self.supply, "supply_mv": self.supply_mv, "counts": t.stats,
-            "last_alert": t.last_alert, "hb_s": self.hb_interval(),
+            "heap": gc.mem_free(), "clock": "synced" if self.clock.synced else "unsynced",
+            "amp": 1 if self.amp.is_on else 0, "line": self.line, "line_ma": self.line_ma,
+            "supply": self.supply, "supply_mv": self.supply_mv, "counts": self.counts,
+            "last_alert": self.last_alert(), "hb_s": self.hb_interval(),
             "files": fsutil.damaged,
         }
 
     async def heartbeat_task(self):
         topic = "eb/dev/%s/hb" % self.id
-        link = self.term.link
+        link = self.link
         while True:
-            await self.term.mqtt.up.wait()
-            await self.term.mqtt.publish(topic, json.dumps(self.heartbeat()).encode(), 0)
+            await self.mqtt.up.wait()
+            await self.mqtt.publish(topic, json.dumps(self.heartbeat()).encode(), 0)
             sent = time.ticks_ms()
             path = link.path
-            due = _jitter(self.hb_interval() * 1000)
+            ms = self.hb_interval() * 1000
+            due = jitter(ms - ms // 10, ms // 5)  # ±10 %: 2,200 heartbeats do not come in step
             self._hb_now.clear()
             while not self._hb_now.is_set():
                 await asyncio.sleep_ms(500)
@@ -102,8 +117,8 @@ class Agent:
             return
         self.faults[name] = active
         self.log("fault_" + ("on" if active else "off"), fault=name, value=value)
-        ev = {"fault": name, "active": active, "value": value, "t": self.term.clock.now()}
-        self.term.send_event(ev)
+        ev = {"fault": name, "active": active, "value": value, "t": self.clock.now()}
+        self.send_event(ev)
 
     def _classify_line(self, ma):
         if ma < self.cfg["line_open_ma"]:
@@ -114,8 +129,7 @@ class Agent:
 
     def measure(self):
         """Read the supply always, the speaker line while audio drives it."""
-        t = self.term
-        if t.amp.is_on and t.arbiter.current is not None:
+        if self.amp.is_on and self.arbiter.current is not None:
             ma = board.adc("line_ma")
             self.line_ma = ma
             line = self._classify_line(ma)
@@ -133,7 +147,7 @@ class Agent:
             self._fault("mains_lost", supply != "mains", mv)
             self._fault("battery_low", supply == "low", mv)
             self._hb_now.set()
-        self._fault("clock_unsynced", not t.clock.synced)
+        self._fault("clock_unsynced", not self.clock.synced)
         self._report_damage()
 
     def _report_damage(self):
@@ -143,8 +157,8 @@ class Agent:
         while self._damage_sent < len(recs):
             name, reason, n = recs[self._damage_sent]
             self._damage_sent += 1
-            self.term.send_event({"fault": "storage", "active": True, "value": n, "file": name,
-                                  "reason": reason, "t": self.term.clock.now()})
+            self.send_event({"fault": "storage", "active": True, "value": n, "file": name,
+                             "reason": reason, "t": self.clock.now()})
             self._hb_now.set()
 
     async def health_task(self):
@@ -191,8 +205,8 @@ class Agent:
             await self._ack(cid, False, "internal", None)
 
     async def _ack(self, cid, ok, error, result):
-        a = {"cid": cid, "ok": ok, "error": error, "result": result, "t": self.term.clock.now()}
-        await self.term.mqtt.publish("eb/dev/%s/ack" % self.id, json.dumps(a).encode(), 1)
+        a = {"cid": cid, "ok": ok, "error": error, "result": result, "t": self.clock.now()}
+        await self.mqtt.publish("eb/dev/%s/ack" % self.id, json.dumps(a).encode(), 1)
 
     def _save(self, key, value):
         self.cfg[key] = value
@@ -212,7 +226,7 @@ class Agent:
         if p not in ("horn", "column"):
             raise CmdError("bad_args")
         self._save("profile", p)
-        self.term.apply_profile()
+        self.applied("profile")
         return {"profile": p}
 
     async def op_set(self, args):
@@ -222,7 +236,7 @@ class Agent:
             raise CmdError("bad_args")
         _check_int(value, spec[1], spec[2])
         self._save(key, value)
-        self.term.apply_settings()
+        self.applied(key)
         self._hb_now.set()
         return {key: value}
 
@@ -231,21 +245,21 @@ class Agent:
         return {"rebooting": True}
 
     async def op_selftest(self, args):
-        t = self.term
-        if t.arbiter.current is not None or t.arbiter.waiting or self._selftest is not None:
+        arb = self.arbiter
+        if arb.current is not None or arb.waiting or self._selftest is not None:
             raise CmdError("busy")
         done = asyncio.Event()
         outcome = []
         self._selftest = done
 
-        def on_status(status, reason):
+        def report(item, status, reason):
             if status in ("done", "cancelled", "preempted"):
                 outcome.append(status)
                 done.set()
 
         try:
             self.line = "unknown"
-            t.arbiter.submit(_Local(t.clock.now(), on_status))
+            arb.submit(_Local(self.clock.now(), report))
             await asyncio.wait_for_ms(done.wait(), 20000)
         except asyncio.TimeoutError:
             raise CmdError("timeout")
@@ -260,10 +274,6 @@ class CmdError(Exception):
     def __init__(self, reason):
         super().__init__(reason)
         self.reason = reason
-
-
-def _jitter(ms):
-    return ms + random.getrandbits(16) % (ms // 5 + 1) - ms // 10  # ±10 %
 
 
 def _check_int(v, lo, hi):

@@ -60,12 +60,13 @@ class Verdict:
         self.scope = scope  # the signer's scope prefixes
         self.hash = h
 
+    report = None  # the arbiter tells an alert's playing/done/... as receipts (see Arbiter._say)
+
 
 class Verifier:
     def __init__(self, anchors, my_region, seen, clock):
         # the config's "trust" list; only anchors with use "alert" count (§2)
         self.chain = trust.Chain(anchors, "alert", clock)
-        self._signer = self.chain.signer  # (pub, scope) by rules 4, 5; tools/alertverify.py uses it
         self.region = my_region
         self.seen = seen
         self.clock = clock

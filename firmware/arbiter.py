@@ -23,7 +23,7 @@ def rank(item):
 class Arbiter:
     def __init__(self, player, receipt, clock, log):
         self.player = player
-        self.receipt = receipt  # receipt(verdict_like, status, reason)
+        self.receipt = receipt  # receipt(item, status, reason): the terminal's receipts
         self.clock = clock
         self.log = log
         self.current = None
@@ -33,12 +33,16 @@ class Arbiter:
         self._wake = asyncio.Event()
         self._runner = asyncio.create_task(self._run())
 
+    def _say(self, item, status, reason):
+        # An item with its own `report` (a local self-test) is told there; the rest are receipts.
+        (item.report or self.receipt)(item, status, reason)
+
     def submit(self, item):
-        """An accepted alert or test (a Verdict with payload, kid, scope)."""
+        """An accepted alert or test: payload, id, kid, scope, and report (None: receipts)."""
         cur = self.current
         if cur is not None and rank(item) < rank(cur):
             self.log("preempt", alert=cur.id, by=item.id)
-            self.receipt(cur, "preempted", None)
+            self._say(cur, "preempted", None)
             self.resumable = cur
             self.current = None
             if self._task:
@@ -47,7 +51,7 @@ class Arbiter:
         self.waiting.sort(key=rank)
         while len(self.waiting) > MAX_WAITING:
             dropped = self.waiting.pop()
-            self.receipt(dropped, "cancelled", "queue_full")
+            self._say(dropped, "cancelled", "queue_full")
         self._wake.set()
 
     def cancel(self, c):
@@ -56,7 +60,7 @@ class Arbiter:
         for item in self._all():
             if item.id in refs and self._may_cancel(c, item):
                 self.log("cancel", alert=item.id, by=c.id)
-                self.receipt(item, "cancelled", None)
+                self._say(item, "cancelled", None)
                 if item is self.current:
                     self.current = None
                     if self._task:
@@ -94,13 +98,13 @@ class Arbiter:
             item = self.waiting.pop(0)
             if now < item.payload["expires"]:
                 return item
-            self.receipt(item, "cancelled", "expired")
+            self._say(item, "cancelled", "expired")
         item, self.resumable = self.resumable, None
         if item is not None:
             if now < item.payload["expires"]:
                 self.log("resume", alert=item.id)
                 return item
-            self.receipt(item, "cancelled", "expired")
+            self._say(item, "cancelled", "expired")
         return None
 
     async def _run(self):
@@ -121,11 +125,11 @@ class Arbiter:
 
     async def _play(self, item):
         def playing(reason):
-            self.receipt(item, "playing", reason)
+            self._say(item, "playing", reason)
 
         err = await self.player.play(item.payload, playing)
         if self.current is item:
-            self.receipt(item, "done", err)
+            self._say(item, "done", err)
 
     def deinit(self):
         self._runner.cancel()

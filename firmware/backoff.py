@@ -4,8 +4,8 @@ import random
 
 
 def jitter(ms, spread):
-    """ms plus a uniformly random 0..spread ms (spread below 2**20)."""
-    return ms + random.getrandbits(20) % (spread + 1)
+    """ms plus a random 0..spread ms (spread below 2**30: a small int on the ESP32 too)."""
+    return ms + random.getrandbits(30) % (spread + 1)
 
 
 class Backoff:

@@ -97,7 +97,10 @@ class Terminal:
         self.mqtt.subscribe(self._cmd_topic, 1)
         from agent import Agent
 
-        self.agent = Agent(self, cfg, log)
+        self.agent = Agent(cfg, log, mqtt=self.mqtt, link=self.link, clock=self.clock,
+                           amp=self.amp, arbiter=self.arbiter, modem=self.modem,
+                           counts=self.stats, last_alert=lambda: self.last_alert,
+                           send_event=self.send_event, applied=self.apply)
         self.mqtt.on_message = self._on_message
         self.mqtt.on_oversize = self._on_oversize
         self._Verdict = alert.Verdict
@@ -146,10 +149,6 @@ class Terminal:
     # --- receipts (alerts.md §6) ------------------------------------------------------------
 
     def receipt(self, v, status, reason):
-        local = getattr(v, "on_status", None)
-        if local is not None:  # a self-test: the agent is told, nothing is published
-            local(status, reason)
-            return
         key = status if reason is None else status + ":" + reason
         self.stats[key] = self.stats.get(key, 0) + 1
         r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
@@ -166,18 +165,20 @@ class Terminal:
         self._receipts.put(json.dumps(ev))
         self._receipts_ev.set()
 
-    def apply_profile(self):
-        import amp
+    def apply(self, key):
+        """A setting the agent changed in cfg (a fleet command): take it up now."""
+        c = self.cfg
+        if key == "profile":
+            import amp
 
-        warm, hold = amp.PROFILES[self.cfg["profile"]]
-        self.amp.warmup_ms = self.cfg["warmup_ms"] if self.cfg["warmup_ms"] is not None else warm
-        self.amp.hold_ms = self.cfg["hold_ms"] if self.cfg["hold_ms"] is not None else hold
-
-    def apply_settings(self):
-        c, lk = self.cfg, self.link
-        lk.hysteresis_ms = c["link_hysteresis_s"] * 1000
-        lk.probe_ms = c["ip_probe_ms"]
-        lk.set_keepalives(c["keepalive"], c["keepalive_4g"])
+            warm, hold = amp.PROFILES[c["profile"]]
+            self.amp.warmup_ms = c["warmup_ms"] if c["warmup_ms"] is not None else warm
+            self.amp.hold_ms = c["hold_ms"] if c["hold_ms"] is not None else hold
+        else:  # link timings and keep-alives (hb_s and volume are read where they are used)
+            lk = self.link
+            lk.hysteresis_ms = c["link_hysteresis_s"] * 1000
+            lk.probe_ms = c["ip_probe_ms"]
+            lk.set_keepalives(c["keepalive"], c["keepalive_4g"])
 
     async def _receipt_task(self):
         topic = "eb/dev/%s/event" % self.id

@@ -104,7 +104,7 @@ def run():
         # the signer is known: its scope, by the verifier's own code (rules 4, 5)
         try:
             hdr = part(env, 0)
-            out["scope"] = v._signer(d.kid, hdr.get("crt"))[1]
+            out["scope"] = v.chain.signer(d.kid, hdr.get("crt"))[1]
             if isinstance(regions, list):
                 out["outside"] = [r for r in regions if isinstance(r, str)
                                   and region.valid_code(r) and not region.within(r, out["scope"])]
