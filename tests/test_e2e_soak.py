@@ -22,7 +22,7 @@ SEEN_MAX = 256  # firmware/seen.py MAX_SEEN: accepted (kid, id) pairs remembered
 # are taken at the same fill; before that, growth is the store filling up, not a leak.
 WARMUP = 13 * BATCH
 EXPIRES_IN = 600  # s: no soak entry expires during the run, so the store stays full
-GROUP = 8  # envelopes in flight at once, below the terminal's intake bound (main.INTAKE_MAX 16)
+GROUP = 8  # envelopes in flight at once, below the terminal's intake bound (intake.INTAKE_MAX 16)
 # Growth allowed between the two readings. Both are taken at the same point (idle, after a full
 # gc.collect(), the seen store full), so the legitimate state is the same; what is left is
 # conservative-GC noise from a stale pointer or two (a few hundred bytes seen). A leak of one
