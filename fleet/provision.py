@@ -27,9 +27,10 @@ from fleet import brokercfg
 from fleet.brokercfg import BrokerConfigError, DeviceCred, Tls
 from fleet.errors import ProvisionError
 from fleet.store import Store
-from tools import regions
+from tools import firmware, regions
 from tools.keys import KeyFileError
 from tools.keys import write_private as _write
+from tools.terminal_config import check as terminal_check
 
 PROFILES = ("horn", "column")
 CREDENTIALS = "credentials.json"
@@ -65,22 +66,6 @@ def check_device(d: Device, where: str = "") -> None:
         raise ProvisionError(f"{at}bad profile {d.profile!r} for {d.id}: horn or column")
 
 
-def _check_anchor(a: Any, i: int) -> None:
-    # The same rules as firmware/config.py _check_anchor: a config the terminal refuses
-    # must never be written.
-    if not isinstance(a, dict):
-        raise ProvisionError(f"trust anchor {i} is not an object")
-    kid = a.get("kid")
-    if not isinstance(kid, str) or not 1 <= len(kid) <= 64:
-        raise ProvisionError(f"trust anchor {i}: kid must be 1..64 characters")
-    if not isinstance(a.get("pub"), str):
-        raise ProvisionError(f"trust anchor {kid}: pub must be a base64 string")
-    for k in ("scope", "use"):
-        v = a.get(k)
-        if not isinstance(v, list) or not v or not all(isinstance(x, str) for x in v):
-            raise ProvisionError(f"trust anchor {kid}: {k} must be a non-empty list of strings")
-
-
 def load_trust(path: Path) -> list[dict[str, Any]]:
     """The anchors of `cx keys anchors` (a JSON list), checked as the terminal will check them."""
     try:
@@ -92,9 +77,24 @@ def load_trust(path: Path) -> list[dict[str, Any]]:
     if not isinstance(doc, list) or not doc:
         raise ProvisionError(f"--trust {path} must be a non-empty JSON list of anchors "
                              f"('cx keys anchors ROOT.json --out {path}')")
-    for i, a in enumerate(doc):
-        _check_anchor(a, i)
+    _check_anchors(doc, path)
     return doc
+
+
+def _check_anchors(trust: list[Any], path: Path) -> None:
+    # Judged once per trust list by the terminal's own config check (firmware/config.py, under
+    # micropython) on a stand-in config: an anchor list a terminal refuses is never written out.
+    cfg = {"id": "provision-check", "region": "110000000000", "profile": "horn", "trust": trust,
+           "mqtt": {"host": "localhost", "port": 1883}}
+    try:
+        reason, problems = terminal_check(cfg)
+    except firmware.FirmwareError as e:
+        raise ProvisionError(f"cannot check --trust {path}: {e}") from None
+    if reason is None:
+        return
+    named = [p for p in problems if p.startswith("trust")]
+    raise ProvisionError(f"--trust {path}: a terminal would refuse "
+                         f"{', '.join(named) if named else reason} (use 'cx keys anchors')")
 
 
 def load_ca(path: Path) -> bytes:

@@ -116,6 +116,20 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(env: Any, argv: lis
     assert not env.out.exists()
 
 
+@pytest.mark.parametrize("anchor,named", [
+    ({"pub": "AAAA"}, "trust[0] pub"),  # 3 bytes, not a 32-byte key
+    ({"scope": ["3x"]}, "trust[0] scope"),
+    ({"use": []}, "trust[0] use"),
+    ({"kid": "k" * 65}, "trust[0] kid"),
+])
+def test_anchors_a_terminal_would_refuse_are_refused_by_the_terminals_check(
+        env: Any, anchor: dict[str, Any], named: str) -> None:
+    (env.tmp / "anchors.json").write_text(json.dumps([dict(TRUST[0], **anchor)]))
+    code, err = env.provision(DEV, "--region", "341122100201")
+    assert code != 0 and named in err and "a terminal would refuse" in err and "\n" not in err
+    assert not env.out.exists()
+
+
 def test_existing_device_needs_force_which_issues_a_new_credential(env: Any) -> None:
     assert env.provision(DEV, "--region", "341122100201")[0] == 0
     path = env.out / DEV / "config.json"
@@ -142,10 +156,10 @@ def test_bad_csv_lines_are_all_reported_and_nothing_is_written(env: Any) -> None
 
 
 def test_bad_trust_file_is_refused(env: Any) -> None:
-    (env.tmp / "anchors.json").write_text(json.dumps([{"kid": "r1", "pub": "x", "scope": [],
-                                                        "use": ["alert"]}]))
+    (env.tmp / "anchors.json").write_text(json.dumps([TRUST[0], dict(TRUST[0], scope=[])]))
     code, err = env.provision(DEV, "--region", "341122100201")
-    assert code == 1 and "scope must be a non-empty list" in err
+    assert code == 1 and "trust[1] scope" in err  # the second anchor: an empty scope
+    assert not env.out.exists()
 
 
 def test_broker_config_keeps_service_credentials_across_runs(env: Any) -> None:

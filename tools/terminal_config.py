@@ -29,8 +29,14 @@ def run():
     try:
         config.validate(cfg)  # no `problems` list: every damaged field is a refusal
     except config.ConfigError as e:
-        return {"reason": e.reason}
-    return {"reason": None}
+        # Which entries, named as a load from flash names them ("trust[1] pub"), for the message.
+        problems = []
+        try:
+            config.validate(fsutil.parse_json(data)[0], problems)
+        except config.ConfigError:
+            pass
+        return {"reason": e.reason, "problems": problems}
+    return {"reason": None, "problems": []}
 
 '''
 
@@ -45,13 +51,19 @@ WHAT = {
 region, trust pub, profile, volume …) name the field as they are."""
 
 
-def refusal(cfg: object) -> str | None:
-    """The ConfigError reason of firmware/config.py validate(cfg) (strict), None when the terminal
-    accepts it. firmware.NoMicroPython / FirmwareError when the check itself cannot run."""
+def check(cfg: object) -> tuple[str | None, list[str]]:
+    """(the ConfigError reason of firmware/config.py validate(cfg), strict, or None when the
+    terminal accepts it; the entries it names, e.g. "trust[1] pub"). firmware.NoMicroPython /
+    FirmwareError when the check itself cannot run."""
     res, _ = firmware.run(_DRIVER, {"config.json": json.dumps(cfg)},
                           "the terminal's config check")
     reason = res.get("reason")
-    return None if reason is None else str(reason)
+    return (None if reason is None else str(reason)), [str(x) for x in res.get("problems", [])]
+
+
+def refusal(cfg: object) -> str | None:
+    """The ConfigError reason of check(cfg), None when the terminal accepts it."""
+    return check(cfg)[0]
 
 
 def describe(reason: str) -> str:
