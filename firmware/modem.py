@@ -84,7 +84,8 @@ class Modem(ATEngine):
         self._links[i] = s
         p = self.profile
         try:
-            got = await self._cmd(p.open(i, host, port), None, p.OPEN, ms=max(self._tmo, _NET_MS))
+            cmd = p.open % (i, host, port)
+            got = await self._cmd(cmd, None, p.OPEN, ms=max(self._tmo, _NET_MS))
             f = ints(last(got, p.OPEN), p.OPEN, 2)
             if f[0] != i:
                 raise ModemError("garbled", "link")
@@ -139,7 +140,7 @@ class Modem(ATEngine):
                 raise ModemError("not_registered")
             await asyncio.sleep_ms(_REG_POLL_MS)
         self.state = "registered"
-        await self._retry(p.apn(self._apn))
+        await self._retry(p.apn % self._apn)
         got = await self._retry(p.net_query, p.NET)
         if ints(last(got, p.NET), p.NET, 1)[0]:
             try:  # left open by an earlier session: sockets of a dead past
@@ -232,7 +233,7 @@ class Modem(ATEngine):
         # One CIPRXGET=2 into s's empty buffer; the bytes count only once OK closed the reply.
         s._pending = False
         try:
-            await self._cmd(self.profile.recv(s.link, len(s._buf)), self.profile.RECV, raw=s)
+            await self._cmd(self.profile.recv % (s.link, len(s._buf)), self.profile.RECV, raw=s)
         except ModemError as ex:
             if ex.reason == "error" or s._eof:
                 return  # "+IP ERROR: No data", or the link is gone: EOF once the buffer is empty
@@ -249,7 +250,7 @@ class Modem(ATEngine):
     async def _send(self, s, mv):
         p = self.profile
         n = len(mv)
-        got = await self._cmd(p.send(s.link, n), p.SEND, p.SEND, data=mv)
+        got = await self._cmd(p.send % (s.link, n), p.SEND, p.SEND, data=mv)
         f = ints(last(got, p.SEND), p.SEND, 3)  # <link>,<requested>,<sent>
         if f[0] != s.link or f[2] != n:
             raise ModemError("send_failed", f[2])
@@ -258,7 +259,7 @@ class Modem(ATEngine):
     async def _close_link(self, i):
         p = self.profile
         try:
-            await self._cmd(p.close(i), None, p.CLOSE)
+            await self._cmd(p.close % i, None, p.CLOSE)
         except ModemError:
             pass  # already closed by the peer, or the module went away: NETCLOSE clears it
 

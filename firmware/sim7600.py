@@ -26,20 +26,12 @@ class SIM7600:
     ERRORS = (b"+CME ERROR: ", b"+CMS ERROR: ")
     IP_ERROR = b"+IP ERROR: "  # precedes ERROR with a text reason
 
-    def apn(self, apn):
-        return 'AT+CGDCONT=1,"IP","%s"' % apn
-
-    def open(self, link, host, port):
-        return 'AT+CIPOPEN=%d,"TCP","%s",%d' % (link, host, port)
-
-    def send(self, link, n):
-        return "AT+CIPSEND=%d,%d" % (link, n)
-
-    def recv(self, link, n):
-        return "AT+CIPRXGET=2,%d,%d" % (link, n)
-
-    def close(self, link):
-        return "AT+CIPCLOSE=%d" % link
+    # command formats, filled in with % by the supervisor (Modem)
+    apn = 'AT+CGDCONT=1,"IP","%s"'  # % apn
+    open = 'AT+CIPOPEN=%d,"TCP","%s",%d'  # % (link, host, port)
+    send = "AT+CIPSEND=%d,%d"  # % (link, n)
+    recv = "AT+CIPRXGET=2,%d,%d"  # % (link, n)
+    close = "AT+CIPCLOSE=%d"  # % link
 
     def error_reason(self, line):
         # +CME ERROR: 10 (numeric, CMEE=1) or "SIM not inserted" (verbose, CMEE=2)
