@@ -115,8 +115,9 @@ class ClipCache:
         self._log = log or _no_log
         self._buf = bytearray(BUF)
         self._mv = memoryview(self._buf)
-        # play() has its own: a fetch for the next alert may start while a preempted play unwinds
-        self._pbuf = bytearray(BUF)
+        # play() has its own: a fetch for the next alert may start while a preempted play unwinds.
+        # The player synthesises its tones in it too (a clip and a tone never play at once).
+        self.play_buf = bytearray(BUF)
         self._busy = {}  # path -> plays in progress, never evicted
         self._seq = 0
         try:
@@ -289,7 +290,7 @@ class ClipCache:
             raise ClipError("clip_fetch_failed", "not cached")
         self._busy[path] = self._busy.get(path, 0) + 1
         try:
-            buf = self._pbuf
+            buf = self.play_buf
             mv = memoryview(buf)
             left = wav_header(f, buf, out.rate)
             g = _gain(volume)

@@ -4,7 +4,7 @@ import gc
 
 from clip import ClipError
 from micropython import const
-from tones import TONES, play_tone
+from tones import CHUNK, TONES, play_tone
 
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
 FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
@@ -18,6 +18,8 @@ class Player:
         self._amp = amp
         self._out = out
         self._clips = clips
+        # tones are made in the clips' play buffer: a clip and a tone never play at once
+        self._tone_buf = memoryview(clips.play_buf)[:CHUNK * 2]
         self._log = log
         self._owner = None  # the play whose begin() the output last saw, until its end()
 
@@ -63,7 +65,7 @@ class Player:
                             self._clips.discard(path, "bad header")
                         path = None
                         tone = FALLBACK  # out.begin() already named the clip as the source
-                await play_tone(out, tone, volume)
+                await play_tone(out, tone, volume, self._tone_buf)
             await out.drain()
             self._end(me, "done")
             return None

@@ -7,7 +7,7 @@ from micropython import const
 TONES = ("siren", "alarm", "chime")
 MIN_TONE_MS = const(3000)  # each tone plays at least 3 s per repeat (alerts.md §5)
 
-CHUNK = const(320)  # samples per out.write(): 20 ms at 16 kHz, one preallocated buffer
+CHUNK = const(320)  # samples per out.write(): 20 ms at 16 kHz, one buffer lent by the player
 PEAK = const(32000)  # amplitude at volume 100: full scale with a little headroom
 
 SIREN_LOW = const(500)  # Hz, sweep bounds (alerts.md §5)
@@ -25,7 +25,6 @@ _PHASE_MASK = const(0xFFFFFF)
 _Q = const(14)
 
 _SINE = array("h", (int(16383 * math.sin(2 * math.pi * i / 256)) for i in range(1 << _TAB_BITS)))
-_buf = bytearray(CHUNK * 2)  # one speaker, one tone at a time: shared by every call
 
 
 class ToneError(ValueError):
@@ -72,13 +71,15 @@ def _pair(b, pa, ia, pb, ib, g):
     return pa, pb
 
 
-async def play_tone(out, name, volume):
-    """Write MIN_TONE_MS of the named tone to out (AudioOut), amplitude scaled by volume 0..100."""
+async def play_tone(out, name, volume, buf=None):
+    """Write MIN_TONE_MS of the named tone to out (AudioOut), amplitude scaled by volume 0..100.
+    buf: the CHUNK * 2 bytes the samples are made in (the player lends the clip cache's play
+    buffer: one speaker, one sound at a time); None allocates them."""
     if name not in TONES:
         raise ToneError("tone_unknown", name)
     rate = out.rate
     g = _gain(volume)
-    b = _buf
+    b = bytearray(CHUNK * 2) if buf is None else buf
     chunks = MIN_TONE_MS * rate // (1000 * CHUNK)  # 150 at 16 kHz: exactly 3 s
     if name == "siren":
         # 1.5 s up, 1.5 s down; the pitch steps every chunk (20 ms), inaudible as steps
