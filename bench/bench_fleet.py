@@ -534,12 +534,12 @@ def isolation(url: str, batches: int = 50) -> dict[str, float]:
         devs = sorted({r.device for r in recs[:BATCH_SIZE]})  # type: ignore[union-attr]
         trim = reconcile = 0.0
         for _ in range(5):
-            with st._tx() as cur:
+            with st.transaction() as cur:
                 t = time.perf_counter()
-                st._trim(cur, devs)  # as Store._apply_device_messages does
+                st.trim_history(cur, devs)  # as ingest() does
                 trim += time.perf_counter() - t
                 t = time.perf_counter()
-                st._reconcile(cur, time.time(), devs)
+                st.reconcile_alarms(cur, time.time(), devs)
                 reconcile += time.perf_counter() - t
     finally:
         st.close()
@@ -912,8 +912,8 @@ def fmt_findings(r: dict[str, Any]) -> str:
 
 `Store.ingest` on {50} batches of {BATCH_SIZE} heartbeats parsed by `fleet.ingest.parse`, in this process;
 then, inside one transaction, the two parts of a batch that the first run found slow, timed alone: the history trim
-(`Store._trim`, keep the last {HISTORY_KEEP} per device; now one statement per batch on PostgreSQL) and
-`_reconcile` for all the batch's devices (5 kinds × 3 statements; ids as one array on PostgreSQL;
+(`Store.trim_history`, keep the last {HISTORY_KEEP} per device; now one statement per batch on PostgreSQL) and
+`reconcile_alarms` for all the batch's devices (5 kinds × 3 statements; ids as one array on PostgreSQL;
 `ingest` now reconciles only the devices whose alarm inputs changed).
 
 | database | parse µs/msg | ingest ms/batch | ingest µs/msg | → msgs/s, one writer | trim ms/batch | reconcile ms/batch |
@@ -932,10 +932,10 @@ then, inside one transaction, the two parts of a batch that the first run found 
 per batch, PostgreSQL 50.7 ms, trim 13.7 ms, reconcile 16.3 ms; this run in the table above):
 
 1. **PostgreSQL: one round trip per device per batch for the history trim** (27 % of a batch).
-   Now `Store._trim`: one set-based `DELETE … USING (SELECT dev, (SELECT seq … ORDER BY seq DESC
+   Now `Store.trim_history`: one set-based `DELETE … USING (SELECT dev, (SELECT seq … ORDER BY seq DESC
    OFFSET {HISTORY_KEEP} LIMIT 1) FROM unnest(%s)) …` per batch on PostgreSQL ({pg['trim_ms']:.1f} ms); SQLite
    keeps one statement per device through `executemany` (no round trips there).
-2. **PostgreSQL: `_reconcile` after every batch** for all its devices, 5 kinds × 3 statements
+2. **PostgreSQL: `reconcile_alarms` after every batch** for all its devices, 5 kinds × 3 statements
    with a {BATCH_SIZE}-placeholder `IN (…)` list (32 %). Now `ingest` reads the batch's devices' alarm inputs
    (state, reason, line, supply, link, clock) before its updates and reconciles only those the
    batch changes (plus devices on 4G past the threshold), with the ids as one array

@@ -6,16 +6,19 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-if TYPE_CHECKING:
-    from fleet.command import BrokerAuth
+from tools.mqttsession import BrokerAuth
 
 
 def heartbeat(device: str, t: int, *, hb_s: int = 60, up: int | None = None,
@@ -174,10 +177,6 @@ class ServeProcess:
 
     def __init__(self, db: str, broker: str, instance: str, log_path: str, *extra: str,
                  cx: str | None = None) -> None:
-        import subprocess
-        import sys
-        from pathlib import Path
-
         self.log_path = Path(log_path)
         self._log = open(self.log_path, "ab")
         exe = cx or str(Path(sys.executable).parent / "cx")
@@ -201,8 +200,6 @@ class ServeProcess:
 
     def stop(self, sig: int | None = None, timeout: float = 15) -> str:
         """SIGTERM (or `sig`) and wait; returns the whole output."""
-        import signal
-
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM if sig is None else sig)
             try:

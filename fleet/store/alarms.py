@@ -39,7 +39,8 @@ class SweepStats:
 class AlarmRules(Core):
     """Alarms: opened and closed by set-based rules, safe from any instance at any time."""
 
-    def _reconcile(self, tx: Transaction, now: float, devices: list[str] | None) -> tuple[int, int]:
+    def reconcile_alarms(self, tx: Transaction, now: float, devices: list[str] | None
+                         ) -> tuple[int, int]:
         """Open the alarms whose condition holds and close those whose condition cleared, for
         `devices` (None: all). Set-based and idempotent: safe from any instance at any time."""
         opened = closed = 0
@@ -79,7 +80,7 @@ class AlarmRules(Core):
                            "state_reason = 'silent' WHERE state = 'online' AND due_at < ?",
                            (now, now))
             st.went_offline = max(c.rowcount, 0)
-            st.alarms_opened, st.alarms_closed = self._reconcile(tx, now, None)
+            st.alarms_opened, st.alarms_closed = self.reconcile_alarms(tx, now, None)
         return st
 
     def alarms(self, *, active: bool = False, device: str | None = None,

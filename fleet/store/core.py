@@ -58,9 +58,6 @@ class Core:
         SQL, committed together; `write=False` for reading only."""
         return transaction(self._conn, self._d, self.where, write)
 
-    # bench/bench_fleet.py times parts of ingestion (`_trim`, `_reconcile`) inside one of these
-    _tx = transaction
-
     def migrate(self) -> int:
         """Apply the migrations not applied yet; returns the schema version."""
         with self.transaction() as tx:

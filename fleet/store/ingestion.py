@@ -69,7 +69,7 @@ class Ingestion(AlarmRules):
             self._apply_receipts(tx, [r for r in good if isinstance(r, ReceiptMsg)], st, now)
             st.acks = sum(1 for r in good if isinstance(r, Ack))
             if changed:
-                opened, closed = self._reconcile(tx, now, sorted(changed))
+                opened, closed = self.reconcile_alarms(tx, now, sorted(changed))
                 st.alarms_opened += opened
                 st.alarms_closed += closed
         return st
@@ -77,7 +77,7 @@ class Ingestion(AlarmRules):
     def _apply_device_messages(self, tx: Transaction, good: list[Record], st: IngestStats,
                                now: float) -> set[str]:
         """Apply heartbeats, states and faults; returns the devices whose alarm inputs may have
-        changed (the only ones `_reconcile` needs to look at; the sweep looks at all)."""
+        changed (the only ones `reconcile_alarms` needs to look at; the sweep looks at all)."""
         hbs = [r for r in good if isinstance(r, Heartbeat)]
         new = tx.dialect.insert_heartbeats(tx.cursor, hbs)
         fresh = {id(h) for h, is_new in zip(hbs, new, strict=True) if is_new}
@@ -136,7 +136,7 @@ class Ingestion(AlarmRules):
                 elif isinstance(r, Fault):
                     st.faults += 1
                     tx.execute(_FAULT_UPDATES[(r.fault, r.active)], (r.device, r.t))
-        self._trim(tx, self._due_for_trim([h.device for h in hbs if id(h) in fresh]))
+        self.trim_history(tx, self._due_for_trim([h.device for h in hbs if id(h) in fresh]))
         return changed
 
     def _due_for_trim(self, devices: list[str]) -> list[str]:
@@ -153,7 +153,7 @@ class Ingestion(AlarmRules):
                 since[dev] = n + 1
         return sorted(due)
 
-    def _trim(self, tx: Transaction, devices: list[str]) -> None:
+    def trim_history(self, tx: Transaction, devices: list[str]) -> None:
         """Keep the last `history_keep` heartbeats of each of `devices` (each dialect has its
         fastest way)."""
         if devices:
