@@ -48,6 +48,34 @@ def module_broker(tmp_path_factory):
     b.stop()
 
 
+def mpy_helpers(d: Path, gate_ms: int, until_ms: int) -> str:
+    """MicroPython lines for scripts that tests drive: `D` (the test's folder), `log` (a LOG line
+    per event: event, reason, where), `signal(name)` (a file the test waits on), `gate(name)`
+    (waits for a file the test makes), `until(cond)` (polls cond, returns its last value)."""
+    return f"""
+import asyncio, os
+D = {str(d)!r}
+def log(ev, **kw):
+    print("LOG", ev, kw.get("reason", ""), kw.get("where", ""))
+def signal(name):
+    open(D + "/" + name, "w").close()
+async def gate(name, ms={gate_ms}):
+    while ms > 0:
+        try:
+            os.stat(D + "/" + name)
+            return
+        except OSError:
+            await asyncio.sleep_ms(50)
+            ms -= 50
+    raise SystemExit("gate " + name + " timed out")
+async def until(cond, ms={until_ms}):
+    while not cond() and ms > 0:
+        await asyncio.sleep_ms(20)
+        ms -= 20
+    return cond()
+"""
+
+
 def run_mpy(script: str, *, cwd: Path | None = None, path: list[Path] | None = None,
             heap: str = "1m", timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a MicroPython snippet with the given module search path (default: firmware/)."""

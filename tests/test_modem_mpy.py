@@ -16,35 +16,18 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import MICROPYTHON, ROOT
+from conftest import MICROPYTHON, ROOT, mpy_helpers
 
 from tools.emu.modem import ModemModel
 
 # The script side: the emulated board's modem_uart(), a Modem with short test timings, LOG lines
 # the test reads, gate files the test creates.
-PRELUDE = """
-import asyncio, os, time
+PRELUDE = """{helpers}
+import time
 import board_emu as board
 from modem import Modem, ModemError
-D = {d!r}
-def log(ev, **kw):
-    print("LOG", ev, kw.get("reason", ""), kw.get("where", ""))
 def say(*a):
     print(*a)
-async def gate(name, ms=30000):
-    while ms > 0:
-        try:
-            os.stat(D + "/" + name)
-            return
-        except OSError:
-            await asyncio.sleep_ms(50)
-            ms -= 50
-    raise SystemExit("gate " + name + " timed out")
-async def until(cond, ms=15000):
-    while not cond() and ms > 0:
-        await asyncio.sleep_ms(20)
-        ms -= 20
-    return cond()
 r, w = board.modem_uart()
 m = Modem(r, w, apn="cmnet", log=log, cmd_timeout_ms={tmo})
 m.poll_ms = 300
@@ -65,7 +48,7 @@ class Run:
         env["CX_MODEM_PTY"] = model.device_path
         env["CX_HW"] = str(tmp)
         self.p = subprocess.Popen(
-            [MICROPYTHON, "-X", "heapsize=1m", "-c", PRELUDE.format(d=str(tmp), tmo=tmo) + script],
+            [MICROPYTHON, "-X", "heapsize=1m", "-c", PRELUDE.format(helpers=mpy_helpers(tmp, gate_ms=30000, until_ms=15000), tmo=tmo) + script],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -13,32 +13,17 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import ROOT, VENV_BIN, free_port, run_mpy
+from conftest import ROOT, VENV_BIN, free_port, mpy_helpers, run_mpy
 
-# Shared MicroPython prelude: signal files the test waits on, gate files the script waits on.
-PRELUDE = """
-import asyncio, os
+# Shared MicroPython prelude: conftest's helpers (signal and gate files, until), the client.
+PRELUDE = """{helpers}
 from mqtt import MQTTClient
 H = "127.0.0.1"
-D = {d!r}
-def log(ev, **kw):
-    print("LOG", ev, kw.get("reason", ""))
-def signal(name):
-    open(D + "/" + name, "w").close()
-async def gate(name, ms=20000):
-    while ms > 0:
-        try:
-            os.stat(D + "/" + name)
-            return
-        except OSError:
-            await asyncio.sleep_ms(50)
-            ms -= 50
-    raise SystemExit("gate " + name + " timed out")
-async def until(cond, ms=10000):
-    while not cond() and ms > 0:
-        await asyncio.sleep_ms(20)
-        ms -= 20
 """
+
+
+def prelude(d: Path) -> str:
+    return PRELUDE.format(helpers=mpy_helpers(d, gate_ms=20000, until_ms=10000))
 
 
 def wait_file(path: Path, fut, timeout: float = 15) -> None:
@@ -96,7 +81,7 @@ def mpy(script, **kw):
 def test_roundtrip_qos1_in_and_qos0_qos1_out_exact_bytes(broker, tmp_path, pool):
     peer = Peer(broker, ["eb/dev/dev1/event"])
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 got = []
 c = MQTTClient("dev1", lambda: asyncio.open_connection(H, {broker.port}), log=log)
@@ -139,7 +124,7 @@ def test_8k_retained_alert_arrives_whole_on_an_esp32_sized_heap(broker, tmp_path
     peer.c.publish("eb/alert/341122", alert, 1, retain=True).wait_for_publish(5)
     peer.close()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 got = []
 c = MQTTClient("dev8", lambda: asyncio.open_connection(H, {broker.port}), log=log)
@@ -160,7 +145,7 @@ asyncio.run(main())
 def test_persistent_session_delivers_missed_qos1_exactly_once(broker, tmp_path, pool):
     peer = Peer(broker)
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 conn = lambda: asyncio.open_connection(H, {broker.port})
 def client(got):
@@ -210,7 +195,7 @@ def test_offline_publishes_are_queued_bounded_and_delivered_when_broker_returns(
     peer = Peer(broker, ["eb/dev/dev3/event"])
     dead = free_port()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 def conn():
     try:
@@ -255,7 +240,7 @@ asyncio.run(main())
 
 def test_keepalive_pings_keep_an_idle_link_up(broker, tmp_path):
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 c = MQTTClient("dev4", lambda: asyncio.open_connection(H, {broker.port}), keepalive=2, log=log)
 async def main():
@@ -367,7 +352,7 @@ def test_lying_remaining_length_drops_link_then_recovers(tmp_path):
     )
     fake.start()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 got = []
 c = MQTTClient("dev5", lambda: asyncio.open_connection(H, {fake.port}), backoff_min_ms=50,
@@ -403,7 +388,7 @@ def test_silent_broker_is_declared_dead_after_missing_pingresp(tmp_path):
     fake = FakeBroker([], silent=True)
     fake.start()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 c = MQTTClient("dev6", lambda: asyncio.open_connection(H, {fake.port}), keepalive=1,
                backoff_min_ms=50, backoff_max_ms=100, log=log)
@@ -430,7 +415,7 @@ def test_unacked_qos1_is_resent_with_dup_and_a_raising_handler_is_survived(tmp_p
     fake = FakeBroker([alert], ack_from=1)
     fake.start()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 c = MQTTClient("dev7", lambda: asyncio.open_connection(H, {fake.port}), backoff_min_ms=50,
                backoff_max_ms=100, log=log)
@@ -484,7 +469,7 @@ def test_oversized_publish_is_skipped_acknowledged_and_reported_without_reconnec
     fake = FakeBroker([big + good])
     fake.start()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 got = []
 big = []
@@ -513,7 +498,7 @@ def test_probe_detects_a_silent_link_within_two_probe_periods(tmp_path):
     fake = FakeBroker([], silent=True)
     fake.start()
     script = (
-        PRELUDE.format(d=str(tmp_path))
+        prelude(tmp_path)
         + f"""
 import time
 c = MQTTClient("dev10", lambda: asyncio.open_connection(H, {fake.port}), keepalive=60,
