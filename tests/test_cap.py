@@ -4,155 +4,43 @@ refused with the reason (subprocess as an operator runs it, real Mosquitto, real
 from __future__ import annotations
 
 import hashlib
-import http.server
 import json
 import queue
 import re
-import shutil
-import socket
-import struct
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from caphelp import (
+    CAP_DIR,
+    CLIP,
+    DIFFERENT,
+    HOUR,
+    RES_HEADLINES,
+    RES_ID,
+    RESERVOIRS,
+    Edit,
+    _closed_port,
+    addressed,
+    blocks_of,
+    clip_server_fixture,  # noqa: F401  (the clip_server fixture)
+    codes_of,
+    fresh,
+    from_cap,
+    keys_fixture,  # noqa: F401  (the keys fixture)
+    parts,
+    printed,
+    printed_all,
+    refused,
+    sent_of,
+    time_of,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tools.envelope import KeyPair, decode_jws, region_prefix, verify_jws
-from tools.keys import new_issuer, save_keyfile
-
-CAP_DIR = Path(__file__).resolve().parent / "cap"
-_BIN = Path(sys.executable).parent
-CX = str(_BIN / "cx") if (_BIN / "cx").exists() else (shutil.which("cx") or "cx")
-HOUR = 3600
-Edit = tuple[str, str]  # (old, new) text of a sample, for fresh()
-_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d")
-
-
-def wav(samples: int = 4000, rate: int = 16000) -> bytes:
-    """The clip audio-alert.xml describes: 8044 bytes, SHA-1 25081cdf…"""
-    data = b"".join(struct.pack("<h", 8000 if (i // 8) % 2 else -8000) for i in range(samples))
-    return (b"RIFF" + struct.pack("<I", 36 + len(data)) + b"WAVE" + b"fmt "
-            + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16) + b"data"
-            + struct.pack("<I", len(data)) + data)
-
-
-CLIP = wav()
-
-
-def cx(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([CX, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-def refused(r: subprocess.CompletedProcess[str], code: int, text: str) -> None:
-    assert r.returncode == code, (r.returncode, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
-    assert lines[0].startswith("cx: error: ") and text in lines[0], lines[0]
-    assert r.stdout == ""
-
-
-def fresh(name: str, folder: Path, *edits: tuple[str, str], ago: int = 60) -> Path:
-    """A sample with its times moved so <sent> is `ago` seconds before now (terminals and
-    from-cap refuse expired alerts), after applying text edits (old, new)."""
-    text = (CAP_DIR / name).read_text(encoding="utf-8")
-    for old, new in edits:
-        assert old in text, old
-        text = text.replace(old, new)
-    m = re.search(r"<sent>(.*?)</sent>", text)
-    if m and _TIMESTAMP.fullmatch(m.group(1)):
-        delta = timedelta(seconds=int(time.time()) - ago
-                          - datetime.fromisoformat(m.group(1)).timestamp())
-        text = _TIMESTAMP.sub(
-            lambda t: (datetime.fromisoformat(t.group()) + delta).isoformat(), text)
-    out = folder / name
-    out.write_text(text, encoding="utf-8")
-    return out
-
-
-def sent_of(path: Path) -> int:
-    m = re.search(r"<sent>(.*?)</sent>", path.read_text(encoding="utf-8"))
-    assert m
-    return int(datetime.fromisoformat(m.group(1)).timestamp())
-
-
-@pytest.fixture(scope="module")
-def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A province root; a city issuer (scope 3411) and a county issuer (scope 341122)."""
-    folder = tmp_path_factory.mktemp("keys")
-    root = KeyPair.generate("root", "prov-34-root", ["34"], ["alert"])
-    now = int(time.time())
-    out: dict[str, Any] = {"root": root}
-    for name, kid, scope in (("city", "city-3411", "3411"), ("county", "cty-341122", "341122")):
-        kp = new_issuer(root, kid, [scope], ["alert"], now - 300, now + 30 * 86400)
-        save_keyfile(folder / f"{name}.json", kp)
-        out[name], out[f"{name}_file"] = kp, str(folder / f"{name}.json")
-    return out
-
-
-def from_cap(keys: dict[str, Any], path: Path | str, *flags: str,
-             key: str = "city") -> subprocess.CompletedProcess[str]:
-    return cx("alert", "from-cap", str(path), "--key", keys[f"{key}_file"], *flags)
-
-
-def printed(keys: dict[str, Any], path: Path, *flags: str,
-            key: str = "city") -> tuple[dict[str, Any], dict[str, Any]]:
-    """(header, payload) of the printed envelope, after checking its signature."""
-    r = from_cap(keys, path, "--print", *flags, key=key)
-    assert r.returncode == 0, r.stderr
-    env = r.stdout.strip()
-    assert "\n" not in env and len(env) <= 8192
-    header, body, _ = decode_jws(env)
-    assert header["kid"] == keys[key].kid and header["crt"] == keys[key].crt
-    assert verify_jws(keys[key].pub, env)
-    return header, json.loads(body)
-
-
-def printed_all(keys: dict[str, Any], path: Path, *flags: str,
-                key: str = "city") -> tuple[list[dict[str, Any]], str]:
-    """The payloads of the printed envelopes, one a line, each signature checked; and stderr."""
-    r = from_cap(keys, path, "--print", *flags, key=key)
-    assert r.returncode == 0, r.stderr
-    payloads = []
-    for env in r.stdout.splitlines():
-        header, body, _ = decode_jws(env)
-        assert header["kid"] == keys[key].kid and header["crt"] == keys[key].crt
-        assert verify_jws(keys[key].pub, env) and len(env) <= 8192
-        payloads.append(json.loads(body))
-    assert payloads and r.stdout.endswith("\n")
-    return payloads, r.stderr
-
-
-def parts(identifier: str, count: int = 16) -> list[str]:
-    """The ids from-cap gives the alerts of one CAP: <identifier>, <identifier>:2, ..."""
-    return [identifier] + [f"{identifier}:{n}" for n in range(2, count + 1)]
-
-
-def blocks_of(path: Path) -> list[str]:
-    return re.findall(r"  <info>\n.*?\n  </info>\n", path.read_text(encoding="utf-8"),
-                      re.DOTALL)
-
-
-def codes_of(text: str) -> list[str]:
-    return re.findall(r"<valueName>统计用区划代码</valueName><value>(\d{12})</value>", text)
-
-
-def time_of(block: str, tag: str) -> int:
-    m = re.search(f"<{tag}>(.*?)</{tag}>", block)
-    assert m
-    return int(datetime.fromisoformat(m.group(1)).timestamp())
-
-
-def addressed(payloads: list[dict[str, Any]], code: str) -> bool:
-    """Whether a terminal with this code is covered by some alert (alerts.md §3)."""
-    return any(code.startswith(region_prefix(r)) for p in payloads for r in p["regions"])
-
+from tools.envelope import decode_jws, verify_jws
 
 # --- well-formed CAP files ------------------------------------------------------------
 
@@ -234,37 +122,6 @@ def test_region_outside_the_key_scope_is_a_usage_error(keys: dict[str, Any],
     r = from_cap(keys, fresh("multi-area.xml", tmp_path), "--print", key="county")
     refused(r, 2, "region 341126000000 lies outside key cty-341122's scope")
 
-
-@pytest.fixture
-def clip_server() -> Iterator[tuple[str, list[str]]]:
-    """http://127.0.0.1:<port> serving CLIP at /clips/quake.wav; the list collects paths."""
-    hits: list[str] = []
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            if self.path != "/clips/quake.wav":
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", "audio/wav")
-            self.send_header("Content-Length", str(len(CLIP)))
-            self.end_headers()
-            self.wfile.write(CLIP)
-
-        def log_message(self, *_a: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", hits
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_audio_resource_is_fetched_and_its_sha256_computed(
         keys: dict[str, Any], tmp_path: Path, clip_server: tuple[str, list[str]]) -> None:
     base, hits = clip_server
@@ -290,11 +147,6 @@ def test_clip_file_stands_in_for_the_download(keys: dict[str, Any], tmp_path: Pa
 
 
 # --- several <info> blocks: translations, or warnings of their own --------------------
-
-RESERVOIRS = "reservoirs.xml"
-RES_ID = "WRA-ReservoirDis-20260807150000-0042"
-RES_HEADLINES = ["沙河集水庫放流警戒", "黃栗樹水庫放流警戒", "城西水庫放流警戒",
-                 "鳳陽山水庫放流警戒", "屯倉水庫放流警戒"]
 
 
 def test_five_reservoirs_become_five_alerts_and_all_28_areas_hear_one(keys: dict[str, Any],
@@ -348,25 +200,6 @@ def test_flood_translation_is_still_one_alert(keys: dict[str, Any], tmp_path: Pa
     payloads, stderr = printed_all(keys, fresh("flood-alert.xml", tmp_path))
     assert [p["id"] for p in payloads] == ["34112241600000-20261129170000-flood.0007"]
     assert payloads[0]["text"].startswith("洪水橙色预警") and stderr == ""
-
-
-FLOOD_EN = blocks_of(CAP_DIR / "flood-alert.xml")[0]  # the English block, before the Chinese
-
-
-def in_english(old: str, new: str) -> Edit:
-    """An edit of flood-alert.xml that changes its English block only."""
-    assert old in FLOOD_EN, old
-    return FLOOD_EN, FLOOD_EN.replace(old, new)
-
-
-DIFFERENT: list[tuple[str, Edit]] = [
-    ("other_area", in_english("<value>341122000000", "<value>341122100000")),
-    ("other_severity", in_english("Severe", "Extreme")),
-    ("other_urgency", in_english("Immediate", "Expected")),
-    ("other_event_code", in_english("11B03", "11B04")),
-    ("other_expires", in_english("T23:00", "T22:00")),
-    ("same_language", in_english("en-US", "zh-CN")),
-]
 
 
 @pytest.mark.parametrize(("name", "edit"), DIFFERENT, ids=[d[0] for d in DIFFERENT])
@@ -472,145 +305,6 @@ def test_clip_file_for_two_audio_resources_is_a_usage_error(keys: dict[str, Any]
     clip.write_bytes(CLIP)
     refused(from_cap(keys, cap, "--print", "--clip-file", str(clip)), 2,
             "--clip-file stands for one audio resource, and the CAP has 2")
-
-
-# --- refusals -------------------------------------------------------------------------
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-FLOOD = "flood-alert.xml"
-TOWN_GEOCODE = "<geocode><valueName>统计用区划代码</valueName><value>341122100000</value></geocode>"
-REFUSALS: list[tuple[str, str, list[Edit], str]] = [
-    ("wrong_namespace", FLOOD, [("emergency:cap:1.2", "emergency:cap:1.1")],
-     "not a CAP 1.2 alert"),
-    ("missing_sent", FLOOD, [("<sent>2026-11-29T17:00:00+08:00</sent>", "")],
-     "missing required <sent>"),
-    ("missing_expires", "exercise-test.xml",
-     [("<expires>2026-11-29T10:30:00+08:00</expires>", "")], "missing required <expires>"),
-    ("missing_info", "exercise-test.xml", [("<info>", "<!--"), ("</info>", "-->")],
-     "missing required <info>"),
-    ("missing_severity", "exercise-test.xml", [("<severity>Minor</severity>", "")],
-     "missing required <severity>"),
-    ("severity_unknown", "exercise-test.xml", [("Minor", "Unknown")], "severity Unknown"),
-    ("status_draft", FLOOD, [("<status>Actual", "<status>Draft")], "status Draft"),
-    ("status_system", FLOOD, [("<status>Actual", "<status>System")], "status System"),
-    ("msgtype_ack", FLOOD, [("<msgType>Alert", "<msgType>Ack")], "msgType Ack"),
-    ("scope_private", FLOOD, [("<scope>Public", "<scope>Private")], "scope Private"),
-    ("polygon_only_area", "multi-area.xml",
-     [(f"</polygon>\n      {TOWN_GEOCODE}", "</polygon>")],
-     "cannot map area '新安镇' to region codes"),
-    ("identifier_with_space", FLOOD, [("flood.0007</identifier>", "flood 0007</identifier>")],
-     "cannot be an alert id"),
-    ("reference_with_slash", "cancel-two.xml", [("flood.0008", "flood/0008")],
-     "cannot be cancelled by id"),
-    ("cancel_without_references", "cancel-two.xml", [("<references>", "<note>"),
-                                                     ("</references>", "</note>")],
-     "needs <references>"),
-    ("expires_beyond_7_days", "exercise-test.xml", [("2026-11-29T10:30", "2026-12-06T09:31")],
-     "at most 7 days later"),
-    ("expires_before_sent", "exercise-test.xml", [("2026-11-29T10:30", "2026-11-29T09:30")],
-     "must be after sent"),
-    ("time_without_offset", FLOOD, [("17:00:00+08:00</sent>", "17:00:00</sent>")],
-     "not a date-time with a UTC offset"),
-    ("five_digit_code", "exercise-test.xml", [("<value>341122", "<value>34112")],
-     "is not 6 or 12 digits"),
-    ("province_00", "exercise-test.xml", [("<value>341122", "<value>001122")], "province"),
-    ("https_audio", "audio-alert.xml", [("http://127.0.0.1:8080/clips", "https://x/clips")],
-     "plain http://"),
-    ("audio_without_uri", "audio-alert.xml",
-     [("<uri>http://127.0.0.1:8080/clips/quake.wav</uri>", "<derefUri>UklGRg==</derefUri>")],
-     "has no <uri>"),
-    ("unfetchable_audio", "audio-alert.xml", [("127.0.0.1:8080/clips", "127.0.0.1:{port}/clips")],
-     "cannot fetch audio"),
-]
-
-
-@pytest.mark.parametrize(("name", "sample", "edits", "reason"), REFUSALS,
-                         ids=[r[0] for r in REFUSALS])
-def test_unmappable_cap_is_refused_with_the_reason(keys: dict[str, Any], tmp_path: Path,
-                                                   name: str, sample: str, edits: list[Edit],
-                                                   reason: str) -> None:
-    port = str(_closed_port())
-    cap = fresh(sample, tmp_path, *((o, n.replace("{port}", port)) for o, n in edits))
-    refused(from_cap(keys, cap, "--print"), 1, reason)
-
-
-def test_seventeen_warnings_in_one_cap_are_refused(keys: dict[str, Any],
-                                                   tmp_path: Path) -> None:
-    block = blocks_of(CAP_DIR / "exercise-test.xml")[0]
-    many = "".join(block.replace("<value>341122", f"<value>341122{100 + n}000") for n in range(17))
-    r = from_cap(keys, fresh("exercise-test.xml", tmp_path, (block, many)), "--print")
-    refused(r, 1, "maps to 17 alerts (<info> 1, <info> 2, … <info> 17)")
-    assert "at most 16 are made from one CAP" in r.stderr
-
-
-def test_identifier_too_long_for_a_second_alert_is_refused(keys: dict[str, Any],
-                                                           tmp_path: Path) -> None:
-    long = "x" * 63
-    cap = fresh("flood-alert.xml", tmp_path, DIFFERENT[0][1],
-                ("34112241600000-20261129170000-flood.0007", long))
-    refused(from_cap(keys, cap, "--print"), 1, f"CAP identifier '{long}' is too long for the 2")
-    _, p = printed(keys, fresh("flood-alert.xml", tmp_path,
-                               ("34112241600000-20261129170000-flood.0007", long + "y")))
-    assert p["id"] == long + "y"  # one alert keeps the identifier, up to 64 chars
-
-
-def test_one_expired_reservoir_refuses_the_file(keys: dict[str, Any], tmp_path: Path) -> None:
-    cap = fresh(RESERVOIRS, tmp_path, ("2026-08-08T06:00:00+08:00", "2026-08-07T15:00:30+08:00"))
-    refused(from_cap(keys, cap, "--print"), 1, f"alert {RES_ID}:4: expired at")
-
-
-def test_unmappable_area_in_a_translation_refuses_the_file(keys: dict[str, Any],
-                                                           tmp_path: Path) -> None:
-    cap = fresh("flood-alert.xml", tmp_path, in_english("统计用区划代码", "SAME"))
-    refused(from_cap(keys, cap, "--print"), 1,
-            "<info> 1 of 2: cannot map area \"Lai'an County\" to region codes")
-
-
-def test_audio_missing_on_the_server_is_refused(keys: dict[str, Any], tmp_path: Path,
-                                                clip_server: tuple[str, list[str]]) -> None:
-    cap = fresh("audio-alert.xml", tmp_path, ("http://127.0.0.1:8080/clips", clip_server[0]))
-    refused(from_cap(keys, cap, "--print"), 1, "HTTP 404")
-
-
-@pytest.mark.parametrize(("content", "reason"), [
-    (b"this is not XML", "not XML"),
-    (b"<alert xmlns='urn:oasis:names:tc:emergency:cap:1.2'><identifier>", "not XML"),
-    ("<?xml version='1.0' encoding='UTF-16'?><alert/>".encode("utf-16"), "UTF-8"),
-    (b"<?xml version='1.0' encoding='GB2312'?><alert/>", "only UTF-8"),
-    (b"", "not XML"),
-])
-def test_non_xml_is_refused(keys: dict[str, Any], tmp_path: Path, content: bytes,
-                            reason: str) -> None:
-    (tmp_path / "x.xml").write_bytes(content)
-    refused(from_cap(keys, tmp_path / "x.xml", "--print"), 1, reason)
-
-
-def test_entity_bomb_is_refused_before_parsing(keys: dict[str, Any]) -> None:
-    start = time.monotonic()
-    refused(from_cap(keys, CAP_DIR / "entity-bomb.xml", "--print"), 1, "DOCTYPE")
-    assert time.monotonic() - start < 10
-
-
-def test_expired_and_future_alerts_are_refused(keys: dict[str, Any], tmp_path: Path) -> None:
-    refused(from_cap(keys, fresh("exercise-test.xml", tmp_path, ago=2 * HOUR), "--print"), 1,
-            "expired at")
-    refused(from_cap(keys, fresh("exercise-test.xml", tmp_path, ago=-900), "--print"), 1,
-            "ahead of now")
-
-
-def test_usage_errors_exit_2(keys: dict[str, Any], tmp_path: Path) -> None:
-    cap = fresh("flood-alert.xml", tmp_path)
-    refused(from_cap(keys, cap, "--print", "--clip-file", str(cap)), 2, "no audio resource")
-    refused(from_cap(keys, cap, "--print", "--broker", "127.0.0.1:1883"), 2, "not allowed")
-    refused(cx("alert", "from-cap", str(cap), "--print"), 2, "--key")
-    refused(from_cap(keys, cap), 2, "--broker")
-    refused(from_cap(keys, tmp_path / "missing.xml", "--print"), 1, "missing.xml")
 
 
 # --- to a real broker -----------------------------------------------------------------
