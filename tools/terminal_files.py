@@ -24,6 +24,18 @@ def files(board: str) -> list[tuple[Path, str]]:
     return out
 
 
+def release_files() -> list[tuple[Path, str]]:
+    """(source, path in a release) of the complete file set an OTA release carries
+    (docs/ota.md): every firmware and agent module and every board module (a release serves all
+    boards), as sources; `cx ota build` compiles each with mpy-cross (`.py` -> `.mpy`). Not the
+    boot selector (`main.py` on the flash root is never replaced) nor the firmware's own
+    entry main.py, which the selector replaces."""
+    out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
+    out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p.name != "selector.py"]
+    out += [(p, p.name) for p in sorted((ROOT / "hardware").glob("board_*.py"))]
+    return out
+
+
 def named(cfg: dict, src_dir: Path) -> list[tuple[Path, str]]:
     """(source, name on flash) of the files a config names, from `src_dir` (beside the config, as
     `cx fleet provision --tls-ca` writes them): the broker's CA when MQTT is over TLS. The name
