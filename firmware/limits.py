@@ -29,3 +29,10 @@ MAX_CLIP = 1048576  # bytes per clip: about 32 s of 16 kHz 16-bit mono (a bigger
 MAX_CLIP_FIELD = 2147483647  # `bytes` above this is not a size at all: bad_field
 MAX_SCOPE = 16  # region prefixes in a certificate's scope
 MAX_USES = 8  # entries in a certificate's use
+
+# ota.md §1 (a release manifest) and our own bounds where it sets none (docs/ota.md)
+MAX_MANIFEST = 16384  # bytes of the whole manifest (rule 1)
+MAX_OTA_FILES = 256  # entries in `files`
+MAX_OTA_PATH = 64  # chars of a file's path
+MAX_VERSION_PART = 9999  # each of MAJOR.MINOR.PATCH
+MAX_FILE_BYTES = 2147483647  # a file's `bytes` above this is not a size: bad_field

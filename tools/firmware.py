@@ -16,6 +16,7 @@ from pathlib import Path
 from types import ModuleType
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+AGENT = FIRMWARE.parent / "agent"  # flashed beside firmware/ (the agent, the OTA rules)
 _LOADED: dict[str, ModuleType] = {}
 HEAP = "1m"  # hardware/README.md: the reference board's heap
 TIMEOUT = 60.0  # s for a whole micropython run (start-up ~100 ms)
@@ -74,8 +75,8 @@ _f.close()
 def run(driver: str, files: dict[str, str | bytes], what: str = "the firmware",
         timeout: float = TIMEOUT) -> tuple[dict, str]:
     """Run `driver` (MicroPython source defining `run()` -> a JSON-able dict) in a fresh
-    temporary folder holding `files`, with firmware/ on MICROPYPATH (after .frozen, as on the
-    device); (what run() returned, its stdout).
+    temporary folder holding `files`, with firmware/ and agent/ on MICROPYPATH (after .frozen, as
+    on the device); (what run() returned, its stdout).
     NoMicroPython when it cannot start, FirmwareError when it fails (`what` names it)."""
     mpy = micropython_bin()
     with tempfile.TemporaryDirectory(prefix="cx-firmware-") as tmp:
@@ -87,7 +88,7 @@ def run(driver: str, files: dict[str, str | bytes], what: str = "the firmware",
             else:
                 (d / name).write_text(data)
         penv = dict(os.environ)
-        penv["MICROPYPATH"] = f".frozen:{FIRMWARE}"
+        penv["MICROPYPATH"] = f".frozen:{FIRMWARE}:{AGENT}"
         try:
             proc = subprocess.run([mpy, "-X", f"heapsize={HEAP}", "driver.py"], cwd=d, env=penv,
                                   capture_output=True, text=True, timeout=timeout, check=False)
