@@ -16,10 +16,10 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from cx import alert, demo, emu, flash, fleet, keys
+from cx import alert, demo, emu, flash, fleet, keys, ota
 from cx.common import CliError, ExitCode, Parser
 
-GROUPS = (keys, alert, demo, flash, emu, fleet)
+GROUPS = (keys, alert, ota, demo, flash, emu, fleet)
 """Every group, in the order `cx --help` lists them. All are imported as any module is: each
 ships with the others, so a broken one is a bug the tests catch, not a state to run in."""
 

@@ -57,6 +57,11 @@ ARGS: dict[str, list[str]] = {
     "alert from-cap": ["{w}/drill.xml", *KEY, "--print"],
     "alert verify": ["{w}/envelope.txt", "--trust", "{w}/trust.json", "--region", REGION],
     "alert status": ["drill-1", "--db", "{w}/fleet.sqlite"],
+    "ota build": ["--version", "1.0.0", "--regions", REGION, "--key", "{w}/ota.json",
+                  "--out", "{new}"],
+    "ota verify": ["{w}/envelope.txt", "--trust", "{w}/trust.json", "--running", "0.1.0",
+                   "--region", REGION],
+    "ota diff": ["{w}/old", "{w}/new"],
     "flash": ["/dev/ttyUSB0", "--config", f"{{w}}/prov/{DEVICE}/config.json", "--dry-run"],
     "emu run": ["--dir", "{new}", "--config", f"{{w}}/prov/{DEVICE}/config.json"],
     "emu ctl": ["{w}", "status"],
@@ -75,8 +80,8 @@ ARGS: dict[str, list[str]] = {
     "fleet broker-config": ["--creds", "{w}/prov/credentials.json", "--out", "{new}"],
 }
 PRINTS = ("keys root", "keys issuer", "keys anchors", "keys show", "alert send",
-          "alert from-cap", "alert verify", "alert status", "flash", "fleet devices",
-          "fleet show", "fleet alarms", "fleet report", "fleet prune", "fleet provision",
+          "alert from-cap", "alert verify", "alert status", "ota build", "ota verify", "flash",
+          "fleet devices", "fleet show", "fleet alarms", "fleet report", "fleet prune", "fleet provision",
           "fleet broker-config")
 
 # The bad path goes in as {bad}; {broker}: a live Mosquitto (an alert is recorded only once sent).
@@ -90,6 +95,8 @@ PATHS: dict[str, list[list[str]]] = {
     "alert from-cap": [["{w}/drill.xml", *KEY, "--broker", "{broker}", "--timeout", "2",
                         "--db", "{bad}"]],
     "alert status": [["drill-1", "--db", "{bad}"]],
+    "ota build": [["--version", "1.0.0", "--regions", REGION, "--key", "{w}/ota.json",
+                   "--out", "{bad}"]],
     "demo": [["--dir", "{bad}"]],
     "emu run": [["--dir", "{bad}", "--config", f"{{w}}/prov/{DEVICE}/config.json"]],
     "emu ctl": [["{bad}", "status"]],
@@ -164,6 +171,7 @@ def _world(w: Path) -> None:
     issuer = new_issuer(root, "cty-341122", ["341122"], ["alert"], now - 300, now + 86400)
     save_keyfile(w / "root.json", root)
     save_keyfile(w / "issuer.json", issuer)
+    save_keyfile(w / "ota.json", KeyPair.generate("root", "prov-34-ota", ["34"], ["ota"]))
     (w / "trust.json").write_text(json.dumps([root.anchor()]))
     (w / "envelope.txt").write_text(sign_alert(issuer, make_alert_payload(
         regions=[REGION], kind="alert", level=2, tone="siren")))
