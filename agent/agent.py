@@ -46,7 +46,7 @@ class Agent:
     (the receipts queue) and `applied(key)` (a setting changed: the terminal takes it up)."""
 
     def __init__(self, cfg, log, *, mqtt, link, clock, amp, arbiter, modem, counts, last_alert,
-                 send_event, applied):
+                 send_event, applied, ota=None):
         self.cfg = cfg
         self.log = log
         self.mqtt = mqtt
@@ -59,6 +59,7 @@ class Agent:
         self.last_alert = last_alert
         self.send_event = send_event
         self.applied = applied
+        self.ota = ota  # agent/ota.py Updater: the `ota` command (ota.md §2)
         self.id = cfg["id"]
         self.t0 = time.ticks_ms()
         self.line = "unknown"
@@ -88,6 +89,7 @@ class Agent:
             "supply": self.supply, "supply_mv": self.supply_mv, "counts": self.counts,
             "last_alert": self.last_alert(), "hb_s": self.hb_interval(),
             "files": fsutil.damaged,
+            "ota": self.ota.under_way if self.ota is not None else None,
         }
 
     async def heartbeat_task(self):
@@ -240,6 +242,14 @@ class Agent:
         self._hb_now.set()
         return {key: value}
 
+    async def op_ota(self, args):
+        if self.ota is None:
+            raise CmdError("unknown_op")
+        reason = self.ota.start(args)
+        if reason is not None:
+            raise CmdError(reason)  # the §3 reason, or busy / bad_args
+        return {"started": True}
+
     async def op_reboot(self, args):
         asyncio.create_task(_reboot_soon())
         return {"rebooting": True}
@@ -292,5 +302,6 @@ _OPS = {
     "profile": Agent.op_profile,
     "set": Agent.op_set,
     "reboot": Agent.op_reboot,
+    "ota": Agent.op_ota,
     "selftest": Agent.op_selftest,
 }

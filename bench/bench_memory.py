@@ -70,8 +70,8 @@ print('{"before": %%d, "after": %%d, "table": %%d, "modules": "%%s"}'
 
 
 def main_imports(names: set[str]) -> list[str]:
-    """The firmware modules main.py imports (at top level or inside Terminal), in order."""
-    found = re.findall(r"^\s*(?:import (\w+)|from (\w+) import)", (ROOT / "firmware" / "main.py")
+    """The firmware modules terminal.py imports (at top level or inside Terminal), in order."""
+    found = re.findall(r"^\s*(?:import (\w+)|from (\w+) import)", (ROOT / "firmware" / "terminal.py")
                        .read_text(), re.MULTILINE)
     return list(dict.fromkeys(a or b for a, b in found if (a or b) in names))
 

@@ -32,6 +32,7 @@ DEFAULTS = {
     "line_short_ma": 4000,  # above this: line shorted
     "mains_mv": 13000,  # supply at or above: on mains (charger float voltage)
     "battery_low_mv": 11500,  # below: battery low
+    "ota_trial_s": 300,  # a new version must reach the fleet and pass its self-test in this
 }
 
 
@@ -56,6 +57,7 @@ RANGES = {
     "line_short_ma": (0, 100000),
     "mains_mv": (0, 100000),
     "battery_low_mv": (0, 100000),
+    "ota_trial_s": (10, 3600),
 }
 MAX_FILE = const(65536)  # bytes of config.json: a bigger file is damage, never read into the heap
 MAX_ANCHORS = const(32)

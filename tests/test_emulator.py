@@ -13,6 +13,7 @@ import wave
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from rig import CX, Rig
 
 from cx.emu import derive
@@ -30,7 +31,11 @@ def micropython_pid(t) -> int:
 def test_first_boot_records_power_cause_and_version(rig: Rig) -> None:
     t = rig.terminal("t1")
     assert boots(t) == [{"cause": "power", "version": "0.1.0"}]
-    assert (t.dir / "flash" / "main.py").exists() and (t.dir / "flash" / "board.py").exists()
+    fl = t.dir / "flash"  # docs/ota.md "Flash layout": the factory version in v/0.1.0/
+    assert (fl / "main.py").read_text() == (ROOT / "agent" / "selector.py").read_text()
+    assert (fl / "v" / "0.1.0" / "board_emu.py").exists() and (fl / "board.txt").read_text() == "emu\n"
+    assert json.loads((fl / "ota.json").read_text())["run"] == "0.1.0"
+    assert not (fl / "alert.py").exists(), "no firmware file on the flash root"
     assert json.loads((t.dir / "flash" / "config.json").read_text())["id"] == t.id
 
 

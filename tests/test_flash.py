@@ -34,33 +34,40 @@ def write(tmp: Path, cfg: object) -> Path:
 
 
 def copies(cmd: list[str]) -> dict[str, str]:
-    """Flash name -> local source, from one mpremote command line."""
+    """Flash name -> local source, from one mpremote command line (its steps split at "+")."""
     out: dict[str, str] = {}
-    for part in " ".join(shlex.quote(a) for a in cmd).split(" + "):
-        words = shlex.split(part)
+    steps: list[list[str]] = [[]]
+    for w in cmd:
+        if w == "+":
+            steps.append([])
+        else:
+            steps[-1].append(w)
+    for words in steps:
         if "cp" not in words:
             continue
-        args = words[words.index("cp") + 1:]
-        *srcs, dest = args
-        for s in srcs:
-            out[dest[1:] or Path(s).name] = s
+        *srcs, dest = words[words.index("cp") + 1:]
+        for s in srcs:  # a destination ending in / is a folder: the file keeps its name
+            d = dest[1:]
+            out[d + Path(s).name if d.endswith("/") or not d else d] = s
     return out
 
 
 @pytest.mark.parametrize("board", ["horn", "column"])
 def test_flash_layout_matches_the_emulators_with_the_real_board(board: str) -> None:
     names = [n for _, n in device_files(board)]
-    emu = [n for _, n in emu_files()]
-    extra = ["board_horn.py"] if board == "column" else []
-    assert sorted(names) == sorted(emu + extra) and names[-1] == "main.py"
-    assert {n: s.name for s, n in device_files(board)}["board.py"] == f"board_{board}.py"
+    emu = [n for _, n in emu_files() if n != "v/0.1.0/board_emu.py"]
+    extra = ["v/0.1.0/board_horn.py"] if board == "column" else []
+    assert sorted(names) == sorted(emu + extra + [f"v/0.1.0/board_{board}.py"])
+    assert names[-1] == "main.py"
+    assert {n: s for s, n in device_files(board)}["main.py"] == ROOT / "agent" / "selector.py"
 
 
 def test_dry_run_prints_the_exact_mpremote_commands(tmp_path: Path) -> None:
     path = write(tmp_path, dict(CFG, profile="column"))
     r = cx("flash", "/dev/ttyUSB7", "--config", str(path), "--dry-run")
     assert r.returncode == 0, r.stderr
-    first, sleep, second = r.stdout.splitlines()
+    # the second command's exec script spans lines inside its quotes (valid shell as printed)
+    first, sleep, second = r.stdout.rstrip("\n").split("\n", 2)
     assert shlex.split(first) == ["mpremote", "connect", "/dev/ttyUSB7", "exec", DISARM, "+",
                                   "reset"]
     assert sleep.startswith("sleep ")
@@ -68,16 +75,19 @@ def test_dry_run_prints_the_exact_mpremote_commands(tmp_path: Path) -> None:
     assert words[:3] == ["mpremote", "connect", "/dev/ttyUSB7"] and words[-2:] == ["+", "reset"]
     files = copies(words)
     assert files["config.json"] == str(path)
-    assert files["board.py"] == str(ROOT / "hardware" / "board_column.py")
-    assert files["board_horn.py"] == str(ROOT / "hardware" / "board_horn.py")
+    assert files["v/0.1.0/board_column.py"] == str(ROOT / "hardware" / "board_column.py")
+    assert files["v/0.1.0/board_horn.py"] == str(ROOT / "hardware" / "board_horn.py")
     assert {n for n in files if n != "config.json"} == {n for _, n in device_files("column")}
     assert second.index(":config.json") < second.index(":main.py"), "main.py goes last"
+    prep = words[words.index("exec") + 1]  # before any copy: board.txt and the pointer
+    assert "open('board.txt', 'w'); f.write('column\\n')" in prep and "ota.json" in prep
 
 
 def test_plan_takes_the_board_from_the_config_unless_told(tmp_path: Path) -> None:
     path = write(tmp_path, CFG)
     horn = copies(plan("u0", path, "horn")[1])
-    assert "board_horn.py" not in horn and horn["board.py"].endswith("board_horn.py")
+    assert "v/0.1.0/board_column.py" not in horn
+    assert horn["v/0.1.0/board_horn.py"].endswith("board_horn.py")
 
 
 @pytest.mark.parametrize("cfg,what", [
@@ -115,7 +125,7 @@ def test_tls_config_flashes_its_ca_before_the_config_and_refuses_without_it(tmp_
     (tmp_path / "ca.der").write_bytes(b"0\x82")
     r = cx("flash", "/dev/ttyUSB7", "--config", str(path), "--dry-run")
     assert r.returncode == 0, r.stderr
-    second = r.stdout.splitlines()[2]
+    second = r.stdout.rstrip("\n").split("\n", 2)[2]
     assert copies(shlex.split(second))["ca.der"] == str(tmp_path / "ca.der")
     assert second.index(":ca.der") < second.index(":config.json")
     for bad in ({"tls": "yes"}, {"tls": True, "ca": "../ca.der"}, {"tls": True}):

@@ -20,6 +20,16 @@ BOARDS = ("horn", "column")
 SETTLE_S = 2.0
 """Wait after the first run's reset before connecting again (boot messages, USB re-open)."""
 DISARM = 'import os; "main.py" in os.listdir() and os.remove("main.py")'
+CLEAN = """def rm(p):
+    try:
+        for e in os.ilistdir(p):
+            rm(p + "/" + e[0]) if e[1] == 0x4000 else os.remove(p + "/" + e[0])
+        os.rmdir(p)
+    except OSError:
+        pass
+rm("v")
+rm("stage")"""
+"""Removes every version directory and an update half-way: a reflash is a factory image."""
 
 
 class FlashError(ValueError):
@@ -27,7 +37,8 @@ class FlashError(ValueError):
 
 
 def device_files(board: str) -> list[tuple[Path, str]]:
-    """(source, name on flash), main.py last: tools/terminal_files.py with the real board file."""
+    """(source, name on flash), the selector main.py last: tools/terminal_files.py with the
+    real board file."""
     return terminal_files.files(board)
 
 
@@ -71,15 +82,21 @@ def check_port(port: str) -> None:
 
 def plan(port: str, config: Path, board: str, mpremote: str = "mpremote",
          extra: list[tuple[Path, str]] | None = None) -> list[list[str]]:
-    """The mpremote command lines, in order; `extra`: files the config names (config_files)."""
-    files = device_files(board)
-    same = [str(src) for src, name in files if src.name == name and name != "main.py"]
-    cmd = [mpremote, "connect", port, "fs", "cp", *same, ":"]
-    for src, name in files:
-        if src.name != name:
-            cmd += ["+", "fs", "cp", str(src), f":{name}"]
+    """The mpremote command lines, in order; `extra`: files the config names (config_files).
+    The factory version goes to v/<version>/ (docs/ota.md "Flash layout"): any other version and
+    an update half-way are removed first; board.txt and the pointer are written by exec; the
+    boot selector is copied last as main.py."""
+    *version, selector = device_files(board)
+    vdir = version[0][1].rsplit("/", 1)[0]
+    data = terminal_files.boot_data(board)
+    prep = (f"import os\n{CLEAN}\nfor d in ('v', {vdir!r}):\n    try:\n        os.mkdir(d)\n"
+            f"    except OSError:\n        pass\n")
+    for name, text in data.items():
+        prep += f"f = open({name!r}, 'w'); f.write({text!r}); f.close()\n"
+    cmd = [mpremote, "connect", port, "exec", prep,
+           "+", "fs", "cp", *(str(src) for src, _ in version), f":{vdir}/"]
     for src, name in extra or []:  # before the config that names them
         cmd += ["+", "fs", "cp", str(src), f":{name}"]
     cmd += ["+", "fs", "cp", str(config), ":config.json",
-            "+", "fs", "cp", str(ROOT / "firmware" / "main.py"), ":main.py", "+", "reset"]
+            "+", "fs", "cp", str(selector[0]), f":{selector[1]}", "+", "reset"]
     return [[mpremote, "connect", port, "exec", DISARM, "+", "reset"], cmd]

@@ -1,37 +1,61 @@
-"""The files a terminal is flashed with (hardware/README.md "Flash layout"): the firmware, the
-agent and a board file, main.py last. The one list `cx flash` and the emulator copy from."""
+"""The files a terminal is flashed with (docs/ota.md "Flash layout"): the factory version in
+v/<version>/ (firmware, agent, a board file), board.txt, the pointer and the boot selector as
+main.py last. The one list `cx flash` and the emulator copy from; and an OTA release's file set."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+from tools import firmware
+
 ROOT = Path(__file__).resolve().parent.parent
+SELECTOR = ROOT / "agent" / "selector.py"
+"""The boot selector, main.py on the flash root: never part of a version or a release."""
 BOARDS = ("horn", "column", "emu")
 """hardware/board_<board>.py: the two real boards, and the emulated one (tools/emu)."""
 
 
+def version() -> str:
+    """The firmware version of this checkout (firmware/version.py): the factory image's name."""
+    return str(firmware.load("version").VERSION)
+
+
 def files(board: str) -> list[tuple[Path, str]]:
     """(source, name on flash) of everything flashed to a terminal with hardware/board_<board>.py
-    as board.py, main.py last (a copy cut short never boots half a firmware)."""
+    (docs/ota.md "Flash layout"): the factory version in v/<version>/ (firmware, agent, the board
+    module), then the boot selector as main.py, last (a copy cut short never boots half a
+    firmware). boot_data() are the two small files to write before main.py."""
     if board not in BOARDS:
         raise ValueError(f"no board {board!r} (one of {', '.join(BOARDS)})")
-    out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
-    out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py"))]
-    out.append((ROOT / "hardware" / f"board_{board}.py", "board.py"))
+    v = f"v/{version()}/"
+    out = [(p, v + p.name) for p in sorted((ROOT / "firmware").glob("*.py"))]
+    out += [(p, v + p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p != SELECTOR]
+    out.append((ROOT / "hardware" / f"board_{board}.py", v + f"board_{board}.py"))
     if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
-        out.append((ROOT / "hardware" / "board_horn.py", "board_horn.py"))
-    out.append((ROOT / "firmware" / "main.py", "main.py"))
+        out.append((ROOT / "hardware" / "board_horn.py", v + "board_horn.py"))
+    out.append((SELECTOR, "main.py"))
     return out
+
+
+def boot_data(board: str) -> dict[str, str]:
+    """name on flash -> text of what a freshly flashed terminal holds beside its files: board.txt
+    (which board_*.py the selector loads) and the pointer naming the factory version."""
+    return {"board.txt": board + "\n", "ota.json": json.dumps(pointer(version()))}
+
+
+def pointer(ver: str) -> dict:
+    """The pointer of a freshly flashed terminal: its factory version, confirmed."""
+    return {"run": ver, "try": None, "boots": 0, "last": None}
 
 
 def release_files() -> list[tuple[Path, str]]:
     """(source, path in a release) of the complete file set an OTA release carries
     (docs/ota.md): every firmware and agent module and every board module (a release serves all
     boards), as sources; `cx ota build` compiles each with mpy-cross (`.py` -> `.mpy`). Not the
-    boot selector (`main.py` on the flash root is never replaced) nor the firmware's own
-    entry main.py, which the selector replaces."""
+    boot selector (`main.py` on the flash root is never replaced)."""
     out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
-    out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p.name != "selector.py"]
+    out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p != SELECTOR]
     out += [(p, p.name) for p in sorted((ROOT / "hardware").glob("board_*.py"))]
     return out
 

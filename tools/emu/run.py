@@ -57,7 +57,7 @@ def load_config(path: Path) -> dict:
 
 def device_files() -> list[tuple[Path, str]]:
     """(source, name on flash) for everything flashed to a terminal: tools/terminal_files.py
-    with the emulated board (hardware/board_emu.py as board.py)."""
+    with the emulated board (hardware/board_emu.py), the boot selector main.py last."""
     return terminal_files.files("emu")
 
 
@@ -79,11 +79,19 @@ def flash(dirpath: Path, config: dict, reflash: bool, src_dir: Path | None = Non
     if (fl / "main.py").exists() and not reflash:
         return
     fl.mkdir(parents=True, exist_ok=True)
-    for src, name in device_files() + extra:
+    # A reflash is a factory image again: no other version, no update half-way (docs/ota.md).
+    for stale in ("v", "stage"):
+        shutil.rmtree(fl / stale, ignore_errors=True)
+    *version, selector = device_files()
+    for src, name in version + extra:
+        (fl / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, fl / name)
+    for name, text in terminal_files.boot_data("emu").items():
+        (fl / name).write_text(text)
     (fl / "config.json").write_text(json.dumps(config, indent=1))
     for stale in ("config.bak",):
         (fl / stale).unlink(missing_ok=True)
+    shutil.copyfile(selector[0], fl / selector[1])  # main.py last, as on a board
 
 
 class IpLine:

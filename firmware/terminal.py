@@ -1,4 +1,5 @@
-# Terminal entry point: load config, wire alert intake -> verifier -> arbiter -> player, run.
+# The terminal: load config, wire alert intake -> verifier -> arbiter -> player, run. Started by
+# the boot selector (agent/selector.py, main.py on the flash) with `terminal.main()`.
 import asyncio
 import gc
 
@@ -87,12 +88,16 @@ class Terminal:
             self.mqtt.subscribe("eb/alert/" + p, 1)
         self._cmd_topic = "eb/dev/%s/cmd" % self.id
         self.mqtt.subscribe(self._cmd_topic, 1)
+        import ota
+
         from agent import Agent
 
+        self.ota = ota.Updater(cfg, log, clock=self.clock, link=self.link, mqtt=self.mqtt,
+                               arbiter=self.arbiter, send_event=self.intake.send_event)
         self.agent = Agent(cfg, log, mqtt=self.mqtt, link=self.link, clock=self.clock,
                            amp=self.amp, arbiter=self.arbiter, modem=self.modem,
                            counts=self.intake.counts, last_alert=lambda: self.intake.last_alert,
-                           send_event=self.intake.send_event, applied=self.apply)
+                           send_event=self.intake.send_event, applied=self.apply, ota=self.ota)
         self.mqtt.on_message = self._on_message
         self.mqtt.on_oversize = self._on_oversize
 
@@ -145,6 +150,7 @@ class Terminal:
                                                  self.modem, log)),
             asyncio.create_task(board.bus_task(self._on_press)),
             asyncio.create_task(self.clips.audit()),
+            asyncio.create_task(self.ota.boot_task()),
         ]
         if self.modem is not None:
             tasks.append(asyncio.create_task(self.modem.run()))
@@ -217,5 +223,3 @@ def main():
     except KeyboardInterrupt:
         pass
 
-
-main()

@@ -1,0 +1,152 @@
+"""OTA test helpers: releases built from this checkout (some modules replaced), a file server with
+Range that can lie, stall or count, and the `ota` command sent as the fleet would (ota.md §2)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from tools import release, terminal_files
+from tools.envelope import KeyPair
+
+
+def build(out: Path, key: KeyPair, version: str, replace: dict[str, str] | None = None,
+          regions: list[str] | None = None, **kw: Any) -> dict[str, Any]:
+    """A release of this checkout in `out` (manifest.jws, files/, release.json), with the sources
+    named in `replace` (flash name -> source text) swapped in; returns release.json."""
+    out.mkdir(parents=True, exist_ok=True)
+    sources = []
+    for src, name in terminal_files.release_files():
+        if replace and name in replace:
+            p = out.parent / f"{out.name}-src" / name
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text(replace[name])
+            src = p
+        sources.append((src, name))
+    now = int(time.time())
+    jws, blobs, summary = release.build(sources, key, version=version,
+                                        regions_=regions or ["341122000000"], issued=now,
+                                        now=now, **kw)
+    release.write(out, jws, blobs, summary)
+    return summary
+
+
+class Server:
+    """Serves DIR/files/<sha>.z for each release folder added, with Range (206). `corrupt`: shas
+    whose body is served with a byte flipped; `cut_after`: close each body after that many bytes
+    while set; `requests`: (path, range start) of every GET."""
+
+    def __init__(self) -> None:
+        self.dirs: list[Path] = []
+        self.corrupt: set[str] = set()
+        self.cut_after: int | None = None
+        self.rate: int | None = None  # bytes per second while set (a slow line)
+        self.requests: list[tuple[str, int]] = []
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                name = self.path.rsplit("/", 1)[-1]
+                start = 0
+                rng = self.headers.get("Range")
+                if rng and rng.startswith("bytes=") and rng.endswith("-"):
+                    start = int(rng[6:-1])
+                srv.requests.append((name, start))
+                body = srv.body(name)
+                if body is None:
+                    self.send_error(404)
+                    return
+                if start >= len(body) and start:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{len(body)}")
+                    self.end_headers()
+                    return
+                self.send_response(206 if start else 200)
+                if start:
+                    self.send_header("Content-Range",
+                                     f"bytes {start}-{len(body) - 1}/{len(body)}")
+                self.send_header("Content-Length", str(len(body) - start))
+                self.end_headers()
+                data = body[start:]
+                if srv.cut_after is not None:
+                    data = data[:srv.cut_after]
+                step = 512
+                for i in range(0, len(data), step):
+                    self.wfile.write(data[i:i + step])
+                    if srv.rate:
+                        time.sleep(step / srv.rate)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/ota"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def body(self, name: str) -> bytes | None:
+        sha = name.removesuffix(".z")
+        for d in self.dirs:
+            p = d / "files" / name
+            if p.exists():
+                data = p.read_bytes()
+                if sha in self.corrupt:
+                    data = data[:-1] + bytes([data[-1] ^ 1])
+                return data
+        return None
+
+    def fetched(self) -> list[str]:
+        return [n for n, start in self.requests if start == 0]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Commands:
+    """The fleet's side of device commands: publish on eb/dev/<id>/cmd, wait for the ack."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.acks: dict[str, dict[str, Any]] = {}
+        self.cond = threading.Condition()
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"cmd-{uuid.uuid4().hex}")
+        self.c.on_message = self._on
+        self.c.connect(host, port)
+        self.c.subscribe("eb/dev/+/ack", 1)
+        self.c.loop_start()
+
+    def _on(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        a = json.loads(msg.payload)
+        with self.cond:
+            self.acks[a.get("cid")] = a
+            self.cond.notify_all()
+
+    def send(self, dev: str, op: str, args: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+        cid = uuid.uuid4().hex[:12]
+        self.c.publish(f"eb/dev/{dev}/cmd", json.dumps({"cid": cid, "op": op, "args": args}),
+                       qos=1).wait_for_publish(5)
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while cid not in self.acks:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no ack for {op} within {timeout}s")
+                self.cond.wait(left)
+            return self.acks[cid]
+
+    def ota(self, dev: str, rel: Path, base: str) -> dict[str, Any]:
+        m = (rel / "manifest.jws").read_text().strip()
+        return self.send(dev, "ota", {"manifest": m, "base": base})
+
+    def close(self) -> None:
+        self.c.loop_stop()
+        self.c.disconnect()
