@@ -80,7 +80,8 @@ def fields_ok(p):
         if not isinstance(f, dict) or not valid_path(f.get("path")) or not _sha(f.get("sha256")):
             return False
         n = f.get("bytes")
-        if not trust.is_int(n) or not 0 <= n <= MAX_FILE_BYTES or f["path"] in seen:
+        if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_FILE_BYTES \
+                or f["path"] in seen:
             return False
         seen.add(f["path"])
     dg = p.get("downgrade", False)
@@ -128,15 +129,14 @@ def check(jws, chain, running, my_region, free_bytes=None, held=None):
             mine = True
     if p["product"] != PRODUCT or not mine:
         return "not_for_me", p
-    new, cur = version(p["version"]), version(running)
-    if cur is None:
-        cur = (0, 0, 0)  # a terminal that cannot name its version takes any release
+    new = version(p["version"]) or (0, 0, 0)  # valid: rule 7
+    cur = version(running) or (0, 0, 0)  # a terminal that cannot name its version takes any
     if new == cur:  # rule 10
         return "same_version", p
     if new < cur and p.get("downgrade") is not True:  # rule 11
         return "downgrade", p
     mv = p.get("min_version")
-    if mv is not None and cur < version(mv):  # rule 12
+    if mv is not None and cur < (version(mv) or (0, 0, 0)):  # rule 12
         return "too_old", p
     if free_bytes is not None:  # rule 13: compressed in stage/ plus inflated, and a margin
         need = 0
