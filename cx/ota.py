@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cx import ota_fleet
 from cx.common import CliError, ExitCode, dump, folder, table
 from cx.keys import EPOCH
 from tools import firmware, release, terminal_files
@@ -270,3 +271,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
     p.set_defaults(func=cmd_diff)
 
+    ota_fleet.register_into(sub)  # upload, serve, rollout, status, pause, resume, abort

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.model import BadKind
+from fleet.ota import EVENT_REASONS, VERSION_RE
 
 MAX_PAYLOAD = 8192
 """Bytes: a heartbeat is ~400; anything near this is not a terminal talking."""
@@ -109,6 +110,21 @@ class Ack:
     cid: str | None
     ok: bool
     received_at: float
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OtaEvent:
+    """An OTA report (ota.md §4): one transition of the update to `version`."""
+
+    device: str
+    version: str
+    state: str
+    reason: str | None
+    done: int | None
+    total: int | None
+    t: int
+    received_at: float
 
 
 @dataclass(frozen=True)
@@ -128,7 +144,7 @@ class Ignored:
     device: str
 
 
-Record = Heartbeat | State | Fault | ReceiptMsg | Ack | Bad | Ignored
+Record = Heartbeat | State | Fault | ReceiptMsg | Ack | OtaEvent | Bad | Ignored
 
 
 class _WrongType(ValueError):
@@ -203,6 +219,11 @@ def _check_heartbeat(obj: dict[str, Any]) -> None:
         for k, n in counts.items():
             if len(k) > MAX_STR or "\x00" in k or type(n) is not int or not 0 <= n <= _INT_HI:
                 raise _WrongType()
+    o = get("ota")  # while an update is under way (ota.md §4)
+    if o is not None and (type(o) is not dict or type(o.get("version")) is not str
+                          or not VERSION_RE.match(o["version"])
+                          or o.get("state") not in EVENT_REASONS):
+        raise _WrongType()
 
 
 def parse(topic: str, payload: bytes | bytearray, received_at: float) -> Record:
@@ -281,7 +302,22 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
             n = _int(obj.get("value"), 0, _INT_HI)
             return Fault(device, fault, True, t, received_at, f"{name}: {why} ({n} dropped)")
         return Fault(device, fault, bool(obj["active"]), t, received_at)
+    if "ota" in obj:
+        return _parse_ota(device, obj, received_at)
     return _parse_receipt(device, obj, received_at)
+
+
+def _parse_ota(device: str, obj: dict[str, Any], received_at: float) -> OtaEvent:
+    """An OTA report (ota.md §4): a version, a state and a reason it may carry."""
+    version, state, reason = obj.get("ota"), obj.get("state"), obj.get("reason")
+    if (not isinstance(version, str) or not VERSION_RE.match(version)
+            or not isinstance(state, str) or state not in EVENT_REASONS
+            or not (reason is None or isinstance(reason, str))
+            or reason not in EVENT_REASONS[state]):
+        raise _WrongType()
+    done, total = _opt_int(obj.get("done"), 0, _INT_HI), _opt_int(obj.get("total"), 0, _INT_HI)
+    return OtaEvent(device, version, state, reason, done, total,
+                    _int(obj.get("t", 0), 0, RECEIPT_T_MAX), received_at)
 
 
 def _parse_receipt(device: str, obj: dict[str, Any], received_at: float) -> ReceiptMsg:
@@ -315,4 +351,6 @@ def _parse_ack(device: str, obj: dict[str, Any], received_at: float) -> Record:
     cid = _str(obj.get("cid"), MAX_ID, none_ok=True)
     if not isinstance(obj.get("ok"), bool):
         raise _WrongType()
-    return Ack(device, cid, bool(obj["ok"]), received_at)
+    error = obj.get("error")
+    error = error[:MAX_STR] if isinstance(error, str) else None
+    return Ack(device, cid, bool(obj["ok"]), received_at, error)

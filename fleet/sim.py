@@ -4,6 +4,7 @@ ingestion benchmark (many devices over one connection). Not the agent: the agent
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import signal
@@ -11,6 +12,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.ota import OtaError, manifest_payload
 from tools.mqttsession import BrokerAuth
+
+OTA_BEHAVIOURS = ("confirm", "rollback", "fail", "silent", "busy")
+"""What a fake terminal does with an `ota` command (`ota_behaviour`; or `refuse:<reason>`)."""
 
 
 def heartbeat(device: str, t: int, *, hb_s: int = 60, up: int | None = None,
@@ -55,6 +62,14 @@ class FakeTerminal:
         self.c.on_connect = self._on_connect
         self.c.on_message = self._on_message
         self._answer = answer_commands
+        # OTA: what to do with an `ota` command, the pause between two reports, and what
+        # happened (monotonic times of the acknowledgement and of the last report).
+        self.ota_behaviour = "confirm"
+        self.ota_step = 0.02
+        self.ota_fetch = True
+        self.ota_events: list[dict[str, Any]] = []
+        self.ota_started: float | None = None
+        self.ota_ended: float | None = None
         if auth is not None:
             auth.apply(self.c)
         self.c.connect(host, port, keepalive=10)
@@ -81,6 +96,10 @@ class FakeTerminal:
             ack = self.answer(cmd)
         ack["t"] = int(time.time())
         c.publish(f"eb/dev/{self.device}/ack", json.dumps(ack), qos=1)
+        if isinstance(cmd, dict) and cmd.get("op") == "ota" and ack.get("ok"):
+            self.ota_started = time.monotonic()
+            threading.Thread(target=self._update, args=(cmd.get("args") or {},),
+                             daemon=True).start()
 
     def answer(self, cmd: dict[str, Any]) -> dict[str, Any]:
         cid, op, args = cmd.get("cid"), cmd.get("op"), cmd.get("args") or {}
@@ -93,10 +112,66 @@ class FakeTerminal:
             if not isinstance(v, int) or not 0 <= v <= 100:
                 return {"cid": cid, "ok": False, "error": "bad_args"}
             return {"cid": cid, "ok": True, "error": None, "result": {"volume": v}}
+        if op == "ota":
+            b = self.ota_behaviour
+            if b == "silent":
+                return {"cid": cid, "ok": True, "error": None}
+            if b.startswith("refuse:") or b == "busy":
+                return {"cid": cid, "ok": False, "error": b.removeprefix("refuse:")}
+            return {"cid": cid, "ok": True, "error": None}
         if op == "selftest":
             return {"cid": cid, "ok": True, "error": None,
                     "result": {"line": self.fields.get("line", "ok"), "line_ma": 310}}
         return {"cid": cid, "ok": False, "error": "unknown_op"}
+
+    def _report(self, version: str, state: str, reason: str | None = None, done: int = 0,
+                total: int = 0) -> None:
+        ev = {"ota": version, "state": state, "reason": reason, "done": done, "total": total,
+              "t": max(self._t, int(time.time()))}
+        self.ota_events.append(ev)
+        self.event(ev)
+
+    def _update(self, args: dict[str, Any]) -> None:
+        """The update as a terminal reports it (ota.md §4), per `ota_behaviour`; the files are
+        fetched from `base` and checked when `ota_fetch` (and the manifest names them)."""
+        try:
+            man = manifest_payload(str(args.get("manifest", "")))
+        except OtaError:
+            man = {}
+        version = str(man.get("version", "0.0.0"))
+        files = [f for f in man.get("files") or [] if isinstance(f, dict)]
+        total = sum(int(f.get("bytes", 0)) for f in files)
+        if self.ota_behaviour == "silent":
+            return
+        self._report(version, "downloading", total=total)
+        time.sleep(self.ota_step)
+        if self.ota_fetch and files and not self._fetch(str(args.get("base", "")), files):
+            self._report(version, "failed", "bad_hash", total=total)
+        elif self.ota_behaviour == "fail":
+            self._report(version, "failed", "unreachable", total=total)
+        else:
+            for state in ("staged", "trial"):
+                self._report(version, state, done=total, total=total)
+                time.sleep(self.ota_step)
+            if self.ota_behaviour == "rollback":
+                self._report(version, "rolled_back", "selftest", done=total, total=total)
+            else:
+                self.fields["v"] = version
+                self._report(version, "confirmed", done=total, total=total)
+                self.heartbeat(qos=1)
+        self.ota_ended = time.monotonic()
+
+    @staticmethod
+    def _fetch(base: str, files: list[dict[str, Any]]) -> bool:
+        for f in files:
+            try:
+                with urllib.request.urlopen(f"{base}/{f['sha256']}.z", timeout=10) as r:
+                    data = zlib.decompress(r.read())
+            except (OSError, ValueError, zlib.error):
+                return False
+            if hashlib.sha256(data).hexdigest() != f["sha256"]:
+                return False
+        return True
 
     def heartbeat_obj(self, **fields: Any) -> dict[str, Any]:
         self._t = max(self._t + 1, int(time.time()))

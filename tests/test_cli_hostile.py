@@ -78,6 +78,14 @@ ARGS: dict[str, list[str]] = {
     "fleet provision": ["T2", "--region", "341122100202", "--trust", "{w}/trust.json",
                         "--broker", "127.0.0.1:1883", "--db", "{new}", "--out", "{new}"],
     "fleet broker-config": ["--creds", "{w}/prov/credentials.json", "--out", "{new}"],
+    "ota upload": ["{w}", "--db", "{w}/fleet.sqlite", "--store", "{new}"],
+    "ota serve": ["--broker", "127.0.0.1:{closed}", "--db", "{w}/fleet.sqlite", "--store",
+                  "{new}", "--http", "127.0.0.1:0"],
+    "ota rollout": ["1.2.3", "--waves", "100%", "--db", "{w}/fleet.sqlite"],
+    "ota status": ["--db", "{w}/fleet.sqlite"],
+    "ota pause": ["1.2.3", "--db", "{w}/fleet.sqlite"],
+    "ota resume": ["1.2.3", "--db", "{w}/fleet.sqlite"],
+    "ota abort": ["1.2.3", "--db", "{w}/fleet.sqlite"],
 }
 PRINTS = ("keys root", "keys issuer", "keys anchors", "keys show", "alert send",
           "alert from-cap", "alert verify", "alert status", "ota build", "ota verify", "flash",
@@ -118,6 +126,14 @@ PATHS: dict[str, list[list[str]]] = {
         ["T3", "--region", "341122100203", "--trust", "{w}/trust.json", "--broker",
          "127.0.0.1:1883", "--db", "{bad}", "--out", "{new}"]],
     "fleet broker-config": [["--creds", "{w}/prov/credentials.json", "--out", "{bad}"]],
+    "ota upload": [["{w}", "--db", "{bad}", "--store", "{new}"]],
+    "ota serve": [["--broker", "127.0.0.1:{closed}", "--db", "{bad}", "--store", "{new}",
+                   "--http", "127.0.0.1:0"]],
+    "ota rollout": [["1.2.3", "--db", "{bad}"]],
+    "ota status": [["--db", "{bad}"]],
+    "ota pause": [["1.2.3", "--db", "{bad}"]],
+    "ota resume": [["1.2.3", "--db", "{bad}"]],
+    "ota abort": [["1.2.3", "--db", "{bad}"]],
 }
 SKIP_PATHS: dict[str, str] = {}
 

@@ -8,9 +8,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.ingest import Ack, Bad, Fault, Heartbeat, Ignored, ReceiptMsg, Record, State
+from fleet.ingest import Ack, Bad, Fault, Heartbeat, Ignored, OtaEvent, ReceiptMsg, Record, State
 from fleet.model import AlarmKind, BadKind
 from fleet.store.alarms import AlarmRules
+from fleet.store.ota import apply_ota
 from fleet.store.transaction import Transaction
 
 
@@ -22,6 +23,7 @@ class IngestStats:
     states: int = 0
     faults: int = 0
     acks: int = 0
+    ota: int = 0
     bad: int = 0
     alarms_opened: int = 0
     alarms_closed: int = 0
@@ -67,7 +69,11 @@ class Ingestion(AlarmRules):
                                sorted((k, d, t, n, now) for (k, d, t), n in bad.items()))
             changed = self._apply_device_messages(tx, good, st, now)
             self._apply_receipts(tx, [r for r in good if isinstance(r, ReceiptMsg)], st, now)
-            st.acks = sum(1 for r in good if isinstance(r, Ack))
+            acks = [r for r in good if isinstance(r, Ack)]
+            st.acks = len(acks)
+            events = [r for r in good if isinstance(r, OtaEvent)]
+            st.ota = len(events)
+            apply_ota(tx, acks, events, [r for r in good if isinstance(r, Heartbeat)], now)
             if changed:
                 opened, closed = self.reconcile_alarms(tx, now, sorted(changed))
                 st.alarms_opened += opened
@@ -228,4 +234,6 @@ def _topic_of(r: Record) -> str:
         return "state"
     if isinstance(r, Ack):
         return "ack"
+    if isinstance(r, OtaEvent):
+        return "event"
     return "event"

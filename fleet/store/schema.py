@@ -89,6 +89,56 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             region TEXT NOT NULL,
             PRIMARY KEY (alert, kid, device))""",
     ]),
+    (2, "OTA releases, rollouts and their targets", [
+        # The release as `cx ota upload` read it (release.json and manifest.jws); the files are
+        # in the content-addressed folder, not here.
+        """CREATE TABLE ota_releases (
+            version TEXT PRIMARY KEY,
+            manifest TEXT NOT NULL,
+            min_version TEXT,
+            regions TEXT NOT NULL,
+            issued BIGINT,
+            kid TEXT,
+            files TEXT NOT NULL,
+            zbytes BIGINT NOT NULL,
+            uploaded_at DOUBLE PRECISION NOT NULL)""",
+        # One rollout per version; `wave` is the wave started last (-1: none yet).
+        """CREATE TABLE ota_rollouts (
+            version TEXT PRIMARY KEY,
+            state TEXT NOT NULL,
+            waves TEXT NOT NULL,
+            region TEXT NOT NULL,
+            only_ip INTEGER NOT NULL,
+            win TEXT,
+            max_parallel INTEGER NOT NULL,
+            abort_at DOUBLE PRECISION NOT NULL,
+            soak DOUBLE PRECISION NOT NULL,
+            wave INTEGER NOT NULL,
+            wave_started_at DOUBLE PRECISION,
+            wave_done_at DOUBLE PRECISION,
+            created_at DOUBLE PRECISION NOT NULL,
+            ended_at DOUBLE PRECISION,
+            reason TEXT)""",
+        """CREATE TABLE ota_targets (
+            version TEXT NOT NULL,
+            device TEXT NOT NULL,
+            town TEXT NOT NULL,
+            wave INTEGER NOT NULL,
+            ord INTEGER NOT NULL,
+            state TEXT NOT NULL,
+            reason TEXT,
+            cid TEXT,
+            instance TEXT,
+            sent_at DOUBLE PRECISION,
+            sends INTEGER NOT NULL,
+            not_before DOUBLE PRECISION NOT NULL,
+            done BIGINT,
+            total BIGINT,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (version, device))""",
+        "CREATE INDEX ota_targets_state ON ota_targets (version, state, wave)",
+        "CREATE INDEX ota_targets_device ON ota_targets (device, state)",
+    ]),
 ]
 
 
