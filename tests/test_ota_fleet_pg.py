@@ -1,0 +1,55 @@
+"""Two rollout engines on one PostgreSQL database (the throwaway cluster of tests/pg.py) share
+one rollout: every terminal is sent its update exactly once, whichever engine claims it; and an
+engine killed between its claim and its publish loses nothing (the claim times out back to
+pending and the other engine sends it)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pg
+import pytest
+from otafleet import until
+from otafleet_rig import Rig
+
+from fleet.store import Store
+
+
+@pytest.fixture
+def rig(tmp_path: Path, broker: Any, cluster: pg.PgCluster) -> Iterator[Rig]:
+    r = Rig(tmp_path, broker, cluster.create_db(f"ota{abs(hash(str(tmp_path))) % 10**9}"), 20)
+    yield r
+    r.close()
+
+
+def test_two_engines_send_each_terminal_exactly_one_command(rig: Rig) -> None:
+    terms = rig.connect(rig.devices)
+    for t in terms:
+        t.ota_step = 0.05
+    rig.store.create_rollout("1.2.0", [10, 50, 100], max_parallel=4, soak=0)
+    a, b = rig.engine("a"), rig.engine("b")
+    rig.wait_state("done", timeout=60)
+    targets = rig.store.targets("1.2.0")
+    assert all(t["state"] == "confirmed" and t["sends"] == 1 for t in targets), targets
+    assert all(len(rig.ota_commands(d)) == 1 for d in rig.devices)
+    assert a.sent + b.sent == 20
+    assert {t["instance"] for t in targets} <= {"a", "b"}
+
+
+def test_a_claim_whose_publish_never_happened_is_sent_again_after_the_timeout(rig: Rig) -> None:
+    rig.connect(rig.devices[:5])
+    rig.store.create_rollout("1.2.0", [100], max_parallel=5, soak=0, region="341122100201")
+    # an instance that claimed and died before publishing: its claims are in the database only
+    dead = Store.open(rig.url)
+    try:
+        claimed = dead.step("dead", ack_timeout=0.5).sends
+    finally:
+        dead.close()
+    online = [d for d in rig.devices[:5] if d.startswith("T341122100201")]
+    assert sorted(s.device for s in claimed) == sorted(online)
+    rig.engine("a", ack_timeout=0.5)
+    until(lambda: all(t["state"] == "confirmed" for t in rig.store.targets("1.2.0")
+                      if t["device"] in online), what="the dead instance's claims sent again")
+    assert all(len(rig.ota_commands(d)) == 1 for d in online)
