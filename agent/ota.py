@@ -13,6 +13,7 @@ import deflate
 import ed25519
 import fsutil
 import otacheck
+import otahttp
 import trust
 import version
 from clip import ClipError, parse_url
@@ -22,8 +23,6 @@ POINTER = "ota.json"
 JOB = "stage/update.json"  # the update under way: manifest and base, so a reboot resumes it
 _BUF = const(1024)
 _TRIES = const(3)  # fetches of one file whose bytes do not match before `failed bad_hash`
-_STALL_MS = const(120000)  # no byte for this long: `failed unreachable`
-_READ_MS = const(10000)
 _MAX_POINTER = const(2048)
 
 # RFC 8032 §7.1 test 1 (empty message): the trial's self-test of its own verifier.
@@ -117,6 +116,7 @@ class Updater:
         self._buf = bytearray(_BUF)
         self._mv = memoryview(self._buf)
         self._last_pct = -1
+        self._http = otahttp.Fetcher(link, self._buf, self._quiet, log)
 
     # --- the command ---------------------------------------------------------------------
 
@@ -246,7 +246,10 @@ class Updater:
         sha = f["sha256"]
         z = "stage/%s.z" % sha
         for _ in range(_TRIES):
-            await self._download(base + "/" + sha + ".z", z)
+            try:
+                await self._http.download(base + "/" + sha + ".z", z)
+            except otahttp.Unreachable:
+                raise Failed("unreachable")
             if await self._inflate(z, dest, f):
                 _rm(z)
                 return
@@ -254,96 +257,6 @@ class Updater:
             _rm(z)
         _rm(dest)
         raise Failed("bad_hash")
-
-    async def _download(self, url, z):
-        # Into z.part, resuming with Range; z once the body is complete.
-        if _size(z) >= 0:
-            return
-        host, port, path = parse_url(url)
-        stall = 0
-        while True:
-            have = _size(z + ".part")
-            try:
-                if await self._get(host, port, path, z + ".part", max(have, 0)):
-                    os.rename(z + ".part", z)
-                    return
-            except (OSError, asyncio.TimeoutError) as e:
-                self.log("ota_fetch", error=repr(e))
-            got = _size(z + ".part")
-            stall = 0 if got > have else stall + 1
-            if stall * 2000 >= _STALL_MS:
-                raise Failed("unreachable")
-            await asyncio.sleep_ms(2000)
-
-    async def _get(self, host, port, path, tmp, start):
-        r, w = await asyncio.wait_for_ms(self.link.open_stream(host, port), _READ_MS)
-        try:
-            hp = host if port == 80 else "%s:%d" % (host, port)
-            req = "GET %s HTTP/1.0\r\nHost: %s\r\n" % (path, hp)
-            if start:
-                req += "Range: bytes=%d-\r\n" % start
-            w.write((req + "\r\n").encode())
-            await asyncio.wait_for_ms(w.drain(), _READ_MS)
-            n, body, status, length, first = await self._head(r)
-            if status == 416 and start:
-                return True  # we hold every byte already; the hash will tell
-            if status == 200:
-                start = 0  # no Range support: the whole body again
-            elif status == 206 and first != start:
-                _rm(tmp)  # a server that lies about Range: start over from byte 0
-                raise OSError("range %r for %d" % (first, start))
-            elif status == 404:
-                raise Failed("unreachable")
-            elif status != 206:
-                raise OSError("status %d" % status)
-            f = open(tmp, "ab" if start else "wb")
-            try:
-                got = n - body
-                if got:
-                    f.write(self._mv[body:n])
-                while length is None or got < length:
-                    await self._quiet()
-                    k = await asyncio.wait_for_ms(r.readinto(self._mv), _READ_MS)
-                    if not k:
-                        break
-                    f.write(self._mv[:k])
-                    got += k
-            finally:
-                f.close()
-            return length is None or got >= length
-        finally:
-            try:
-                await w.wait_closed()
-            except Exception:
-                pass
-
-    async def _head(self, r):
-        # (bytes in buf, body start, status, Content-Length, Content-Range start)
-        buf, n, end = self._buf, 0, -1
-        while end < 0:
-            if n == _BUF:
-                raise OSError("header too long")
-            k = await asyncio.wait_for_ms(r.readinto(self._mv[n:]), _READ_MS)
-            if not k:
-                raise OSError("closed in header")
-            n += k
-            end = buf.find(b"\r\n\r\n", 0, n)
-        lines = bytes(buf[:end]).split(b"\r\n")
-        st = lines[0].split()
-        if len(st) < 2 or not st[0].startswith(b"HTTP/1.") or not st[1].isdigit():
-            raise OSError("bad status line")
-        length = first = None
-        for line in lines[1:]:
-            i = line.find(b":")
-            name, val = line[:i].strip().lower(), line[i + 1:].strip()
-            if name == b"content-length" and val.isdigit():
-                length = int(val)
-            elif name == b"content-range" and val.startswith(b"bytes "):
-                a = val[6:].split(b"-")[0]
-                first = int(a) if a.isdigit() else None
-            elif name == b"transfer-encoding":
-                raise OSError("transfer-encoding")
-        return n, end + 4, int(st[1]), length, first
 
     async def _inflate(self, z, dest, f):
         # z (zlib) -> dest through the fixed buffer, hashing; True when bytes and sha256 match.

@@ -1,0 +1,126 @@
+# The HTTP side of an OTA download (docs/ota.md): GET <base>/<sha256>.z over the link in use,
+# resumed with Range after a cut, into stage/<sha256>.z.part, renamed once the body is complete.
+import asyncio
+import os
+
+from clip import parse_url
+from micropython import const
+
+_STALL_MS = const(120000)  # no byte for this long: `failed unreachable`
+_READ_MS = const(10000)
+_RETRY_MS = const(2000)
+
+
+class Unreachable(Exception):
+    """No progress for _STALL_MS, or the server has no such file."""
+
+
+def _size(path):
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
+class Fetcher:
+    """Streams over link.open_stream through the updater's fixed buffer `mv`; `quiet()` is
+    awaited before every read (alerts first)."""
+
+    def __init__(self, link, buf, quiet, log):
+        self.link = link
+        self._buf = buf
+        self._mv = memoryview(buf)
+        self._quiet = quiet
+        self.log = log
+
+    async def download(self, url, z):
+        # Into z.part, resuming with Range; z once the body is complete.
+        if _size(z) >= 0:
+            return
+        host, port, path = parse_url(url)
+        stall = 0
+        while True:
+            have = _size(z + ".part")
+            try:
+                if await self._get(host, port, path, z + ".part", max(have, 0)):
+                    os.rename(z + ".part", z)
+                    return
+            except (OSError, asyncio.TimeoutError) as e:
+                self.log("ota_fetch", error=repr(e))
+            got = _size(z + ".part")
+            stall = 0 if got > have else stall + 1
+            if stall * _RETRY_MS >= _STALL_MS:
+                raise Unreachable()
+            await asyncio.sleep_ms(_RETRY_MS)
+
+    async def _get(self, host, port, path, tmp, start):
+        r, w = await asyncio.wait_for_ms(self.link.open_stream(host, port), _READ_MS)
+        try:
+            hp = host if port == 80 else "%s:%d" % (host, port)
+            req = "GET %s HTTP/1.0\r\nHost: %s\r\n" % (path, hp)
+            if start:
+                req += "Range: bytes=%d-\r\n" % start
+            w.write((req + "\r\n").encode())
+            await asyncio.wait_for_ms(w.drain(), _READ_MS)
+            n, body, status, length, first = await self._head(r)
+            if status == 416 and start:
+                return True  # we hold every byte already; the hash will tell
+            if status == 200:
+                start = 0  # no Range support: the whole body again
+            elif status == 206 and first != start:
+                os.remove(tmp)  # a server that lies about Range: start over from byte 0
+                raise OSError("range %r for %d" % (first, start))
+            elif status == 404:
+                raise Unreachable()
+            elif status != 206:
+                raise OSError("status %d" % status)
+            f = open(tmp, "ab" if start else "wb")
+            try:
+                got = n - body
+                if got:
+                    f.write(self._mv[body:n])
+                while length is None or got < length:
+                    await self._quiet()
+                    k = await asyncio.wait_for_ms(r.readinto(self._mv), _READ_MS)
+                    if not k:
+                        break
+                    f.write(self._mv[:k])
+                    got += k
+            finally:
+                f.close()
+            return length is None or got >= length
+        finally:
+            try:
+                await w.wait_closed()
+            except Exception:
+                pass
+
+    async def _head(self, r):
+        # (bytes in buf, body start, status, Content-Length, Content-Range start)
+        buf, n, end = self._buf, 0, -1
+        size = len(buf)
+        while end < 0:
+            if n == size:
+                raise OSError("header too long")
+            k = await asyncio.wait_for_ms(r.readinto(self._mv[n:]), _READ_MS)
+            if not k:
+                raise OSError("closed in header")
+            n += k
+            end = buf.find(b"\r\n\r\n", 0, n)
+        lines = bytes(buf[:end]).split(b"\r\n")
+        st = lines[0].split()
+        if len(st) < 2 or not st[0].startswith(b"HTTP/1.") or not st[1].isdigit():
+            raise OSError("bad status line")
+        length = first = None
+        for line in lines[1:]:
+            i = line.find(b":")
+            name, val = line[:i].strip().lower(), line[i + 1:].strip()
+            if name == b"content-length" and val.isdigit():
+                length = int(val)
+            elif name == b"content-range" and val.startswith(b"bytes "):
+                a = val[6:].split(b"-")[0]
+                first = int(a) if a.isdigit() else None
+            elif name == b"transfer-encoding":
+                raise OSError("transfer-encoding")
+        return n, end + 4, int(st[1]), length, first
+
