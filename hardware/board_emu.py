@@ -125,8 +125,8 @@ def modem_uart():
     path = os.getenv("CX_MODEM_PTY")
     if not path:
         return None
-    f = open(path, "r+b")
-    return asyncio.StreamReader(f), asyncio.StreamWriter(f, None)
+    s = asyncio.StreamReader(open(path, "r+b"))  # asyncio's one Stream class: both ends
+    return s, s
 
 
 class AudioOut:

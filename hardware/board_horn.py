@@ -239,7 +239,8 @@ def modem_uart():
         u = machine.UART(_MODEM_UART, baudrate=_MODEM_BAUD, bits=8, parity=None, stop=1,
                          tx=_P["modem_tx"], rx=_P["modem_rx"], rxbuf=_MODEM_RXBUF,
                          txbuf=_MODEM_TXBUF, timeout=0)
-        _modem = (asyncio.StreamReader(u), asyncio.StreamWriter(u, {}))
+        s = asyncio.StreamReader(u)  # asyncio's one Stream class: both ends
+        _modem = (s, s)
     return _modem
 
 
