@@ -48,9 +48,6 @@ class Amplifier:
         self._users = 0
         self._open()
 
-    def deinit(self):
-        self.off_now()
-
     async def _off_later(self):
         await asyncio.sleep_ms(self.hold_ms)
         self._off = None

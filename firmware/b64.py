@@ -37,7 +37,3 @@ def decode(s):
         return binascii.a2b_base64(s)
     except ValueError:
         raise B64Error("undecodable")
-
-
-def encode(b):
-    return binascii.b2a_base64(b).rstrip(b"\n=").replace(b"+", b"-").replace(b"/", b"_").decode()

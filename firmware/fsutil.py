@@ -28,14 +28,6 @@ def read_bytes(path):
         f.close()
 
 
-def exists(path):
-    try:
-        os.stat(path)
-        return True
-    except OSError:
-        return False
-
-
 # Damage found in persisted files since boot: file name -> entries dropped or copies discarded.
 # The agent reports it (heartbeat "files", a "storage" fault event per record); docs/firmware.md
 # "Files on flash" says what each file falls back to.

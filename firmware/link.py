@@ -33,7 +33,7 @@ class Link:
 
     def __init__(self, open_ip, modem, log, host, port, hysteresis_ms=HYSTERESIS_MS,
                  check_ms=CHECK_MS, connect_ms=CONNECT_MS, probe_ms=PROBE_MS,
-                 ip_keepalive=IP_KEEPALIVE, g4_keepalive=G4_KEEPALIVE, on_path=None, tls=None):
+                 ip_keepalive=IP_KEEPALIVE, g4_keepalive=G4_KEEPALIVE, tls=None):
         self._open_ip = open_ip
         # tls: None (plain MQTT) or (reader, writer, path) -> (reader, writer) wrapping a fresh
         # connection in a TLS session (tlsstream.wrap); IP health checks and clips stay TCP
@@ -47,7 +47,6 @@ class Link:
         self.connect_ms = connect_ms
         self.probe_ms = probe_ms
         self._ka = {"ip": ip_keepalive, "4g": g4_keepalive}
-        self._on_path = on_path
         self.mqtt = None  # attach()ed after the client is built
         self.mode = "ip"  # the path the next connection tries first
         self.path = "none"  # the path of the current MQTT connection
@@ -143,8 +142,6 @@ class Link:
             m.set_keepalive(self._ka[path])
             # free bytes on IP buy fast failure detection; on 4G only the keep-alive runs
             m.probe_ms = self.probe_ms if path == "ip" else 0
-        if self._on_path is not None:
-            self._on_path(path)
 
     def _hyst(self):
         return self.hysteresis_ms * self._penalty
