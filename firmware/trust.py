@@ -62,10 +62,6 @@ def str_list(v, lo, hi):
     return isinstance(v, list) and lo <= len(v) <= hi and all(isinstance(x, str) for x in v)
 
 
-def _prefixes_ok(scope):
-    return str_list(scope, 1, MAX_SCOPE) and all(s.isdigit() and 2 <= len(s) <= 12 for s in scope)
-
-
 def in_scope(regions, scope):
     """Every region code lies within the signer's scope (alerts.md §4 rule 8, ota.md §3 rule 8)."""
     for r in regions:
@@ -138,7 +134,8 @@ class Chain:
         kid, pub, scope, use = c.get("kid"), c.get("pub"), c.get("scope"), c.get("use")
         nbf, exp = c.get("nbf"), c.get("exp")
         if not (valid_kid(kid) and isinstance(pub, str)
-                and isinstance(scope, list) and _prefixes_ok(scope)
+                and isinstance(scope, list) and str_list(scope, 1, MAX_SCOPE)
+                and all(s.isdigit() and 2 <= len(s) <= 12 for s in scope)
                 and isinstance(use, list) and str_list(use, 1, MAX_USES) and self.use in use
                 and epoch(nbf) and epoch(exp)):
             raise Reject("rejected", "bad_cert")
