@@ -29,7 +29,7 @@ class ModemError(OSError):
 
 class ATEngine:
     """The only reader of the module's UART and the one command in flight at a time: reply lines
-    to the command, unsolicited result codes (URCs) to the links and listeners, raw CIPRXGET
+    to the command, unsolicited result codes (URCs) to the links and the supervisor, raw CIPRXGET
     bytes into their stream's buffer. modem.Modem supervises it and sets `ready` while the
     module is online; a URC that reports the path lost then sets _lost and wakes it."""
 
@@ -43,7 +43,6 @@ class ATEngine:
         self.ready = asyncio.Event()  # set by the supervisor while the module is online
         self.garbled = 0  # reply lines discarded as garbled or overlong
         self._links = [None] * max_links  # type: list
-        self._listeners = []
         self._lock = asyncio.Lock()
         self._rbuf = bytearray(_RX_BUF)
         self._rmv = memoryview(self._rbuf)
@@ -73,10 +72,6 @@ class ATEngine:
         self._raw_rest = 0
         self._lost = None  # reason a URC reported the path lost
         self._wake = asyncio.Event()
-
-    def listen(self, fn):
-        """fn(line: bytes) is called with every unsolicited result code (URC) line."""
-        self._listeners.append(fn)
 
     async def _cmd(self, cmd, want=None, until=None, data=None, raw=None, ms=0):
         """One command: returns the lines starting with want or until. until names a line that
@@ -161,7 +156,7 @@ class ATEngine:
         raise ModemError("no_answer")
 
     async def _rx(self):
-        # The only reader of the UART: reply lines to the command in flight, URCs to listeners,
+        # The only reader of the UART: reply lines to the command in flight, URCs to _urc,
         # raw CIPRXGET bytes into their stream's buffer.
         mv = self._rmv
         ri = self._readinto
@@ -324,11 +319,6 @@ class ATEngine:
             self._lose("net_closed")
         elif line.startswith(p.URC_SIM):  # either of the tuple (no tuple built per line)
             self._lose("no_sim")
-        for fn in self._listeners:
-            try:
-                fn(line)
-            except Exception as ex:
-                self._log("modem_error", where="listener", reason=str(ex))
 
     def _link(self, line, prefix):
         f = parse_ints(line, prefix, 1)
