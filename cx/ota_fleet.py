@@ -96,6 +96,12 @@ def cmd_upload(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     host, port = broker_address(args.broker)
     http_host, http_port = _listen(args.http)
+    if http_host in ("0.0.0.0", "::") and not args.base:
+        raise CliError(f"--http {args.http} listens on every address: give --base, the URL "
+                       "terminals reach it at (http://10.0.0.5:8080)", ExitCode.USAGE)
+    if args.base and not args.base.startswith(("http://", "https://")):
+        raise CliError(f"--base {args.base!r} must be an http:// or https:// URL",
+                       ExitCode.USAGE)
     auth = broker_login(args.cred or os.environ.get("CX_FLEET_CRED"), args.cafile)
     if "://" not in db_url(args):
         _open(args, create=True).close()  # a SQLite file that cannot be made: refused at once
@@ -105,7 +111,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         raise CliError(f"--http {args.http}: cannot listen there ({e.strerror or e})",
                        ExitCode.USAGE) from None
-    base = args.base or f"http://{args.http.rsplit(':', 1)[0]}:{server.port}"
+    base = args.base or f"http://{args.http.rsplit(':', 1)[0]}:{server.port}"  # [v6]:port too
     instance = args.instance or default_instance()
     engine = Engine(db_url(args), host, port, base, instance=instance, every=args.every,
                     ack_timeout=args.ack_timeout, auth=auth)
