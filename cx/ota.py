@@ -41,7 +41,10 @@ def _kib(n: int) -> str:
 # --- cx ota build ---------------------------------------------------------------------------
 
 
-def _empty_folder(path: Path) -> Path:
+def _empty_folder(path: Path) -> bool:
+    """--out made ready before the compile (a path that cannot be used costs none): created if
+    missing, refused unless empty. True when this run created it."""
+    existed = path.exists()
     folder(path, "--out")
     try:
         if any(path.iterdir()):
@@ -49,7 +52,7 @@ def _empty_folder(path: Path) -> Path:
                            "folder holds one release)", ExitCode.USAGE)
     except OSError as e:
         raise CliError(f"--out {path}: {e.strerror or e}", ExitCode.USAGE) from None
-    return path
+    return not existed
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -74,14 +77,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         release.check_regions(codes, scope, key.kid)
     except ReleaseError as e:
         raise CliError(str(e), ExitCode.USAGE) from None
+    out = Path(args.out)
+    made = _empty_folder(out)
     try:
         jws, blobs, summary = release.build(
             terminal_files.release_files(), key, version=args.version,
             min_version=args.min_version, regions_=codes, issued=issued, now=now, crt=crt,
             downgrade=True if args.downgrade else None)
     except ReleaseError as e:
+        if made:
+            out.rmdir()  # a refused build leaves nothing behind
         raise CliError(str(e)) from None
-    out = _empty_folder(Path(args.out))
     release.write(out, jws, blobs, summary)
     if args.json:
         dump({**summary, "manifest_bytes": len(jws), "out": str(out)})

@@ -136,6 +136,9 @@ def test_every_file_inflates_to_what_the_manifest_names(w: World) -> None:
         assert f"{sha}.z" == b.name and by_sha[sha]["bytes"] == len(data)
         assert zsizes[sha] == len(z)
         assert data[:1] == b"M"  # a .mpy file
+        window = 1 << ((z[0] >> 4) + 8)  # the smallest window that holds the file
+        assert (window >= len(data) or window == 32768) and (window == 512 or
+                                                             window < 2 * len(data))
     assert summary["zbytes"] == sum(zsizes.values())
     assert (summary["version"], summary["regions"], summary["issued"], summary["kid"],
             summary["min_version"]) == ("1.0.0", [COUNTY], ISSUED, w.issuer.kid, None)
