@@ -38,6 +38,7 @@ from fleet.ota_engine import ACK_TIMEOUT, EVERY, Engine
 from fleet.ota_http import MAX_CONNECTIONS, FileServer
 from fleet.service import default_instance
 from fleet.store import Store
+from fleet.store.ota import STALL
 
 STORE_ENV = "CX_OTA_STORE"
 DEFAULT_STORE = "ota-files"
@@ -114,7 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     base = args.base or f"http://{args.http.rsplit(':', 1)[0]}:{server.port}"  # [v6]:port too
     instance = args.instance or default_instance()
     engine = Engine(db_url(args), host, port, base, instance=instance, every=args.every,
-                    ack_timeout=args.ack_timeout, auth=auth)
+                    ack_timeout=args.ack_timeout, stall=args.stall, auth=auth)
     stop = threading.Event()
 
     def on_signal(_sig: int, _frame: Any) -> None:
@@ -247,6 +248,9 @@ def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     s.add_argument("--ack-timeout", type=number(float, 0.1, 86400), default=ACK_TIMEOUT,
                    metavar="S", help="seconds before an unacknowledged command is sent again "
                                      f"(default {ACK_TIMEOUT:g})")
+    s.add_argument("--stall", type=number(float, 1, 30 * 86400), default=STALL, metavar="S",
+                   help="seconds after which an update on an offline, silent terminal no longer "
+                        f"holds its wave nor a place (default {STALL:g})")
     s.add_argument("--max-connections", type=number(int, 1, 4096), default=MAX_CONNECTIONS,
                    metavar="N", help=f"HTTP connections at once (default {MAX_CONNECTIONS})")
     s.set_defaults(func=cmd_serve)

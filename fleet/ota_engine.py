@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from fleet import retry
 from fleet.errors import StoreError
 from fleet.store import Store
+from fleet.store.ota import STALL
 from tools.mqttsession import BrokerAuth
 
 EVERY = 2.0
@@ -39,12 +40,12 @@ class Engine:
     """One engine instance; `run(stop)` blocks until `stop` is set."""
 
     def __init__(self, db: str, host: str, port: int, base: str, *, instance: str,
-                 every: float = EVERY, ack_timeout: float = ACK_TIMEOUT,
+                 every: float = EVERY, ack_timeout: float = ACK_TIMEOUT, stall: float = STALL,
                  auth: BrokerAuth | None = None,
                  log: Callable[[str], None] = _stderr) -> None:
         self.db, self.base, self.instance = db, base.rstrip("/"), instance
         self.host, self.port = host, port
-        self.every, self.ack_timeout = every, ack_timeout
+        self.every, self.ack_timeout, self.stall = every, ack_timeout, stall
         self._log = log
         self.sent = 0
         self.steps = 0
@@ -108,7 +109,7 @@ class Engine:
     def step(self, store: Store) -> int:
         """One step: claim, then publish; returns how many commands were published."""
         self.steps += 1
-        st = store.step(self.instance, ack_timeout=self.ack_timeout,
+        st = store.step(self.instance, ack_timeout=self.ack_timeout, stall=self.stall,
                         new_cid=lambda: "ota-" + secrets.token_hex(6))
         for line in st.log:
             self.log(line)

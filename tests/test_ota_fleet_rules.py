@@ -181,3 +181,20 @@ def test_the_cli_rollout_status_pause_resume_abort(tmp_path: Path, store: Store)
     assert r.returncode == 1 and "cannot resume" in r.stderr
     r = cx("status", "1.9.0")
     assert r.returncode == 1 and r.stderr.strip() == "cx: error: no rollout of 1.9.0"
+
+
+def test_a_silent_offline_terminal_stops_holding_its_wave_and_a_late_rollback_counts(
+        store: Store) -> None:
+    online(store, DEVS)
+    store.create_rollout("1.2.0", [10, 100], max_parallel=1, soak=600, now=NOW)
+    (s,) = store.step("a", now=NOW).sends
+    ack(store, s.device, s.cid, True, at=NOW)
+    store.ingest([parse(f"eb/dev/{s.device}/state", b"offline", NOW + 1)], NOW + 1)
+    assert store.step("a", stall=100, now=NOW + 50).sends == []  # holds wave and place
+    st = store.step("a", stall=100, now=NOW + 200)
+    assert st.log and "wave 1 finished" in st.log[0] and st.sends == []
+    # it comes back and reports a rollback during the soak: judged again before wave 2
+    report(store, s.device, "rolled_back", "crash", at=NOW + 300)
+    st = store.step("a", stall=100, now=NOW + 900)
+    assert store.rollout("1.2.0").state == "aborted" and st.sends == []
+    assert "wave 1: 1 of 1" in st.log[-1]

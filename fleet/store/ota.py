@@ -37,6 +37,10 @@ from tools.regions import covers
 
 BUSY_RETRY = 30.0
 """Seconds before a terminal that answered `busy` is sent the command again."""
+STALL = 1800.0
+"""Seconds an update in flight on an offline terminal that says nothing holds its wave."""
+ABORTED_TRACKED = 86400.0
+"""Seconds after an abort during which reports still move its targets."""
 _IN = ",".join(f"'{s}'" for s in ACTIVE)
 _FINAL = ",".join(f"'{s}'" for s in FINAL)
 _ROLLOUT_COLS = ("version, state, waves, region, only_ip, win, max_parallel, abort_at, soak, "
@@ -198,13 +202,18 @@ class OtaRecords(Core):
 
     # ---- the engine's step
 
-    def step(self, instance: str, *, ack_timeout: float = 60.0, now: float | None = None,
-             new_cid: Any = None) -> Step:
+    def step(self, instance: str, *, ack_timeout: float = 60.0, stall: float = STALL,
+             now: float | None = None, new_cid: Any = None) -> Step:
         """One step of the engine on the running rollout: sent targets unacknowledged past
         `ack_timeout` back to pending; a finished wave judged (abort) and, after its soak, the
-        next started; then as many sends claimed as `max_parallel` leaves room for."""
+        next started; then as many sends claimed as `max_parallel` leaves room for. A target in
+        flight whose terminal is offline and has said nothing for `stall` seconds holds neither
+        its wave nor a place (it still moves if the terminal comes back and reports)."""
         now = time.time() if now is None else now
         out = Step()
+        # in flight and not stalled, on `t` joined with its device `d`
+        flying = (f"(t.state IN ({_IN}) AND NOT (d.state = 'offline' AND t.updated_at < "
+                  f"{float(now - stall)!r}))")
         with self.transaction() as tx:
             row = tx.execute(f"SELECT {_ROLLOUT_COLS} FROM ota_rollouts WHERE state = 'running' "
                              f"ORDER BY created_at LIMIT 1{tx.dialect.for_update}").fetchone()
@@ -216,11 +225,12 @@ class OtaRecords(Core):
                 "UPDATE ota_targets SET state = 'pending', cid = NULL WHERE version = ? AND "
                 "state = 'sent' AND sent_at < ?", (v, now - ack_timeout)).rowcount
             window = ota.parse_window(r.window)
-            self._waves(tx, r, now, window, out)
+            self._waves(tx, r, now, window, flying, out)
             if r.state != "running" or r.wave < 0 or not ota.in_window(window, now):
                 return out
-            active = tx.execute(f"SELECT COUNT(*) FROM ota_targets WHERE version = ? AND state "
-                                f"IN ({_IN})", (v,)).fetchone()[0]
+            active = tx.execute(f"SELECT COUNT(*) FROM ota_targets t JOIN devices d ON d.id = "
+                                f"t.device WHERE t.version = ? AND {flying}",
+                                (v,)).fetchone()[0]
             room = r.max_parallel - active
             if room <= 0:
                 return out
@@ -241,7 +251,7 @@ class OtaRecords(Core):
         return out
 
     def _waves(self, tx: Transaction, r: Rollout, now: float, window: tuple[int, int] | None,
-               out: Step) -> None:
+               flying: str, out: Step) -> None:
         """Judge the current wave and start the next (as many as are ready in this step)."""
         v, last = r.version, len(r.waves) - 1
         link = " AND COALESCE(d.link, '') <> '4g'" if r.only_ip else ""
@@ -251,24 +261,15 @@ class OtaRecords(Core):
                 # terminal offline, or held on 4G, is sent its command when it can be).
                 busy = tx.execute(
                     f"SELECT COUNT(*) FROM ota_targets t JOIN devices d ON d.id = t.device "
-                    f"WHERE t.version = ? AND t.wave = ? AND (t.state IN ({_IN}) OR (t.state = "
+                    f"WHERE t.version = ? AND t.wave = ? AND ({flying} OR (t.state = "
                     f"'pending' AND d.state = 'online'{link}))", (v, r.wave)).fetchone()[0]
                 if busy:
                     return
-                n, bad = tx.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state IN ('failed', 'rolled_back') "
-                    "THEN 1 ELSE 0 END), 0) FROM ota_targets WHERE version = ? AND wave = ?",
-                    (v, r.wave)).fetchone()
                 r.wave_done_at = now
                 tx.execute("UPDATE ota_rollouts SET wave_done_at = ? WHERE version = ?",
                            (now, v))
-                if n and bad / n > r.abort_at:
-                    r.state = "aborted"
-                    r.reason = (f"wave {r.wave + 1}: {bad} of {n} failed or rolled back "
-                                f"({bad / n:.0%} > {r.abort_at:.0%})")
-                    tx.execute("UPDATE ota_rollouts SET state = 'aborted', ended_at = ?, "
-                               "reason = ? WHERE version = ?", (now, r.reason, v))
-                    out.log.append(f"rollout {v} aborted: {r.reason}")
+                n, bad = self._judge(tx, r, now, out)
+                if r.state != "running":
                     return
                 out.log.append(f"rollout {v}: wave {r.wave + 1} finished ({n - bad} of {n} "
                                "without failure)")
@@ -284,6 +285,10 @@ class OtaRecords(Core):
             ready = r.created_at if r.wave < 0 else (r.wave_done_at or now) + r.soak
             if now < ready or not ota.in_window(window, now):
                 return
+            if r.wave >= 0:  # judged again after the soak: a late rollback counts too
+                self._judge(tx, r, now, out)
+                if r.state != "running":
+                    return
             r.wave += 1
             r.wave_started_at, r.wave_done_at = now, None
             tx.execute("UPDATE ota_rollouts SET wave = ?, wave_started_at = ?, wave_done_at = "
@@ -292,6 +297,23 @@ class OtaRecords(Core):
                            (v, r.wave)).fetchone()[0]
             out.log.append(f"rollout {v}: wave {r.wave + 1} of {last + 1} started ({n} "
                            "terminals)")
+
+    @staticmethod
+    def _judge(tx: Transaction, r: Rollout, now: float, out: Step) -> tuple[int, int]:
+        """Abort the rollout when its current wave's (failed + rolled_back) / targets is above
+        `abort_at`; returns (targets, failed + rolled back)."""
+        n, bad = tx.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN state IN ('failed', 'rolled_back') THEN 1 "
+            "ELSE 0 END), 0) FROM ota_targets WHERE version = ? AND wave = ?",
+            (r.version, r.wave)).fetchone()
+        if n and bad / n > r.abort_at:
+            r.state = "aborted"
+            r.reason = (f"wave {r.wave + 1}: {bad} of {n} failed or rolled back "
+                        f"({bad / n:.0%} > {r.abort_at:.0%})")
+            tx.execute("UPDATE ota_rollouts SET state = 'aborted', ended_at = ?, reason = ? "
+                       "WHERE version = ?", (now, r.reason, r.version))
+            out.log.append(f"rollout {r.version} aborted: {r.reason}")
+        return n, bad
 
     # ---- status
 
@@ -346,8 +368,11 @@ def apply_ota(tx: Transaction, acks: Sequence[Any], events: Sequence[Any],
     Nothing to do, and one cheap query, when no rollout is under way."""
     if not (acks or events or heartbeats):
         return
-    versions = {v for (v,) in tx.execute("SELECT version FROM ota_rollouts WHERE state <> "
-                                         "'done'")}
+    # Rollouts whose targets may still move: live ones, and for a day those aborted (updates
+    # under way still report). A batch costs one query when there is none.
+    versions = {v for (v,) in tx.execute(
+        "SELECT version FROM ota_rollouts WHERE state IN ('running', 'paused') OR (state = "
+        "'aborted' AND ended_at > ?)", (now - ABORTED_TRACKED,))}
     if not versions:
         return
     for a in acks:
@@ -370,18 +395,27 @@ def apply_ota(tx: Transaction, acks: Sequence[Any], events: Sequence[Any],
                        f"total = COALESCE(?, total), updated_at = ? WHERE device = ? AND "
                        f"version = ? AND state IN ({_from(e.state)})",
                        (e.state, e.reason, e.done, e.total, now, e.device, e.version))
-    for h in heartbeats:
+    hbs = [h for h in heartbeats if h.body.get("v") in versions
+           or isinstance(h.body.get("ota"), dict)]
+    if not hbs:
+        return
+    # Only the heartbeats of terminals with a target still moving: one query for the batch,
+    # not an UPDATE per heartbeat of every terminal already updated.
+    cond, params = tx.dialect.id_in("device", sorted({h.device for h in hbs}))
+    moving = {(d, v) for d, v in tx.execute(
+        f"SELECT device, version FROM ota_targets WHERE {cond} AND state NOT IN ({_FINAL})",
+        params) if v in versions}
+    for h in hbs:
         b = h.body
-        if b.get("v") in versions:
+        if (h.device, b.get("v")) in moving:
             tx.execute(f"UPDATE ota_targets SET state = 'confirmed', reason = NULL, updated_at = "
                        f"? WHERE device = ? AND version = ? AND state NOT IN ({_FINAL})",
                        (now, h.device, b["v"]))
         o = b.get("ota")
-        if isinstance(o, dict) and o.get("version") in versions and o.get("state") in ACTIVE \
-                and o.get("state") != SENT:
+        if isinstance(o, dict) and (h.device, o.get("version")) in moving \
+                and o.get("state") in ACTIVE and o.get("state") != SENT:
             tx.execute(f"UPDATE ota_targets SET state = ?, updated_at = ? WHERE device = ? AND "
                        f"version = ? AND state IN ({_from(o['state'])})",
                        (o["state"], now, h.device, o["version"]))
-
 
 __all__ = ["BUSY_RETRY", "PENDING", "OtaRecords", "Rollout", "Send", "Step", "apply_ota"]
