@@ -392,3 +392,19 @@ def test_verify_refuses_unusable_input_in_one_line(w: World, tmp_path: Path) -> 
     assert "trust list" in one_line(w.verify(w.rel, trust=bad), 2)
     junk = w.manifest("not a manifest")
     _refused(w.verify(junk), "malformed", 2)
+
+
+def test_a_certificate_past_its_end_is_a_bad_cert_and_an_oversized_manifest_too_large(
+        w: World) -> None:
+    m = w.manifest(w.small())
+    late = cx("ota", "verify", str(m), "--trust", str(w.trust), "--running", "0.1.0",
+              "--region", TERMINAL, "--now", str(NOW + 2 * 86400))
+    _refused(late, "bad_cert", 5)
+    big = w.manifest("a" * 16385)
+    _refused(w.verify(big), "too_large", 1)
+
+
+def test_diff_refuses_what_is_not_a_release_in_one_line(w: World, tmp_path: Path) -> None:
+    (tmp_path / "release.json").write_text('{"files": 3}')
+    assert "not a release summary" in one_line(cx("ota", "diff", str(w.rel), str(tmp_path)), 2)
+    assert "no-such" in one_line(cx("ota", "diff", str(tmp_path / "no-such"), str(w.rel)), 2)
