@@ -55,7 +55,7 @@ class Engine:
                                    client_id=f"cx-ota-{instance}-{secrets.token_hex(3)}")
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._client.reconnect_delay_set(0.5, 30)
+        self._client.reconnect_delay_set(1, 30)
         if auth is not None:
             auth.apply(self._client)
 
@@ -103,6 +103,7 @@ class Engine:
         finally:
             if store is not None:
                 store.close()
+            self.connected.clear()  # our own DISCONNECT is not "lost the connection"
             self._client.disconnect()
             self._client.loop_stop()
 

@@ -29,7 +29,6 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "cx-ota"
     sys_version = ""
     timeout = TIMEOUT
-    server: FileServer
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per request would drown the service log
@@ -56,7 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
         if m is None:
             self._plain(404, "not found")
             return
-        path = self.server.folder / f"{m[1]}.z"
+        server = self.server
+        assert isinstance(server, FileServer)
+        path = server.folder / f"{m[1]}.z"
         try:
             f = open(path, "rb")
         except OSError:
@@ -93,7 +94,7 @@ class _Handler(BaseHTTPRequestHandler):
                     break
                 self.wfile.write(chunk)
                 length -= len(chunk)
-        self.server.served += 1
+        server.served += 1
 
 
 class FileServer(ThreadingHTTPServer):

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from otafleet import make_release
@@ -35,7 +36,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s.close()
 
 
-def online(s: Store, devices: list[str], at: float = NOW, **fields: object) -> None:
+def online(s: Store, devices: list[str], at: float = NOW, **fields: Any) -> None:
     s.ingest([parse(f"eb/dev/{d}/hb", json.dumps(heartbeat(d, int(at), **fields)).encode(), at)
               for d in devices], at)
 
