@@ -180,6 +180,9 @@ def test_the_cli_rollout_status_pause_resume_abort(tmp_path: Path, store: Store)
     assert cx("abort", "1.2.0").stdout.strip() == "rollout 1.2.0: aborted"
     r = cx("resume", "1.2.0")
     assert r.returncode == 1 and "cannot resume" in r.stderr
+    r = cx("status", "--watch", "--interval", "0.1")  # an ended rollout: printed once
+    assert r.returncode == 0 and r.stdout.count("rollout 1.2.0: aborted") == 1
+    assert "aborted by the admin" in r.stdout
     r = cx("status", "1.9.0")
     assert r.returncode == 1 and r.stderr.strip() == "cx: error: no rollout of 1.9.0"
 
