@@ -90,7 +90,7 @@ for both; `time.ticks_us`, heap 1 MB, best of 3 rounds of the given runs each.
 | `bench/ed25519_naive.py` (affine, inversion per add, double-and-add) | {f['naive_ms']:.2f} | 3 x {args.n_naive} |
 | speedup | {speedup:.1f}x | |
 
-Building the 6 KB base-point table (`ed25519.precompute()`, once per boot): {f['table_ms']:.2f} ms.
+Building the 1.5 KB base-point table (`ed25519.precompute()`, once per boot): {f['table_ms']:.2f} ms.
 Not measured on an ESP32 here: it has 30-bit small ints (every field element and
 SHA-512 word is a big int there too) and a far slower core, so its absolute figures
 will be larger; the ratio between the two implementations is what this shows.

@@ -5,8 +5,9 @@
 #   (Hisil-Wong-Carter-Dawson 2008, a = -1); T is only computed when an addition
 #   follows, which saves a multiplication on most doublings;
 # - one shared doubling chain for [S]B + [k](-A) (Straus), with width-5 wNAF for
-#   the key's odd multiples (8 points, built per call) and width-8 wNAF for the
-#   base point's (64 affine points, built once on first use and kept packed in 6 KB);
+#   the key's odd multiples (8 points, built per call) and width-6 wNAF for the
+#   base point's (16 affine points, built once on first use and kept packed in 1.5 KB:
+#   width 8's 64 points held 6 KB more for no time measurable in bench_verify, issue 9);
 # - a single inversion at the end, to encode the result and compare it with R.
 #
 # Verification is cofactorless: encode([S]B - [k]A) == R, byte for byte. An R
@@ -29,8 +30,8 @@ _BY = const(0x6666666666666666666666666666666666666666666666666666666666666658)
 _Y_MASK = const((1 << 255) - 1)
 
 _WA = const(5)   # wNAF width for the public key: 2**(5-2) = 8 odd multiples per call
-_WB = const(8)   # wNAF width for the base point: 2**(8-2) = 64 cached odd multiples
-_NB = const(64)  # entries in the base table, 2**(_WB-2)
+_WB = const(6)   # wNAF width for the base point: 2**(6-2) = 16 cached odd multiples
+_NB = const(16)  # entries in the base table, 2**(_WB-2)
 _ENTRY = const(96)  # bytes per base-table entry: three 32-byte field elements
 
 _ZEROS = bytes(256)  # wNAF digit positions: scalars are < 2**253
@@ -114,16 +115,16 @@ def _cached(pts):
 
 
 def precompute():
-    """Build the base-point table now (64 point additions and 8 inversions, once per boot).
+    """Build the base-point table now (16 point additions and 2 inversions, once per boot).
 
-    Call it at a quiet point at boot: a 6 KB block is easiest to find in a fresh heap.
+    Call it at a quiet point at boot: a 1.5 KB block is easiest to find in a fresh heap.
     verify() builds it on first use otherwise."""
     _base()
 
 
 def _base():
-    # Odd multiples [1]B..[127]B in affine cached form (y+x, y-x, 2dxy), Z = 1 saving a
-    # multiplication per add; packed as 32-byte little-endian ints (6 KB, no per-int overhead).
+    # Odd multiples [1]B..[31]B in affine cached form (y+x, y-x, 2dxy), Z = 1 saving a
+    # multiplication per add; packed as 32-byte little-endian ints (1.5 KB, no per-int overhead).
     # Built in chunks of 8 with one inversion each (Montgomery's trick) to keep the
     # transient RAM small on a 100 KB heap.
     global _base_table

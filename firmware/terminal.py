@@ -35,7 +35,7 @@ class Terminal:
         self.clock = clock.Clock(log)
         if not self.clock.synced:
             log("clock_unsynced")
-        ed25519.precompute()  # the 6 KB base table needs one contiguous block: take it early
+        ed25519.precompute()  # the 1.5 KB base table needs one contiguous block: take it early
         verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(log=log), self.clock)
         self.intake = intake.Intake(self.id, verifier, self.clock, log, self._shown)
         warm, hold = amp.PROFILES[cfg["profile"]]
