@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pg
 import pytest
+from otahelp import Commands, Server
 
 from tools.broker import Broker, free_port
+from tools.envelope import KeyPair
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -106,3 +108,25 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return str(tmp_path / "fleet.sqlite")
     c: pg.PgCluster = request.getfixturevalue("cluster")
     return c.create_db(f"t{abs(hash(str(tmp_path))) % 10**9}")
+
+
+@pytest.fixture
+def ota_key():
+    """A county key for releases only (use ota), made at test time."""
+    return KeyPair.generate("root", "county-ota", ["341122"], ["ota"])
+
+
+@pytest.fixture
+def server():
+    """A release file server on loopback (tests/otahelp.py)."""
+    s = Server()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def cmds(broker):
+    """The fleet's side of device commands on the test broker (tests/otahelp.py)."""
+    c = Commands(broker.host, broker.port)
+    yield c
+    c.close()

@@ -150,3 +150,21 @@ class Commands:
     def close(self) -> None:
         self.c.loop_stop()
         self.c.disconnect()
+
+
+def terminal(rig: Any, key: KeyPair, **cfg: Any) -> Any:
+    """The rig's terminal t1 trusting the rig's alert root and `key` for OTA."""
+    cfg.setdefault("ota_trial_s", 30)
+    return rig.terminal("t1", trust=[rig.root.anchor(), key.anchor()], **cfg)
+
+
+def boots(t: Any) -> list[dict[str, Any]]:
+    return [e["value"] for e in t.events() if e["dev"] == "boot"]
+
+
+def sounds(rig: Any, t: Any) -> None:
+    """A valid alert plays to its end on `t` (the version running now)."""
+    rig.wait_answering(t.id, t.cfg["region"])
+    p = rig.send_alert(kind="test", level=4, tone="chime")
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["_dev"] == t.id
+                and r["status"] == "done", 30)

@@ -5,41 +5,15 @@ release that cannot prove itself is rolled back; refusals write nothing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from otahelp import Commands, Server, build
+from otahelp import Commands, Server, boots, build, sounds, terminal
 from rig import Rig, Term
 
 from tools.envelope import KeyPair
 
 VER0 = "0.1.0"  # the factory image (firmware/version.py)
-
-
-@pytest.fixture
-def ota_key() -> KeyPair:
-    return KeyPair.generate("root", "county-ota", ["341122"], ["ota"])
-
-
-@pytest.fixture
-def server() -> Iterator[Server]:
-    s = Server()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def cmds(broker: Any) -> Iterator[Commands]:
-    c = Commands(broker.host, broker.port)
-    yield c
-    c.close()
-
-
-def terminal(rig: Rig, key: KeyPair, **cfg: Any) -> Term:
-    cfg.setdefault("ota_trial_s", 30)
-    return rig.terminal("t1", trust=[rig.root.anchor(), key.anchor()], **cfg)
 
 
 def ota_events(rig: Rig, dev: str, version: str) -> list[dict[str, Any]]:
@@ -49,18 +23,6 @@ def ota_events(rig: Rig, dev: str, version: str) -> list[dict[str, Any]]:
 def wait_state(rig: Rig, t: Term, version: str, state: str, timeout: float = 90) -> dict:
     return rig.rx.wait(lambda r: r.get("_dev") == t.id and r.get("ota") == version
                        and r.get("state") == state, timeout)
-
-
-def boots(t: Term) -> list[dict[str, Any]]:
-    return [e["value"] for e in t.events() if e["dev"] == "boot"]
-
-
-def sounds(rig: Rig, t: Term) -> None:
-    """A valid alert plays to its end on `t` (the version running now)."""
-    rig.wait_answering(t.id, t.cfg["region"])
-    p = rig.send_alert(kind="test", level=4, tone="chime")
-    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["_dev"] == t.id
-                and r["status"] == "done", 30)
 
 
 def test_update_downloads_stages_switches_confirms_and_sounds(rig: Rig, ota_key: KeyPair,
