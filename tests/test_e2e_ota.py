@@ -142,3 +142,26 @@ def test_one_changed_module_downloads_one_file_and_a_cut_download_resumes(
     assert {name for name, _ in got} == {f"{changed['sha256']}.z"}, got
     assert got[0][1] == 0 and any(start == 300 for _, start in got[1:]), "resumed with Range"
     sounds(rig, t)
+
+
+def test_an_alert_during_a_download_sounds_and_the_update_carries_on(
+        rig: Rig, ota_key: KeyPair, server: Server, cmds: Commands, tmp_path: Path) -> None:
+    t = terminal(rig, ota_key, hold_ms=100)
+    rel = tmp_path / "r020"
+    build(rel, ota_key, "0.2.0")
+    server.dirs.append(rel)
+    server.rate = 8000  # a slow line: the download takes many seconds
+    assert cmds.ota(t.id, rel, server.base)["ok"] is True
+    wait_state(rig, t, "0.2.0", "downloading", 30)
+    deadline = time.monotonic() + 30
+    while not server.requests and time.monotonic() < deadline:  # the first file is on its way
+        time.sleep(0.05)
+    assert server.requests, "the download has begun"
+    p = rig.send_alert(kind="alert", level=1, tone="siren", expires_in=120)
+    playing = rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "playing", 30)
+    assert not any(r.get("state") == "staged" for r in ota_events(rig, t.id, "0.2.0"))
+    rig.send(rig.alert(kind="cancel", refs=[p["id"]])[0])
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "cancelled", 30)
+    server.rate = None
+    wait_state(rig, t, "0.2.0", "confirmed", 120)
+    assert playing["reason"] is None
