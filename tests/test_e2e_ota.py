@@ -4,6 +4,7 @@ release that cannot prove itself is rolled back; refusals write nothing."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ def test_update_downloads_stages_switches_confirms_and_sounds(rig: Rig, ota_key:
     states = [r["state"] for r in ota_events(rig, t.id, "0.2.0")]
     assert states[0] == "downloading" and states.index("staged") < states.index("trial")
     assert [b["version"] for b in boots(t)][-1] == "0.2.0"
+    assert json.loads(t.ctl("status"))["version"] == "0.2.0"  # specs/emulator.md `status`
     fl = t.dir / "flash"
     assert sorted(p.name for p in (fl / "v").iterdir()) == ["0.2.0"], "the old one is gone"
     assert not (fl / "stage").exists()

@@ -31,6 +31,8 @@ def micropython_pid(t) -> int:
 def test_first_boot_records_power_cause_and_version(rig: Rig) -> None:
     t = rig.terminal("t1")
     assert boots(t) == [{"cause": "power", "version": "0.1.0"}]
+    st = json.loads(t.ctl("status"))
+    assert st["version"] == "0.1.0" and st["boots"] == 1 and st["cause"] == "power"
     fl = t.dir / "flash"  # docs/ota.md "Flash layout": the factory version in v/0.1.0/
     assert (fl / "main.py").read_text() == (ROOT / "agent" / "selector.py").read_text()
     assert (fl / "v" / "0.1.0" / "board_emu.py").exists() and (fl / "board.txt").read_text() == "emu\n"

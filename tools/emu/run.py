@@ -233,6 +233,13 @@ class Terminal:
         if not self.quiet:
             print(f"emu {self.dir.name}: {msg}", flush=True)
 
+    def running_version(self) -> str | None:
+        """The firmware version the terminal said it booted (after an OTA switch or rollback,
+        the new or the old one), from its last boot event."""
+        b = last_boot(self.hw)
+        v = b.get("version") if b else None
+        return v if isinstance(v, str) else None
+
     def _start(self) -> None:
         env = dict(os.environ)
         env.update({
@@ -408,8 +415,26 @@ class Terminal:
             return self.modem.control(args)
         if cmd == "status":
             p = self.proc
-            return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause})
+            return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause,
+                               "version": self.running_version()})
         return f"error: unknown command {cmd!r} (press, adc, power-cut, link, modem, status)"
+
+
+def last_boot(hw: Path) -> dict | None:
+    """The value of the last `boot` event in hw/events.jsonl: the version that actually runs."""
+    try:
+        lines = (hw / "events.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if '"boot"' in line:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue  # a line being written
+            if e.get("dev") == "boot" and isinstance(e.get("value"), dict):
+                return e["value"]
+    return None
 
 
 def control(dirpath: Path, args: list[str], timeout: float = 5.0) -> str:
