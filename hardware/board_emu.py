@@ -1,6 +1,8 @@
 # Emulated board: the same API as the ESP32 boards, with every output recorded under DIR/hw/ and
 # every input taken from the host emulator's bus (specs/emulator.md). Installed on flash as board.py.
 import asyncio
+import binascii
+import hashlib
 import json
 import os
 import socket
@@ -234,4 +236,159 @@ async def bus_task(on_press):
             pass
 
 
+
+# --- runtime image: what board_horn.py would write to the next OTA app partition -------------
+# docs/ota.md "The runtime image (esp32.Partition)". No partition is written: DIR/hw/image.json
+# keeps the slots (running, boot, trial) and the last image (slot, bytes, blocks, sha256, why,
+# set_boot, confirmed), and events.jsonl gets {"dev": "image"} for each step and block. The slot
+# size is CX_IMAGE_SLOT bytes (default 0x180000, ota_0/ota_1 of partitions-4MiB-ota.csv; 0: a
+# factory-only table). A boot (this module's import) after set_boot runs the new slot on trial;
+# the next boot without image_confirm() rolls back, as the ESP-IDF bootloader does.
+
+_BLOCK = const(4096)
+_APP_MAGIC = const(0xE9)
+_SLOT = int(os.getenv("CX_IMAGE_SLOT") or 0x180000)
+_img = None
+
+
+def _state():
+    try:
+        with open(_HW + "/image.json") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {"running": "ota_0", "boot": "ota_0", "trial": False}
+
+
+def _save(st):
+    with open(_HW + "/image.json.tmp", "w") as f:
+        json.dump(st, f)
+    os.rename(_HW + "/image.json.tmp", _HW + "/image.json")
+
+
+def _image_boot():
+    try:
+        os.stat(_HW + "/image.json")
+    except OSError:
+        return  # no runtime image was ever written here
+    st = _state()
+    if st["boot"] != st["running"]:
+        st["previous"], st["running"], st["trial"] = st["running"], st["boot"], True
+        event("image", {"step": "boot", "slot": st["running"], "trial": True})
+    elif st.get("trial"):
+        st["running"] = st["boot"] = st.get("previous", st["running"])
+        st["trial"] = False
+        event("image", {"step": "rollback", "slot": st["running"]})
+    else:
+        return
+    _save(st)
+
+
+class _Image:
+    def __init__(self, slot, nbytes):
+        self.slot = slot
+        self.nbytes = nbytes
+        self.count = 0
+        self.blocks = 0
+        self.fill = 0
+        self.first = -1  # the image's first byte
+        self.sha = hashlib.sha256()
+
+    def flush(self):
+        event("image", {"step": "block", "slot": self.slot, "block": self.blocks})
+        self.blocks += 1
+        self.fill = 0
+
+
+def image_running():
+    """Label of the partition the running firmware booted from ("ota_0", "ota_1", "factory")."""
+    return _state()["running"]
+
+
+def image_begin(nbytes):
+    """Start a runtime image of `nbytes` in the next OTA slot; returns the slot's label.
+    ValueError "no_update_slot" (factory-only partition table), "image_too_large" (over the
+    slot's size), "image_empty". Drops an unfinished earlier image (it is never booted)."""
+    global _img
+    _img = None
+    if nbytes < 1:
+        raise ValueError("image_empty")
+    if not _SLOT:
+        raise ValueError("no_update_slot")
+    if nbytes > _SLOT:
+        raise ValueError("image_too_large")
+    st = _state()
+    slot = "ota_1" if st["running"] == "ota_0" else "ota_0"
+    _img = _Image(slot, nbytes)
+    st["image"] = {"slot": slot, "size": _SLOT, "nbytes": nbytes, "bytes": 0, "blocks": 0,
+                   "sha256": None, "why": "unfinished", "set_boot": False, "confirmed": False}
+    _save(st)
+    event("image", {"step": "begin", "slot": slot, "nbytes": nbytes, "size": _SLOT})
+    return slot
+
+
+def image_write(chunk):
+    """The image's next bytes, any length: every 4096-byte block goes to flash once full.
+    ValueError "image_not_begun", or "image_too_long" past the size given to image_begin()."""
+    im = _img
+    if im is None:
+        raise ValueError("image_not_begun")
+    n = len(chunk)
+    if im.count + n > im.nbytes:
+        raise ValueError("image_too_long")
+    if n and im.count == 0:
+        im.first = chunk[0]
+    im.sha.update(chunk)
+    im.count += n
+    room = _BLOCK - im.fill
+    while n >= room:
+        im.flush()
+        n -= room
+        room = _BLOCK
+    im.fill += n
+
+
+def image_finish(sha256_hex):
+    """True when every byte came, they hash to `sha256_hex` (the real board also reads the flash
+    back) and the image starts like an app image: set_boot() is recorded and the next boot runs
+    the slot on trial. False otherwise, the boot slot unchanged."""
+    global _img
+    im, _img = _img, None
+    if im is None:
+        return False
+    if im.fill:
+        im.flush()  # the last block, padded with 0xFF
+    got = binascii.hexlify(im.sha.digest()).decode()
+    why = None
+    if im.count != im.nbytes:
+        why = "image_short"
+    elif got != sha256_hex.lower():
+        why = "hash_mismatch"
+    elif im.first != _APP_MAGIC:
+        why = "not_an_app_image"
+    st = _state()
+    st["image"] = {"slot": im.slot, "size": _SLOT, "nbytes": im.nbytes, "bytes": im.count,
+                   "blocks": im.blocks, "sha256": got, "expected": sha256_hex, "why": why,
+                   "set_boot": why is None, "confirmed": False}
+    if why is None:
+        st["boot"] = im.slot
+    _save(st)
+    event("image", {"step": "finish", "bytes": im.count, "sha256": got, "why": why})
+    if why is None:
+        event("image", {"step": "set_boot", "slot": im.slot})
+    return why is None
+
+
+def image_confirm():
+    """After the new runtime's trial proved itself: cancel the bootloader's rollback. True when
+    done (also with nothing on trial); False on a build without rollback support."""
+    st = _state()
+    st["trial"] = False
+    if "image" in st and st["image"]["slot"] == st["running"]:
+        st["image"]["confirmed"] = True
+    _save(st)
+    event("image", {"step": "confirm", "slot": st["running"]})
+    return True
+
+
 _bus_connect()
+_image_boot()
