@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cx.common import CliError, ExitCode, Parser
+from cx.common import CliError, ExitCode, Parser, epoch_utc
 from cx.keys import EPOCH
 from tools import firmware
 from tools.alertverify import (
@@ -110,13 +110,6 @@ def _verdict(env: bytes, cfg: dict[str, Any], now: int, synced: bool) -> tuple[d
 # --- output ---------------------------------------------------------------------------
 
 
-def _utc(t: object) -> str:
-    if isinstance(t, bool) or not isinstance(t, int):
-        return repr(t)
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({t})"
-    except (OverflowError, OSError, ValueError):
-        return str(t)
 
 
 def _signer(kid: str | None, crt_kid: str | None) -> str:
@@ -142,7 +135,7 @@ def print_human(res: dict[str, Any], rule: int | None, region: str, now: int, sy
     if cert is not None:
         scope = cert.get("scope")
         scope = ", ".join(map(str, scope)) if isinstance(scope, list) else repr(scope)
-        valid = f"{_utc(cert.get('nbf'))} .. {_utc(cert.get('exp'))}"
+        valid = f"{epoch_utc(cert.get('nbf'))} .. {epoch_utc(cert.get('exp'))}"
         rows.append(("cert", f"for {cert.get('kid')}, scope {scope}, valid {valid}"))
     if p is not None:
         if not verified:
@@ -159,8 +152,8 @@ def print_human(res: dict[str, Any], rule: int | None, region: str, now: int, sy
             rows.append(("regions", ", ".join(map(str, regions)) or "(none)"))
             if res.get("outside"):
                 rows.append(("outside", ", ".join(res["outside"]) + " (not within the scope)"))
-        rows.append(("issued", _utc(p.get("issued"))))
-        rows.append(("expires", _utc(p.get("expires"))))
+        rows.append(("issued", epoch_utc(p.get("issued"))))
+        rows.append(("expires", epoch_utc(p.get("expires"))))
         covers = res.get("covers") or []
         rows.append(("covers", (", ".join(covers) if covers else "none") +
                      f" (terminal {region})"))
@@ -168,7 +161,7 @@ def print_human(res: dict[str, Any], rule: int | None, region: str, now: int, sy
         rows.append(("id", "(payload not readable)"))
         rows.append(("terminal", region))
     clock = "synced" if synced else "unsynced: rule 9 skipped, rule 10 against this time"
-    rows.append(("now", f"{_utc(now)}, clock {clock}"))
+    rows.append(("now", f"{epoch_utc(now)}, clock {clock}"))
     for k, v in rows:
         print(f"  {k:<9} {v}")
     print(f"  note: {NOT_REMEMBERED}")

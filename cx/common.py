@@ -239,6 +239,17 @@ def age(t: float | None, now: float | None = None) -> str:
     return f"{s // 86400}d"
 
 
+def epoch_utc(t: object) -> str:
+    """An epoch-seconds field as a reader checks it: `2026-12-01 19:00:00 UTC (1796151600)`;
+    anything that is not an int as it is (repr), so a bad field shows as what it is."""
+    if isinstance(t, bool) or not isinstance(t, int):
+        return repr(t)
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({t})"
+    except (OverflowError, OSError, ValueError):
+        return str(t)
+
+
 def when(t: float | None) -> str:
     """A local time as 2026-12-01 17:20:00, '-' for none."""
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))

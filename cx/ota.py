@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cx import ota_fleet
-from cx.common import CliError, ExitCode, dump, folder, table
+from cx.common import CliError, ExitCode, dump, epoch_utc, folder, table
 from cx.keys import EPOCH
 from tools import firmware, release, terminal_files
 from tools.keys import KeyFileError, load_keyfile
@@ -25,13 +25,6 @@ def _csv(text: str) -> list[str]:
     return [x.strip() for x in text.split(",") if x.strip()]
 
 
-def _utc(t: object) -> str:
-    if isinstance(t, bool) or not isinstance(t, int):
-        return repr(t)
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t)) + f" ({t})"
-    except (OverflowError, OSError, ValueError):
-        return str(t)
 
 
 def _kib(n: int) -> str:
@@ -163,7 +156,7 @@ def print_verdict(res: dict[str, Any], args: argparse.Namespace, now: int, fw_ou
         covers = res.get("covers") or []
         rows.append(("covers", (", ".join(covers) if covers else "none")
                      + f" (terminal {args.region})"))
-        rows.append(("issued", _utc(p.get("issued"))))
+        rows.append(("issued", epoch_utc(p.get("issued"))))
         files = p.get("files")
         if isinstance(files, list):
             total = sum(f.get("bytes", 0) for f in files if isinstance(f, dict)
@@ -172,7 +165,7 @@ def print_verdict(res: dict[str, Any], args: argparse.Namespace, now: int, fw_ou
     else:
         rows.append(("payload", "(not readable)"))
         rows.append(("terminal", args.region))
-    rows.append(("now", _utc(now)))
+    rows.append(("now", epoch_utc(now)))
     for k, v in rows:
         print(f"  {k:<9} {v}")
     for line in fw_out.splitlines():

@@ -170,7 +170,7 @@ for f in m["files"]:
 print(json.dumps({"bad": bad, "n": len(m["files"])}))
 """
 
-# The unix port has no network module, nor the ESP32's machine classes: stand-ins that answer
+# The unix port has no network or esp32 module, nor the ESP32's machine classes: stand-ins that answer
 # anything, so board_horn/board_column import as they would on the board.
 _STUB = """
 class _Any:
@@ -192,7 +192,7 @@ def test_each_mpy_inflates_and_imports_under_micropython(w: World, tmp_path: Pat
     (tmp_path / "manifest.json").write_text(json.dumps(p))
     (tmp_path / "t.py").write_text(_IMPORT_ALL)
     (tmp_path / "stub").mkdir()
-    for mod in ("network", "machine"):
+    for mod in ("network", "machine", "esp32"):
         (tmp_path / "stub" / f"{mod}.py").write_text(_STUB)
     r = subprocess.run([MICROPYTHON, "t.py"], cwd=tmp_path, capture_output=True, text=True,
                        timeout=60, check=False)

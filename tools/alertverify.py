@@ -51,33 +51,6 @@ import region
 import seen
 
 
-class FixedClock:
-    # all alert.Verifier needs of clock.Clock; clock.py itself needs board
-    def __init__(self, t, synced):
-        self.t = t
-        self.synced = synced
-
-    def now(self):
-        return self.t
-
-
-def load(name, mode):
-    f = open(name, mode)
-    try:
-        return f.read()
-    finally:
-        f.close()
-
-
-def part(env, i):
-    # part i of the envelope as JSON, for display only (never for a decision)
-    try:
-        v = json.loads(b64.decode(env.split(b".")[i]))
-        return v if isinstance(v, dict) else None
-    except Exception:
-        return None
-
-
 def run():
     req = json.loads(load("request.json", "r"))
     env = load("envelope.bin", "rb")

@@ -58,6 +58,41 @@ def micropython_bin() -> str:
 
 
 # Every driver ends the same way: its run() result, or the error, as result.json.
+HELPERS = r'''
+# Shared by the host's drivers (tools/alertverify.py, tools/release.py): appended by run().
+import b64 as _h_b64
+import json as _h_json
+
+
+class FixedClock:
+    # all a verifier needs of clock.Clock (clock.py itself needs board): a fixed time
+    def __init__(self, t, synced=True):
+        self.t = t
+        self.synced = synced
+
+    def now(self):
+        return self.t
+
+
+def load(name, mode):
+    f = open(name, mode)
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def part(token, i):
+    # part i of a compact JWS as a JSON object, for display only (never for a decision)
+    try:
+        v = _h_json.loads(_h_b64.decode(token.split(b".")[i]))
+        return v if isinstance(v, dict) else None
+    except Exception:
+        return None
+'''
+"""MicroPython helpers every driver may use (FixedClock, load, part): run() puts them before
+the driver's run() is called."""
+
 _EPILOGUE = """
 
 import json as _json
@@ -81,7 +116,7 @@ def run(driver: str, files: dict[str, str | bytes], what: str = "the firmware",
     mpy = micropython_bin()
     with tempfile.TemporaryDirectory(prefix="cx-firmware-") as tmp:
         d = Path(tmp)
-        (d / "driver.py").write_text(driver + _EPILOGUE)
+        (d / "driver.py").write_text(driver + HELPERS + _EPILOGUE)
         for name, data in files.items():
             if isinstance(data, bytes):
                 (d / name).write_bytes(data)

@@ -391,40 +391,12 @@ SIGNATURE_RULE = 6  # from rule 7 on, the payload is the signer's
 # Runs inside micropython with firmware/ (and agent/) on MICROPYPATH, the temporary folder as cwd.
 _DRIVER = r'''# cx ota verify driver (written by tools/release.py): the terminal's OTA rules, once.
 import json
-import sys
-
-if @AGENT@ not in sys.path:
-    sys.path.append(@AGENT@)
 
 import b64
 import config
 import otacheck
 import region
 import trust
-
-
-class FixedClock:
-    def __init__(self, t):
-        self.t = t
-
-    def now(self):
-        return self.t
-
-
-def load(name, mode):
-    f = open(name, mode)
-    try:
-        return f.read()
-    finally:
-        f.close()
-
-
-def part(jws, i):
-    # part i as a JSON object, for display only (never for a decision)
-    try:
-        return trust.json_obj(b64.decode(jws.split(b".")[i]))
-    except Exception:
-        return None
 
 
 def run():
@@ -467,8 +439,7 @@ def check_with_firmware(manifest: bytes, trust: list[Any], running: str, region:
     cfg = {"id": "cx-ota-verify", "region": region, "trust": trust,
            "mqtt": {"host": "localhost", "port": 1883}}
     request = {"config": cfg, "running": running, "region": region, "now": now}
-    driver = _DRIVER.replace("@AGENT@", repr(str(firmware.FIRMWARE.parent / "agent")))
-    return firmware.run(driver, {"request.json": json.dumps(request), "manifest.jws": manifest},
+    return firmware.run(_DRIVER, {"request.json": json.dumps(request), "manifest.jws": manifest},
                         "the terminal's OTA rules (agent/otacheck.py)", TIMEOUT)
 
 
