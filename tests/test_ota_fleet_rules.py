@@ -202,3 +202,15 @@ def test_a_silent_offline_terminal_stops_holding_its_wave_and_a_late_rollback_co
     st = store.step("a", stall=100, now=NOW + 900)
     assert store.rollout("1.2.0").state == "aborted" and st.sends == []
     assert "wave 1: 1 of 1" in st.log[-1]
+
+
+def test_empty_waves_are_not_soaked(store: Store) -> None:
+    online(store, DEVS[1:], v="1.2.0")  # already there: not targets
+    online(store, DEVS[:1])
+    assert store.create_rollout("1.2.0", [1, 10, 50, 100], soak=3600, now=NOW) == 1
+    (s,) = store.step("a", now=NOW).sends
+    report(store, s.device, "confirmed")
+    store.step("a", now=NOW + 1)
+    assert store.rollout("1.2.0").state == "running"  # soaking after wave 1
+    st = store.step("a", now=NOW + 3602)
+    assert store.rollout("1.2.0").state == "done", st.log  # waves 2-4 are empty: no soak

@@ -297,6 +297,10 @@ class OtaRecords(Core):
                            (v, r.wave)).fetchone()[0]
             out.log.append(f"rollout {v}: wave {r.wave + 1} of {last + 1} started ({n} "
                            "terminals)")
+            if n == 0:  # (fewer targets than waves) nothing to wait for, nor to soak
+                r.wave_done_at = now - r.soak
+                tx.execute("UPDATE ota_rollouts SET wave_done_at = ? WHERE version = ?",
+                           (r.wave_done_at, v))
 
     @staticmethod
     def _judge(tx: Transaction, r: Rollout, now: float, out: Step) -> tuple[int, int]:
