@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 from aclbroker import AclBroker
+from caphelp import CX, fresh, refused
 from test_broker_acl import QUIET, Conn
-from test_cap import CX, fresh, refused
 
 from fleet.provision import Device
 from tools.envelope import KeyPair, decode_jws, verify_jws

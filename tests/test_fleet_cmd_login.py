@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from aclbroker import AclBroker
-from test_cap import CX, refused
+from caphelp import CX, refused
 
 from fleet.command import BrokerAuth
 from fleet.provision import Device
