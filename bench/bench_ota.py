@@ -98,6 +98,9 @@ def latency(rig: Rig, key: KeyPair, server: Server, cmds: Commands, rel: Path,
     k = len(t.log())
     busy = alerts(rig, t, n)
     staged = [r for r in rig.rx.items if r.get("_dev") == t.id and r.get("state") == "staged"]
+    deadline = time.monotonic() + 10  # the quiet moment after the last alert logs its mem line
+    while time.monotonic() < deadline and not [e for e in t.log()[k:] if e.get("ev") == "mem"]:
+        time.sleep(0.2)
     mem_busy = [e for e in t.log()[k:] if e.get("ev") == "mem"]
     errors = [ln for ln in t.console().splitlines() if "MemoryError" in ln]
     server.rate = None
@@ -152,9 +155,11 @@ def report(d: dict[str, Any]) -> str:
         "### Heap",
         "",
         (f"Idle after the alerts: {kb(mi.get('alloc', 0))} in use, {kb(mi.get('free', 0))} free. "
-        f"During the download: at most {kb(la['mem_busy_max_alloc'] or 0)} in use, at least "
-        f"{kb(la['mem_busy_min_free'] or 0)} free (the files stream through one 1 KB buffer). "
-        f"MemoryError lines in the console: {len(la['memory_errors'])}."),
+         + (f"During the download: at most {kb(la['mem_busy_max_alloc'])} in use, at least "
+            f"{kb(la['mem_busy_min_free'])} free (the files stream through one 1 KB buffer). "
+            if la["mem_busy_max_alloc"] is not None
+            else "During the download: no quiet moment logged heap use. ")
+         + f"MemoryError lines in the console: {len(la['memory_errors'])}."),
     ]
     return "\n".join(lines) + "\n"
 
