@@ -83,6 +83,11 @@ class Intake:
                     arbiter.cancel(v)
                 else:
                     arbiter.submit(v)
+                    # Two turns of the loop: the arbiter's runner starts the play task, which
+                    # switches the amplifier on. Only then the collection below: its time grows
+                    # with the heap in use (an update downloading) and must not delay a warning.
+                    await asyncio.sleep_ms(0)
+                    await asyncio.sleep_ms(0)
             else:
                 self.log("alert_" + v.status, alert=v.id, kid=v.kid, reason=v.reason)
             gc.collect()
