@@ -7,7 +7,7 @@
 # - one shared doubling chain for [S]B + [k](-A) (Straus), with width-5 wNAF for
 #   the key's odd multiples (8 points, built per call) and width-6 wNAF for the
 #   base point's (16 affine points, built once on first use and kept packed in 1.5 KB:
-#   width 8's 64 points held 6 KB more for no time measurable in bench_verify, issue 9);
+#   width 8's 64 points held 6 KB more for no verify time measurable side by side, issue 9);
 # - a single inversion at the end, to encode the result and compare it with R.
 #
 # Verification is cofactorless: encode([S]B - [k]A) == R, byte for byte. An R
