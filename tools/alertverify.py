@@ -42,22 +42,17 @@ NOT_REMEMBERED = ("rule 11 (duplicate) is not checked: nothing is remembered bet
 
 # Runs inside micropython with firmware/ on MICROPYPATH and the temporary folder as cwd.
 _DRIVER = r'''# cx alert verify driver (written by tools/alertverify.py): the terminal's verifier, once.
-import json
 
 import alert
-import b64
-import config
 import region
 import seen
 
 
 def run():
-    req = json.loads(load("request.json", "r"))
+    req, cfg, bad = read_request()
+    if bad is not None:
+        return {"config_error": bad}
     env = load("envelope.bin", "rb")
-    try:
-        cfg = config.validate(req["config"])
-    except config.ConfigError as e:
-        return {"config_error": e.reason}
     v = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(),
                        FixedClock(req["now"], req["synced"]))
     d = v.check(env)

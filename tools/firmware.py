@@ -82,6 +82,18 @@ def load(name, mode):
         f.close()
 
 
+def read_request():
+    # request.json, and the terminal config in it judged by config.validate as a freshly flashed
+    # terminal would: (request, config, None), or (request, None, the ConfigError reason)
+    import config
+
+    req = _h_json.loads(load("request.json", "r"))
+    try:
+        return req, config.validate(req["config"]), None
+    except config.ConfigError as e:
+        return req, None, e.reason
+
+
 def part(token, i):
     # part i of a compact JWS as a JSON object, for display only (never for a decision)
     try:
@@ -90,8 +102,8 @@ def part(token, i):
     except Exception:
         return None
 '''
-"""MicroPython helpers every driver may use (FixedClock, load, part): run() puts them before
-the driver's run() is called."""
+"""MicroPython helpers every driver may use (FixedClock, load, read_request, part): run() puts
+them before the driver's run() is called."""
 
 _EPILOGUE = """
 

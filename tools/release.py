@@ -390,22 +390,17 @@ SIGNATURE_RULE = 6  # from rule 7 on, the payload is the signer's
 
 # Runs inside micropython with firmware/ (and agent/) on MICROPYPATH, the temporary folder as cwd.
 _DRIVER = r'''# cx ota verify driver (written by tools/release.py): the terminal's OTA rules, once.
-import json
 
-import b64
-import config
 import otacheck
 import region
 import trust
 
 
 def run():
-    req = json.loads(load("request.json", "r"))
+    req, cfg, bad = read_request()
+    if bad is not None:
+        return {"config_error": bad}
     jws = load("manifest.jws", "rb")
-    try:
-        cfg = config.validate(req["config"])
-    except config.ConfigError as e:
-        return {"config_error": e.reason}
     chain = trust.Chain(cfg["trust"], "ota", FixedClock(req["now"]))
     reason, p = otacheck.check(jws, chain, req["running"], req["region"])
     out = {"reason": reason, "payload": p, "claimed": None, "header": None, "scope": None,
