@@ -56,20 +56,13 @@ def _isdir(path):
         return False
 
 
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
-
-
 def _rm(path):
     # a file, or a folder and everything in it
     if _isdir(path):
         for name in os.listdir(path):
             _rm(path + "/" + name)
         os.rmdir(path)
-    elif _size(path) >= 0:
+    elif fsutil.size(path) >= 0:
         os.remove(path)
 
 
@@ -288,7 +281,7 @@ class Updater:
         return n == f["bytes"] and _hex(h) == f["sha256"]
 
     def _file_ok(self, path, f):
-        return _size(path) == f["bytes"] and self._sha(path) == f["sha256"]
+        return fsutil.size(path) == f["bytes"] and self._sha(path) == f["sha256"]
 
     def _sha(self, path):
         h = hashlib.sha256()
@@ -446,5 +439,5 @@ class Updater:
                     _rm("v/" + name)
         except OSError:
             pass
-        if _size(JOB) < 0:
+        if fsutil.size(JOB) < 0:
             self._clear_stage()

@@ -3,6 +3,7 @@
 import asyncio
 import os
 
+import fsutil
 from clip import parse_url
 from micropython import const
 
@@ -13,13 +14,6 @@ _RETRY_MS = const(2000)
 
 class Unreachable(Exception):
     """No progress for _STALL_MS, or the server has no such file."""
-
-
-def _size(path):
-    try:
-        return os.stat(path)[6]
-    except OSError:
-        return -1
 
 
 class Fetcher:
@@ -35,19 +29,19 @@ class Fetcher:
 
     async def download(self, url, z):
         # Into z.part, resuming with Range; z once the body is complete.
-        if _size(z) >= 0:
+        if fsutil.size(z) >= 0:
             return
         host, port, path = parse_url(url)
         stall = 0
         while True:
-            have = _size(z + ".part")
+            have = fsutil.size(z + ".part")
             try:
                 if await self._get(host, port, path, z + ".part", max(have, 0)):
                     os.rename(z + ".part", z)
                     return
             except (OSError, asyncio.TimeoutError) as e:
                 self.log("ota_fetch", error=repr(e))
-            got = _size(z + ".part")
+            got = fsutil.size(z + ".part")
             stall = 0 if got > have else stall + 1
             if stall * _RETRY_MS >= _STALL_MS:
                 raise Unreachable()

@@ -16,6 +16,14 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
+def size(path):
+    """The file's size in bytes, or -1 when it does not exist."""
+    try:
+        return os.stat(path)[6]
+    except OSError:
+        return -1
+
+
 def read_bytes(path):
     """The file's bytes, or None when it does not exist or cannot be read."""
     try:
