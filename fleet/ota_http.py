@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,12 +89,16 @@ class _Handler(BaseHTTPRequestHandler):
             if not body:
                 return
             f.seek(start)
-            while length > 0:
-                chunk = f.read(min(CHUNK, length))
-                if not chunk:
-                    break
-                self.wfile.write(chunk)
-                length -= len(chunk)
+            server.downloads(1)
+            try:
+                while length > 0:
+                    chunk = f.read(min(CHUNK, length))
+                    if not chunk:
+                        break
+                    self.wfile.write(chunk)
+                    length -= len(chunk)
+            finally:
+                server.downloads(-1)
         server.served += 1
 
 
@@ -108,11 +113,21 @@ class FileServer(ThreadingHTTPServer):
         self.folder = Path(folder)
         self.served = 0
         self.refused = 0
+        self.inflight = 0
+        """File bodies being sent now (a GET answered 200 or 206, until its last byte or error)."""
+        self.peak = 0
+        """The most `inflight` ever was: what `--max-parallel` bounds (bench_ota_rollout.py)."""
+        self._count = threading.Lock()
         self._slots = threading.BoundedSemaphore(max_connections)
         self._thread: threading.Thread | None = None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.address_family = family
         super().__init__((host, port), _Handler)
+
+    def downloads(self, delta: int) -> None:
+        with self._count:
+            self.inflight += delta
+            self.peak = max(self.peak, self.inflight)
 
     @property
     def port(self) -> int:
@@ -140,6 +155,11 @@ class FileServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return  # a terminal whose link dropped mid-file: it resumes with Range, no traceback
+        super().handle_error(request, client_address)
 
     def start(self) -> FileServer:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.2},

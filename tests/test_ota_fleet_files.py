@@ -138,3 +138,36 @@ def test_connections_beyond_the_bound_are_turned_away(server: FileServer) -> Non
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_the_server_counts_the_downloads_under_way_and_their_peak(
+        tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    name = "ab" * 32
+    (tmp_path / f"{name}.z").write_bytes(b"\x00" * (16 << 20))  # far more than socket buffers
+    s = FileServer(tmp_path, "127.0.0.1", 0).start()
+    readers = []
+    try:
+        for _ in range(3):  # three readers that take the headers and stop reading
+            c = socket.create_connection(("127.0.0.1", s.port), 5)
+            c.sendall(f"GET /{name}.z HTTP/1.0\r\n\r\n".encode())
+            assert c.recv(12) == b"HTTP/1.0 200"
+            readers.append(c)
+
+        def settle(n: int) -> None:
+            deadline = time.monotonic() + 10
+            while s.inflight != n and time.monotonic() < deadline:
+                time.sleep(0.02)
+
+        settle(3)
+        assert (s.inflight, s.peak) == (3, 3)
+        assert get(s.port, "/" + "0" * 64 + ".z")[0] == 404  # not a download
+        assert (s.inflight, s.peak) == (3, 3)
+        for c in readers:
+            c.close()
+        settle(0)
+        assert (s.inflight, s.peak) == (0, 3)  # a reader gone ends its download
+        assert "Traceback" not in capfd.readouterr().err  # and is not a traceback in the log
+    finally:
+        for c in readers:
+            c.close()
+        s.stop()
