@@ -71,12 +71,15 @@ class Rig:
         self.engines.append((e, stop, th))
         return e
 
-    def cx_serve(self, instance: str) -> subprocess.Popen[bytes]:
+    def cx_serve(self, instance: str, *, ack_timeout: float = 60,
+                 base: str | None = None) -> subprocess.Popen[bytes]:
         exe = str(Path(sys.executable).parent / "cx")
         log = open(self.tmp / f"ota-{instance}.log", "wb")
         p = subprocess.Popen([exe, "ota", "serve", "--db", self.url, "--broker",
                               self.broker.address, "--store", str(self.files), "--http",
-                              "127.0.0.1:0", "--instance", instance, "--every", "0.05"],
+                              "127.0.0.1:0", "--instance", instance, "--every", "0.05",
+                              "--ack-timeout", str(ack_timeout),
+                              *(["--base", base] if base else [])],
                              stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         self.children.append(p)
         return p
