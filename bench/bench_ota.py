@@ -10,14 +10,17 @@
     it, both in the same run.
 (c) Heap: the terminal's `mem` lines (alloc and free after a collection at each quiet moment)
     idle and during the download, and any MemoryError in its console.
+(d) Heap and flash over N successive full updates (default 20) of ONE terminal in one run
+    (bench/bench_ota_heap.py, which also runs alone).
 
-    .venv/bin/python bench/bench_ota.py [--n 20] [--no-write]
+    .venv/bin/python bench/bench_ota.py [--n 20] [--updates 20] [--no-write]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -30,6 +33,7 @@ from report import ROOT, write_section
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 from bench_latency import pct, read_events, wait_amp
+from bench_ota_heap import heap_releases, heap_summary, heap_table, heap_updates
 from otahelp import Commands, Server, build
 from rig import Rig, Term
 
@@ -120,7 +124,9 @@ def report(d: dict[str, Any]) -> str:
     lines = [
         ("`python bench/bench_ota.py` reproduces it (a few minutes). Releases built from this "
         "checkout by `cx ota build`'s library (mpy-cross, zlib per file); the emulator on its "
-        "default heap, real Mosquitto, loopback file server."),
+        "default heap, real Mosquitto, loopback file server. Load average (1 min) of this "
+        f"shared machine at the start and the end of the run: {d['load'][0]:.1f} / "
+        f"{d['load'][1]:.1f} (the latencies below move with it)."),
         "",
         "### Bytes over the air",
         "",
@@ -160,6 +166,10 @@ def report(d: dict[str, Any]) -> str:
             if la["mem_busy_max_alloc"] is not None
             else "During the download: no quiet moment logged heap use. ")
          + f"MemoryError lines in the console: {len(la['memory_errors'])}."),
+        "",
+        f"### Heap and flash over {len(d['heap']['rows']) - 1} successive updates",
+        "",
+        heap_summary(d["heap"]),
     ]
     return "\n".join(lines) + "\n"
 
@@ -168,8 +178,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=20, help="alerts per condition")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
+    ap.add_argument("--updates", type=int, default=20, help="successive full updates in (d)")
     args = ap.parse_args()
     key = KeyPair.generate("root", "county-ota", ["341122"], ["ota"])
+    load0 = os.getloadavg()[0]
     tones = (ROOT / "firmware" / "tones.py").read_text()
     with tempfile.TemporaryDirectory(prefix="cx-bench-ota-") as tmp:
         d = Path(tmp)
@@ -181,6 +193,7 @@ def main() -> None:
         broker = Broker(d / "broker")
         server = Server()
         server.dirs += [r1, r2, r3]
+        hrels = heap_releases(d, key, server, args.updates)
         cmds = Commands(broker.host, broker.port)
         rig = Rig(d / "rig", broker)
         try:
@@ -188,11 +201,15 @@ def main() -> None:
             out["g4"] = over_4g(rig, key, server, cmds, [r1, r2])
             print("(b) latency idle and while downloading", flush=True)
             out["lat"] = latency(rig, key, server, cmds, r1, args.n)
+            print(f"(d) heap and flash over {len(hrels)} successive full updates", flush=True)
+            out["heap"] = heap_updates(rig, key, server, cmds, hrels)
         finally:
             rig.close()
             cmds.close()
             server.close()
             broker.stop()
+    out["load"] = (load0, os.getloadavg()[0])
+    print(heap_table(out["heap"]))
     la = out["lat"]
     print(f"full {out['full']['zbytes']} B, one module {out['one']['zbytes']} B "
           f"({out['one']['percent']} %); 4G {out['g4']}")
