@@ -214,3 +214,20 @@ def test_empty_waves_are_not_soaked(store: Store) -> None:
     assert store.rollout("1.2.0").state == "running"  # soaking after wave 1
     st = store.step("a", now=NOW + 3602)
     assert store.rollout("1.2.0").state == "done", st.log  # waves 2-4 are empty: no soak
+
+
+def test_a_wave_is_aborted_as_soon_as_its_failures_alone_pass_the_threshold(
+        store: Store) -> None:
+    online(store, DEVS)
+    store.create_rollout("1.2.0", [100], max_parallel=3, soak=0, abort_at=0.2, now=NOW)
+    first = store.step("a", now=NOW).sends
+    report(store, first[0].device, "rolled_back", "crash", at=NOW + 1)
+    report(store, first[1].device, "failed", "bad_hash", at=NOW + 1)
+    report(store, first[2].device, "confirmed", at=NOW + 1)
+    more = store.step("a", now=NOW + 2).sends  # 2 of 10: not above 20 %, the wave goes on
+    assert len(more) == 3 and store.rollout("1.2.0").state == "running"
+    report(store, more[0].device, "rolled_back", "selftest", at=NOW + 3)
+    st = store.step("a", now=NOW + 4)  # 3 of 10 whatever the other 7 do: not one more sent
+    assert st.sends == [] and store.rollout("1.2.0").state == "aborted"
+    assert "wave 1: 3 of 10" in st.log[-1]
+    assert list(states(store).values()).count("pending") == 4

@@ -264,6 +264,9 @@ class OtaRecords(Core):
                     f"WHERE t.version = ? AND t.wave = ? AND ({flying} OR (t.state = "
                     f"'pending' AND d.state = 'online'{link}))", (v, r.wave)).fetchone()[0]
                 if busy:
+                    # Its failures can only grow: once they alone pass abort_at, no outcome
+                    # still to come saves the wave, and the rest of it is not sent.
+                    self._judge(tx, r, now, out)
                     return
                 r.wave_done_at = now
                 tx.execute("UPDATE ota_rollouts SET wave_done_at = ? WHERE version = ?",
