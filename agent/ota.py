@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 
-import b64
 import board
 import deflate
 import ed25519
@@ -74,15 +73,8 @@ def _mkdirs(path):
             os.mkdir(d)
 
 
-def _label(raw):
-    # The version a refused manifest claims, read without trusting it, only to label the report
-    # (as alert receipts name an unverified id); None when it cannot be read.
-    try:
-        o = trust.json_obj(b64.decode(raw.split(b".")[1]))
-    except Exception:
-        return None
-    v = o.get("version") if o is not None else None
-    return v if otacheck.version(v) is not None else None
+def _io_reason(e):
+    return "no_space" if e.args and e.args[0] == 28 else "io"  # ENOSPC: the flash is full
 
 
 def _hex(h):
@@ -109,7 +101,7 @@ class Updater:
         self._buf = bytearray(_BUF)
         self._mv = memoryview(self._buf)
         self._last_pct = -1
-        self._http = otahttp.Fetcher(link, self._buf, self._quiet, log)
+        self._http = otahttp.Fetcher(link, self._buf, self._quiet, log, cfg["ota_stall_s"])
 
     # --- the command ---------------------------------------------------------------------
 
@@ -134,16 +126,18 @@ class Updater:
         held = self._held()
         reason, p = otacheck.check(raw, self.chain, version.VERSION, self.cfg["region"],
                                    self._free(), set(held))
+        try:
+            if reason is None:
+                _mkdirs("stage")
+                fsutil.write_atomic(JOB, json.dumps({"manifest": m, "base": base}).encode())
+        except OSError as e:  # the flash takes not even the job: as rule 13, nothing kept
+            self._clear_stage()
+            reason = _io_reason(e)
         if reason is not None:
-            ver = p["version"] if p else _label(raw)
+            ver = p["version"] if p else otacheck.claimed_version(raw)
             self.log("ota_refused", version=ver, reason=reason)
             self.send_event(self._report(ver, "refused", reason, 0, 0))
             return reason
-        try:
-            _mkdirs("stage")
-            fsutil.write_atomic(JOB, json.dumps({"manifest": m, "base": base}).encode())
-        except OSError:
-            return "no_space"
         self._task = asyncio.create_task(self._update(p, raw, base.rstrip("/")))
         return None
 
@@ -210,8 +204,7 @@ class Updater:
             return
         except OSError as e:
             self.log("ota_io", error=repr(e))
-            await self._fail(ver, "no_space" if e.args and e.args[0] == 28 else "io", done,
-                             total, part)
+            await self._fail(ver, _io_reason(e), done, total, part)
             return
         self.under_way = {"version": ver, "state": "staged"}
         await self._say(ver, "staged", None, total, total)
@@ -240,12 +233,15 @@ class Updater:
         z = "stage/%s.z" % sha
         for _ in range(_TRIES):
             try:
-                await self._http.download(base + "/" + sha + ".z", z)
+                await self._http.download(base + "/" + sha + ".z", z, otahttp.zlib_max(f["bytes"]))
             except otahttp.Unreachable:
                 raise Failed("unreachable")
-            if await self._inflate(z, dest, f):
-                _rm(z)
-                return
+            except otahttp.TooBig:
+                _rm(z + ".part")  # more bytes than the file can be: wrong bytes, as a bad hash
+            else:
+                if await self._inflate(z, dest, f):
+                    _rm(z)
+                    return
             self.log("ota_bad_hash", file=f["path"])
             _rm(z)
         _rm(dest)

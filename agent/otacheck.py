@@ -88,6 +88,17 @@ def fields_ok(p):
     return isinstance(dg, bool)
 
 
+def claimed_version(jws):
+    """The version a refused manifest claims, read without trusting it, only to label the report
+    (as alert receipts name an unverified id); None when it cannot be read (docs/ota.md)."""
+    try:
+        o = trust.json_obj(b64.decode(jws.split(b".")[1]))
+    except Exception:
+        return None
+    v = o.get("version") if o is not None else None
+    return v if version(v) is not None else None
+
+
 def to_fetch(files, held):
     """The manifest's files whose sha256 the running version does not hold (`held`: a set)."""
     return [f for f in files if f["sha256"] not in held]

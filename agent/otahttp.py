@@ -2,60 +2,79 @@
 # resumed with Range after a cut, into stage/<sha256>.z.part, renamed once the body is complete.
 import asyncio
 import os
+import time
 
 import fsutil
 from clip import parse_url
 from micropython import const
 
-_STALL_MS = const(120000)  # no byte for this long: `failed unreachable`
-_READ_MS = const(10000)
+_READ_MS = const(10000)  # one read or connect waits at most this long (or the stall time)
 _RETRY_MS = const(2000)
 
 
 class Unreachable(Exception):
-    """No progress for _STALL_MS, or the server has no such file."""
+    """No byte gained for the stall time (config ota_stall_s), or the server has no such file."""
+
+
+class TooBig(Exception):
+    """The body is longer than any zlib stream of the manifest's size can be: wrong bytes."""
+
+
+def zlib_max(n):
+    """The most bytes a zlib stream of n bytes can take: stored blocks (5 bytes per 65535), the
+    2-byte header and the 4-byte Adler-32; a bigger body is not that file (docs/ota.md)."""
+    return n + 5 * (n // 65535 + 1) + 6
 
 
 class Fetcher:
     """Streams over link.open_stream through the updater's fixed buffer `mv`; `quiet()` is
     awaited before every read (alerts first)."""
 
-    def __init__(self, link, buf, quiet, log):
+    def __init__(self, link, buf, quiet, log, stall_s):
         self.link = link
+        self.stall_ms = stall_s * 1000
+        self._read_ms = min(_READ_MS, self.stall_ms)
         self._buf = buf
         self._mv = memoryview(buf)
         self._quiet = quiet
         self.log = log
 
-    async def download(self, url, z):
-        # Into z.part, resuming with Range; z once the body is complete.
+    async def download(self, url, z, limit):
+        # Into z.part, resuming with Range; z once the body is complete. limit: the most bytes
+        # the body may have (zlib_max), beyond is TooBig. Unreachable once no byte was gained for
+        # the stall time, however the attempts end (a silent server, a dead line, a refusal).
         if fsutil.size(z) >= 0:
             return
         host, port, path = parse_url(url)
-        stall = 0
+        since = time.ticks_ms()
+        best = fsutil.size(z + ".part")
         while True:
             have = fsutil.size(z + ".part")
             try:
-                if await self._get(host, port, path, z + ".part", max(have, 0)):
+                if await self._get(host, port, path, z + ".part", max(have, 0), limit):
                     os.rename(z + ".part", z)
                     return
             except (OSError, asyncio.TimeoutError) as e:
                 self.log("ota_fetch", error=repr(e))
             got = fsutil.size(z + ".part")
-            stall = 0 if got > have else stall + 1
-            if stall * _RETRY_MS >= _STALL_MS:
+            if got > best:
+                best, since = got, time.ticks_ms()
+            elif got < best:
+                best = got  # restarted from 0 (a lying Range): progress is counted from there
+            if time.ticks_diff(time.ticks_ms(), since) + _RETRY_MS > self.stall_ms:
                 raise Unreachable()
             await asyncio.sleep_ms(_RETRY_MS)
 
-    async def _get(self, host, port, path, tmp, start):
-        r, w = await asyncio.wait_for_ms(self.link.open_stream(host, port), _READ_MS)
+    async def _get(self, host, port, path, tmp, start, limit):
+        rd = self._read_ms
+        r, w = await asyncio.wait_for_ms(self.link.open_stream(host, port), rd)
         try:
             hp = host if port == 80 else "%s:%d" % (host, port)
             req = "GET %s HTTP/1.0\r\nHost: %s\r\n" % (path, hp)
             if start:
                 req += "Range: bytes=%d-\r\n" % start
             w.write((req + "\r\n").encode())
-            await asyncio.wait_for_ms(w.drain(), _READ_MS)
+            await asyncio.wait_for_ms(w.drain(), rd)
             n, body, status, length, first = await self._head(r)
             if status == 416 and start:
                 return True  # we hold every byte already; the hash will tell
@@ -68,20 +87,26 @@ class Fetcher:
                 raise Unreachable()
             elif status != 206:
                 raise OSError("status %d" % status)
+            if length is not None and start + length > limit:
+                raise TooBig()  # announced longer than the file can be: not worth a byte
             f = open(tmp, "ab" if start else "wb")
             try:
                 got = n - body
                 if got:
                     f.write(self._mv[body:n])
                 while length is None or got < length:
+                    if start + got > limit:
+                        raise TooBig()
                     await self._quiet()
-                    k = await asyncio.wait_for_ms(r.readinto(self._mv), _READ_MS)
+                    k = await asyncio.wait_for_ms(r.readinto(self._mv), rd)
                     if not k:
                         break
                     f.write(self._mv[:k])
                     got += k
             finally:
                 f.close()
+            if start + got > limit:
+                raise TooBig()
             return length is None or got >= length
         finally:
             try:
@@ -96,7 +121,7 @@ class Fetcher:
         while end < 0:
             if n == size:
                 raise OSError("header too long")
-            k = await asyncio.wait_for_ms(r.readinto(self._mv[n:]), _READ_MS)
+            k = await asyncio.wait_for_ms(r.readinto(self._mv[n:]), self._read_ms)
             if not k:
                 raise OSError("closed in header")
             n += k

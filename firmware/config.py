@@ -33,6 +33,7 @@ DEFAULTS = {
     "mains_mv": 13000,  # supply at or above: on mains (charger float voltage)
     "battery_low_mv": 11500,  # below: battery low
     "ota_trial_s": 300,  # a new version must reach the fleet and pass its self-test in this
+    "ota_stall_s": 120,  # an OTA download that gains no byte for this long ends `unreachable`
 }
 
 
@@ -58,6 +59,7 @@ RANGES = {
     "mains_mv": (0, 100000),
     "battery_low_mv": (0, 100000),
     "ota_trial_s": (10, 3600),
+    "ota_stall_s": (5, 3600),
 }
 MAX_FILE = const(65536)  # bytes of config.json: a bigger file is damage, never read into the heap
 MAX_ANCHORS = const(32)
