@@ -21,10 +21,11 @@ _SUBACK = const(0x90)
 _UNSUBACK = const(0xB0)
 _PINGRESP = const(0xD0)
 
-# Largest inbound payload held. alerts.md: envelopes are at most 8192 bytes; the rest is
-# headroom. A larger PUBLISH is read through the fixed buffer, dropped and acknowledged
-# (on_oversize), so a lying or hostile length never makes us allocate.
-MAX_PACKET = const(16384)
+# Largest inbound payload held. alerts.md: envelopes are at most 8192 bytes; the fleet's `ota`
+# command carries a manifest of up to 16384 (ota.md §1, limits.MAX_MANIFEST) plus its cid and
+# base URL (at most 512), so 2 KB above that. A larger PUBLISH is read through the fixed buffer,
+# dropped and acknowledged (on_oversize), so a lying or hostile length never makes us allocate.
+MAX_PACKET = const(18432)
 # Fixed buffer for packet headers, topics and small control packets. Each payload is read
 # into a buffer of exactly its size, which the application receives (a bytearray).
 _RX_BUF = const(1024)
