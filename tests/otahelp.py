@@ -3,10 +3,12 @@ Range that can lie, stall or count, and the `ota` command sent as the fleet woul
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 import uuid
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -41,7 +43,14 @@ def build(out: Path, key: KeyPair, version: str, replace: dict[str, str] | None 
 class Server:
     """Serves DIR/files/<sha>.z for each release folder added, with Range (206). `corrupt`: shas
     whose body is served with a byte flipped; `cut_after`: close each body after that many bytes
-    while set; `requests`: (path, range start) of every GET."""
+    while set; `requests`: (path, range start) of every GET. Bad servers, per sha: `truncate`
+    (sha -> n: Content-Length says the whole file, then n bytes of it and the connection closes,
+    every time), `oversize` (a valid zlib stream of the file plus bytes the manifest does not
+    have), `tail` (sha -> n: the true body then n junk bytes, no Content-Length), `garble`
+    (random bytes, no zlib at all). For every file: `stall` (headers, then silence until
+    cleared), `cut_first` (sha -> n: that file's first GET closed after n bytes), `lie` ("start":
+    a Range request answered 206 from byte 0 with a Content-Range that says so; "whole": 200 and
+    the whole body)."""
 
     def __init__(self) -> None:
         self.dirs: list[Path] = []
@@ -49,6 +58,13 @@ class Server:
         self.cut_after: int | None = None
         self.rate: int | None = None  # bytes per second while set (a slow line)
         self.requests: list[tuple[str, int]] = []
+        self.truncate: dict[str, int] = {}
+        self.oversize: set[str] = set()
+        self.tail: dict[str, int] = {}
+        self.garble: set[str] = set()
+        self.stall = threading.Event()  # set: stall every GET after its headers
+        self.cut_first: dict[str, int] = {}
+        self.lie: str | None = None
         srv = self
 
         class H(BaseHTTPRequestHandler):
@@ -63,31 +79,57 @@ class Server:
                 rng = self.headers.get("Range")
                 if rng and rng.startswith("bytes=") and rng.endswith("-"):
                     start = int(rng[6:-1])
+                first = not any(n == name for n, _ in srv.requests)
                 srv.requests.append((name, start))
                 body = srv.body(name)
                 if body is None:
                     self.send_error(404)
                     return
-                if start >= len(body) and start:
+                sha = name.removesuffix(".z")
+                if start and srv.lie is not None:
+                    start = self.lie(body, srv.lie)
+                elif start >= len(body) and start:
                     self.send_response(416)
                     self.send_header("Content-Range", f"bytes */{len(body)}")
                     self.end_headers()
                     return
-                self.send_response(206 if start else 200)
-                if start:
-                    self.send_header("Content-Range",
-                                     f"bytes {start}-{len(body) - 1}/{len(body)}")
-                self.send_header("Content-Length", str(len(body) - start))
+                else:
+                    self.send_response(206 if start else 200)
+                    if start:
+                        self.send_header("Content-Range",
+                                         f"bytes {start}-{len(body) - 1}/{len(body)}")
+                    if sha not in srv.tail:
+                        self.send_header("Content-Length", str(len(body) - start))
                 self.end_headers()
+                self.wfile.flush()
+                if srv.stall.is_set():
+                    while srv.stall.is_set() and not srv.closed.is_set():
+                        time.sleep(0.1)
+                    return
                 data = body[start:]
                 if srv.cut_after is not None:
                     data = data[:srv.cut_after]
+                if sha in srv.cut_first and first:
+                    data = data[:srv.cut_first[sha]]
+                if sha in srv.truncate:
+                    data = body[:srv.truncate[sha]][start:]
                 step = 512
                 for i in range(0, len(data), step):
                     self.wfile.write(data[i:i + step])
                     if srv.rate:
                         time.sleep(step / srv.rate)
 
+            def lie(self, body: bytes, how: str) -> int:
+                # a Range request answered as if it had asked for byte 0: returns where it starts
+                if how == "start":
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes 0-{len(body) - 1}/{len(body)}")
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                return 0
+
+        self.closed = threading.Event()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}/ota"
@@ -101,6 +143,12 @@ class Server:
                 data = p.read_bytes()
                 if sha in self.corrupt:
                     data = data[:-1] + bytes([data[-1] ^ 1])
+                if sha in self.oversize:
+                    data = zlib.compress(zlib.decompress(data) + b"# more than the manifest says\n")
+                if sha in self.tail:
+                    data += b"\x00" * self.tail[sha]
+                if sha in self.garble:
+                    data = hashlib.sha256(data).digest() * (len(data) // 32 + 1)
                 return data
         return None
 
@@ -108,6 +156,7 @@ class Server:
         return [n for n, start in self.requests if start == 0]
 
     def close(self) -> None:
+        self.closed.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
