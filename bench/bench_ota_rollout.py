@@ -74,11 +74,11 @@ def wait(check: Any, timeout: float, what: str) -> Any:
 
 
 def rollout(tmp: Path, args: argparse.Namespace, version: str, bad: set[str]) -> dict[str, Any]:
-    """One rollout on fresh parts (`args.pg`: a new PostgreSQL database, else SQLite); the
+    """One rollout on fresh parts (`args.db_pg`: a new PostgreSQL database, else SQLite); the
     terminals in `bad` roll back. Returns its figures."""
     devs = device_ids(args.n)
     broker = Broker(tmp / "broker")
-    db = args.pg.create_db("rollout_" + version.replace(".", "_")) if args.pg else \
+    db = args.db_pg.create_db("rollout_" + version.replace(".", "_")) if args.db_pg else \
         str(tmp / "fleet.sqlite")
     store = Store.open(db)
     store.upsert_devices([(d, reg, "horn") for d, reg in devs])
@@ -233,86 +233,111 @@ def bad(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     r["wave1"] = len(first)
     r["fails"] = len(fails)
     r["first_fail_to_abort"] = r["ended"] - fails[0]
-    r["last_fail_to_abort"] = r["ended"] - fails[-1]
+    r["k"] = int(0.2 * len(first)) + 1  # the failure that passes --abort-at 0.2
+    r["kth_fail_to_abort"] = r["ended"] - fails[r["k"] - 1]
     r["start_to_abort"] = r["ended"] - r["created"]
     r["outside"] = sorted(d for d, c in r["ota_cmds"].items() if c and d not in first)
     return r
 
 
-def report(args: argparse.Namespace, g: dict[str, Any], b: dict[str, Any]) -> str:
+def report(args: argparse.Namespace, runs: list[tuple[str, dict[str, Any], dict[str, Any]]]
+           ) -> str:
     zb = sum(f["zbytes"] for f in ota.read_release(args.rel_dir).files)
-    store = "PostgreSQL (tests/pg.py, `--pg`)" if args.pg else "SQLite"
+    names = [name for name, _, _ in runs]
+    cols = " | ".join(names)
     lines = [
-        (f"`python bench/bench_ota_rollout.py` reproduces it (about {args.elapsed / 60:.0f} "
-        f"minutes). Real parts: a private Mosquitto, the fleet store on {store}, `cx fleet serve` "
-        "(ingestion of acknowledgements, reports and heartbeats), the rollout engine of "
-        f"`cx ota serve` (`fleet.ota_engine.Engine`, one step every {args.every:g} s, its "
-        "default) and its file server on loopback. The release is `tests/otafleet.make_release` "
-        f"of the terminal's 38 source files ({zb / 1000:.1f} KB compressed, every file "
-        "downloaded: the terminals hold none of them)."),
+        (f"`python bench/bench_ota_rollout.py{' --pg' if args.pg else ''}` reproduces it (about "
+         f"{args.elapsed / 60:.0f} minutes; without `--pg` SQLite only). Real parts: a private "
+         f"Mosquitto, the fleet store ({' and '.join(names)}: each run on fresh parts), `cx "
+         "fleet serve` (ingestion of acknowledgements, reports and heartbeats), the rollout "
+         f"engine of `cx ota serve` (`fleet.ota_engine.Engine`, one step every {args.every:g} "
+         "s, its default) and its file server on loopback. The release is "
+         "`tests/otafleet.make_release` of the terminal's 38 source files "
+         f"({zb / 1000:.1f} KB compressed, every file downloaded: the terminals hold none)."),
         "",
         (f"The {args.n:,} terminals are `bench/ota_swarm.py`: one asyncio process, one MQTT "
-        "connection per terminal (last will, `eb/dev/<id>/cmd` subscription, retained `online`, "
-        f"a heartbeat every {HB_S} s), the `ota` command acknowledged at once, each file fetched "
-        f"over HTTP/1.0 at most {args.kbps:g} kB/s per terminal (its link), inflated and its "
-        "sha256 checked, and the reports of ota.md §4 (`downloading` per tenth, `staged`, "
-        f"`trial`, then the outcome, {STEP:g} s apart). Not one paho `FakeTerminal` each: paho "
-        "waits in `select()`, which takes no descriptor above 1024, and a client holds three, "
-        "so one process stopped at 340 clients (\"no CONNACK\") when tried here."),
+         "connection per terminal (last will, `eb/dev/<id>/cmd` subscription, retained "
+         f"`online`, a heartbeat every {HB_S} s), the `ota` command acknowledged at once, each "
+         f"file fetched over HTTP/1.0 at most {args.kbps:g} kB/s per terminal (its link), "
+         "inflated and its sha256 checked, and the reports of ota.md §4 (`downloading` per "
+         f"tenth, `staged`, `trial`, then the outcome, {STEP:g} s apart). Not one paho "
+         "`FakeTerminal` each: paho waits in `select()`, which takes no descriptor above 1024, "
+         "and a client holds three, so one process stopped at 340 clients (\"no CONNACK\") "
+         "when tried here."),
         "",
         f"### (1) Good release: waves 1%,10%,50%,100%, soak 0, --max-parallel {args.max_parallel}",
         "",
-        "| wave | terminals | wall time |",
-        "|---|---:|---:|",
+        f"| wave | terminals | {cols} |",
+        "|---|---:|" + "---:|" * len(runs),
     ]
-    for w, n, s in g["waves"]:
-        lines.append(f"| {w} | {n:,} | {s:.1f} s |")
+    g0 = runs[0][1]
+    for k, (w, n, _) in enumerate(g0["waves"]):
+        lines.append(f"| {w} | {n:,} | " + " | ".join(f"{g['waves'][k][2]:.1f} s"
+                                                     for _, g, _ in runs) + " |")
+
+    def row(label: str, f: Any) -> str:
+        return f"| {label} | " + " | ".join(f(g, b) for _, g, b in runs) + " |"
+
     lines += [
-        f"| all | {g['n']:,} | **{g['total']:.1f} s** ({g['n'] / g['total']:.1f} terminals/s) |",
+        f"| all | {g0['n']:,} | " + " | ".join(
+            f"**{g['total']:.1f} s** ({g['n'] / g['total']:.1f}/s)" for _, g, _ in runs) + " |",
         "",
-        (f"- peak concurrent downloads: **{g['peak_fetching']}** terminals downloading at "
-        "once (from the first GET of an update to the last byte of its last file, as the "
-        f"terminals saw it); at the file server **{g['peak_downloads']}** file bodies being "
-        f"sent at once ({g['served']:,} files served, {g['refused']} turned away 503): a file "
-        "of this release (2.3 KB compressed on average) fits in the socket buffer, so the "
-        "server hands it over at once and the terminal's slow link does not show there; "
-        "targets claimed and not finished in the store (`sent`, `downloading`, `staged`, "
-        f"`trial`, polled every 50 ms): **{g['peak_active']}**. --max-parallel "
-        f"{args.max_parallel}: all three within it."),
-        (f"- targets at the end: {', '.join(f'{v:,} {k}' for k, v in sorted(g['states'].items()))}"
-        "; each terminal sent its command once "
-        f"({g['not_once']} otherwise); one update, command to `confirmed` report: median "
-        f"{g['update_p50']:.2f} s, of which the download {g['fetch_p50']:.2f} s "
-        f"({zb / 1000:.1f} KB at {args.kbps:g} kB/s alone would be {zb / args.kbps / 1000:.1f} "
-        "s: the rest is 38 HTTP connections, one per file, on this loaded machine); commands "
-        f"sent again after no acknowledgement: {g['resent']}."),
-        (f"- the swarm connected in {g['t_conn']:.1f} s and was online in the store after "
-        f"{g['t_online']:.1f} s; load average {g['load'][0]:.1f} at the start, "
-        f"{g['load'][1]:.1f} at the end."),
+        f"| | {cols} |",
+        "|---|" + "---:|" * len(runs),
+        row("peak terminals downloading at once (their view)",
+            lambda g, b: f"**{g['peak_fetching']}**"),
+        row("peak file bodies being sent (file server)", lambda g, b: str(g["peak_downloads"])),
+        row("peak targets claimed, not finished (store)", lambda g, b: str(g["peak_active"])),
+        row("files served / turned away 503", lambda g, b: f"{g['served']:,} / {g['refused']}"),
+        row("targets at the end", lambda g, b: ", ".join(
+            f"{v:,} {k}" for k, v in sorted(g["states"].items()))),
+        row("terminals not sent their command exactly once", lambda g, b: str(g["not_once"])),
+        row("commands sent again (no acknowledgement)", lambda g, b: str(g["resent"])),
+        row("one update, command to `confirmed`: median", lambda g, b: f"{g['update_p50']:.2f} s"),
+        row("of which the download: median", lambda g, b: f"{g['fetch_p50']:.2f} s"),
+        row("swarm connected / online in the store", lambda g, b:
+            f"{g['t_conn']:.1f} / {g['t_online']:.1f} s"),
+        row("load average, start / end", lambda g, b:
+            f"{g['load'][0]:.1f} / {g['load'][1]:.1f}"),
+        "",
+        (f"--max-parallel {args.max_parallel}: every peak within it. The terminals' view is the "
+         "download as a place of --max-parallel means it (first GET of an update to the last "
+         "byte of its last file). The file server counts a body only while it writes it: a "
+         "file of this release (2.3 KB compressed on average) fits in the socket buffer, so it "
+         "is handed over at once and the terminal's slow link does not show there. The store's "
+         "figure is `sent`, `downloading`, `staged` and `trial` polled every 50 ms. The "
+         f"download takes longer than {zb / 1000:.1f} KB at {args.kbps:g} kB/s alone "
+         f"({zb / args.kbps / 1000:.1f} s): 38 HTTP connections, one per file, on this loaded "
+         "machine."),
         "",
         ("The wall time is what `--max-parallel` and the engine's step allow: a place freed by a "
-        "confirmation is filled at the next step, so each place carries one update per "
-        "(update time + up to one step)."),
+         "confirmation is filled at the next step, so each place carries one update per "
+         "(update time + up to one step)."),
         "",
         "### (2) Bad release: wave 1 rolls back",
         "",
-        f"Wave 1 ({b['wave1']} terminals) reports `rolled_back selftest`; --abort-at 0.2.",
+        (f"Wave 1 ({runs[0][2]['wave1']} terminals) reports `rolled_back selftest`; --abort-at "
+         "0.2: the wave aborts as soon as its failures alone pass 20 % of it "
+         f"({runs[0][2]['k']} of {runs[0][2]['wave1']}), or once it is finished."),
         "",
-        "| | seconds |",
-        "|---|---:|",
-        f"| first failing report to `aborted` | **{b['first_fail_to_abort']:.2f}** |",
-        f"| last failing report of wave 1 to `aborted` | {b['last_fail_to_abort']:.2f} |",
-        f"| rollout start to `aborted` | {b['start_to_abort']:.2f} |",
+        f"| seconds | {cols} |",
+        "|---|" + "---:|" * len(runs),
+        row("first failing report to `aborted`",
+            lambda g, b: f"**{b['first_fail_to_abort']:.2f}**"),
+        row(f"failing report number {runs[0][2]['k']} to `aborted`", lambda g, b:
+            f"{b['kth_fail_to_abort']:.2f}"),
+        row("rollout start to `aborted`", lambda g, b: f"{b['start_to_abort']:.2f}"),
+        row("terminals outside wave 1 sent an `ota` command", lambda g, b:
+            f"**{len(b['outside'])}**"),
         "",
-        (f"The rollout's reason: \"{b['reason']}\". Terminals outside wave 1 that got an `ota` "
-        f"command: **{len(b['outside'])}** (watched for {3 * args.every:g} s after the abort). "
-        "A wave is judged once all its terminals have finished, so the first failure waits "
-        "for the wave's slowest update; the last failure waits for ingestion and the next step."),
+        (f"The rollout's reason: \"{runs[0][2]['reason']}\". Outside wave 1 is watched for "
+         f"{3 * args.every:g} s after the abort. From the report that settles it, the abort "
+         "takes ingestion (`cx fleet serve`'s batch) plus at most one engine step."),
         "",
         ("No baseline: this is a capacity figure of the fleet side on this machine (the "
-        "terminals' update time here is the simulated link's, not a real terminal's minutes of "
-        "download, reboot and trial; on a real fleet the wall time is set by those and by "
-        "--max-parallel, and the soak)."),
+         "terminals' update time here is the simulated link's, not a real terminal's minutes of "
+         "download, reboot and trial; on a real fleet the wall time is set by those, by "
+         "--max-parallel and by the soak)."),
     ]
     return "\n".join(lines)
 
@@ -324,46 +349,53 @@ def main() -> None:
     ap.add_argument("--kbps", type=float, default=48.0, help="download kB/s per terminal")
     ap.add_argument("--every", type=float, default=2.0, help="engine step, seconds")
     ap.add_argument("--timeout", type=float, default=240.0, help="seconds per rollout")
-    ap.add_argument("--pg", action="store_true", help="the store on PostgreSQL (tests/pg.py)")
+    ap.add_argument("--pg", action="store_true",
+                    help="the same runs again on PostgreSQL (tests/pg.py)")
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
     args = ap.parse_args()
     t0 = time.monotonic()
-    if args.pg:
-        from pg import PgCluster
-
-        args.pg = PgCluster()
-    try:
-        run(args, t0)
-    finally:
-        if args.pg:
-            args.pg.destroy()
-
-
-def run(args: argparse.Namespace, t0: float) -> None:
+    cluster = None
+    runs = []
     with tempfile.TemporaryDirectory(prefix="cx-bench-rollout-") as tmp_s:
         tmp = Path(tmp_s)
-        print(f"(1) good release, {args.n:,} terminals", flush=True)
-        (tmp / "good").mkdir()
-        g = good(args, tmp / "good")
-        print(f"  done in {g['total']:.1f} s; peak downloads {g['peak_downloads']}, peak active "
-              f"{g['peak_active']} (max-parallel {args.max_parallel})", flush=True)
-        print(f"  terminals downloading at once (their view): {g['peak_fetching']}", flush=True)
-        assert max(g["peak_downloads"], g["peak_active"], g["peak_fetching"]) <= args.max_parallel
-        print("(2) bad release, wave 1 rolls back", flush=True)
-        (tmp / "bad").mkdir()
-        b = bad(args, tmp / "bad")
-        print(f"  aborted {b['first_fail_to_abort']:.2f} s after the first failing report, "
-              f"{b['start_to_abort']:.2f} s after the start; outside wave 1 sent: "
-              f"{len(b['outside'])}", flush=True)
-        assert not b["outside"], b["outside"][:10]
-        args.rel_dir = tmp / "good" / "rel"
+        try:
+            args.db_pg = None
+            runs.append(("SQLite", *both(args, tmp / "sqlite")))
+            if args.pg:
+                from pg import PgCluster
+
+                cluster = args.db_pg = PgCluster()
+                runs.append(("PostgreSQL", *both(args, tmp / "pg")))
+        finally:
+            if cluster is not None:
+                cluster.destroy()
+        args.rel_dir = tmp / "sqlite" / "good" / "rel"
         args.elapsed = time.monotonic() - t0
-        text = report(args, g, b)
+        text = report(args, runs)
     print(text)
     if not args.no_write:
         title = f"OTA rollout ({args.n:,} simulated terminals)"
         write_section(title, text)
         print(f"wrote {title!r} to docs/benchmarks.md")
+
+
+def both(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    store = "PostgreSQL" if args.db_pg else "SQLite"
+    print(f"(1) good release, {args.n:,} terminals, {store}", flush=True)
+    (tmp / "good").mkdir(parents=True)
+    g = good(args, tmp / "good")
+    print(f"  done in {g['total']:.1f} s; peak downloading {g['peak_fetching']} (terminals), "
+          f"{g['peak_downloads']} (file server), peak active {g['peak_active']} (store); "
+          f"max-parallel {args.max_parallel}", flush=True)
+    assert max(g["peak_downloads"], g["peak_active"], g["peak_fetching"]) <= args.max_parallel
+    print(f"(2) bad release, wave 1 rolls back, {store}", flush=True)
+    (tmp / "bad").mkdir()
+    b = bad(args, tmp / "bad")
+    print(f"  aborted {b['first_fail_to_abort']:.2f} s after the first failing report, "
+          f"{b['start_to_abort']:.2f} s after the start; outside wave 1 sent: "
+          f"{len(b['outside'])}", flush=True)
+    assert not b["outside"], b["outside"][:10]
+    return g, b
 
 
 if __name__ == "__main__":
