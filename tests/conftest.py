@@ -111,6 +111,27 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
+def browser():
+    """Opens headless Chromiums (tests/browser.py): `browser()` a phone, `browser(DESKTOP)` a
+    laptop; all are closed after the test. Skipped where Chromium is not installed, except in CI."""
+    import browser as b
+
+    if not b.available():
+        if os.environ.get("CI"):
+            pytest.fail(f"{b.CHROMIUM} or {b.CHROMEDRIVER} missing (scripts/bootstrap installs them)")
+        pytest.skip("chromium / chromium-driver not installed (scripts/bootstrap installs them)")
+    opened: list[b.Browser] = []
+
+    def open_(screen: b.Screen = b.PHONE, lang: str = "zh-CN") -> b.Browser:
+        opened.append(b.Browser(screen, lang))
+        return opened[-1]
+
+    yield open_
+    for x in opened:
+        x.close()
+
+
+@pytest.fixture
 def ota_key():
     """A county key for releases only (use ota), made at test time."""
     return KeyPair.generate("root", "county-ota", ["341122"], ["ota"])
