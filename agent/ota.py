@@ -236,6 +236,8 @@ class Updater:
                 await self._http.download(base + "/" + sha + ".z", z, otahttp.zlib_max(f["bytes"]))
             except otahttp.Unreachable:
                 raise Failed("unreachable")
+            except otahttp.FlashError as e:
+                raise Failed(_io_reason(e))
             except otahttp.TooBig:
                 _rm(z + ".part")  # more bytes than the file can be: wrong bytes, as a bad hash
             else:

@@ -16,6 +16,11 @@ class Unreachable(Exception):
     """No byte gained for the stall time (config ota_stall_s), or the server has no such file."""
 
 
+class FlashError(Exception):
+    """Writing what came failed (args[0] the errno: ENOSPC when the flash is full): not the
+    network's fault, so never retried as if it were."""
+
+
 class TooBig(Exception):
     """The body is longer than any zlib stream of the manifest's size can be: wrong bytes."""
 
@@ -24,6 +29,13 @@ def zlib_max(n):
     """The most bytes a zlib stream of n bytes can take: stored blocks (5 bytes per 65535), the
     2-byte header and the 4-byte Adler-32; a bigger body is not that file (docs/ota.md)."""
     return n + 5 * (n // 65535 + 1) + 6
+
+
+def _flash(op, *args):
+    try:
+        return op(*args)
+    except OSError as e:
+        raise FlashError(e.args[0] if e.args else 0)
 
 
 class Fetcher:
@@ -89,11 +101,11 @@ class Fetcher:
                 raise OSError("status %d" % status)
             if length is not None and start + length > limit:
                 raise TooBig()  # announced longer than the file can be: not worth a byte
-            f = open(tmp, "ab" if start else "wb")
+            f = _flash(open, tmp, "ab" if start else "wb")
             try:
                 got = n - body
                 if got:
-                    f.write(self._mv[body:n])
+                    _flash(f.write, self._mv[body:n])
                 while length is None or got < length:
                     if start + got > limit:
                         raise TooBig()
@@ -101,10 +113,10 @@ class Fetcher:
                     k = await asyncio.wait_for_ms(r.readinto(self._mv), rd)
                     if not k:
                         break
-                    f.write(self._mv[:k])
+                    _flash(f.write, self._mv[:k])
                     got += k
             finally:
-                f.close()
+                _flash(f.close)  # LittleFS writes its cache out here: it can be ENOSPC too
             if start + got > limit:
                 raise TooBig()
             return length is None or got >= length

@@ -252,7 +252,7 @@ def test_a_flash_that_fills_during_the_download_ends_failed_no_space_and_keeps_t
     rel = tmp_path / "r020"
     build(rel, ota_key, "0.2.0")
     server.dirs.append(rel)
-    server.rate = 20000  # bytes/s: the download lasts long enough to fill the flash under it
+    server.rate = 8000  # bytes/s: the download lasts long enough to fill the flash under it
     assert cmds.ota(t.id, rel, server.base)["ok"] is True, "rule 13: room enough at first"
     wait_state(rig, t, "0.2.0", "downloading", 30)
     deadline = time.monotonic() + 30
