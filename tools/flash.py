@@ -89,12 +89,19 @@ def plan(port: str, config: Path, board: str, mpremote: str = "mpremote",
     *version, selector = device_files(board)
     vdir = version[0][1].rsplit("/", 1)[0]
     data = terminal_files.boot_data(board)
-    prep = (f"import os\n{CLEAN}\nfor d in ('v', {vdir!r}):\n    try:\n        os.mkdir(d)\n"
+    # a file in a sub-folder of the version (microdot/...) is copied into its own folder
+    dirs = {vdir: [str(src) for src, name in version if name.rsplit("/", 1)[0] == vdir]}
+    for src, name in version:
+        d = name.rsplit("/", 1)[0]
+        if d != vdir:
+            dirs.setdefault(d, []).append(str(src))
+    prep = (f"import os\n{CLEAN}\nfor d in {('v', *dirs)!r}:\n    try:\n        os.mkdir(d)\n"
             f"    except OSError:\n        pass\n")
     for name, text in data.items():
         prep += f"f = open({name!r}, 'w'); f.write({text!r}); f.close()\n"
-    cmd = [mpremote, "connect", port, "exec", prep,
-           "+", "fs", "cp", *(str(src) for src, _ in version), f":{vdir}/"]
+    cmd = [mpremote, "connect", port, "exec", prep]
+    for d, srcs in dirs.items():
+        cmd += ["+", "fs", "cp", *srcs, f":{d}/"]
     for src, name in extra or []:  # before the config that names them
         cmd += ["+", "fs", "cp", str(src), f":{name}"]
     cmd += ["+", "fs", "cp", str(config), ":config.json",

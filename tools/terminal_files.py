@@ -5,6 +5,7 @@ main.py last. The one list `cx flash` and the emulator copy from; and an OTA rel
 from __future__ import annotations
 
 import json
+from importlib import metadata
 from pathlib import Path
 
 from tools import firmware
@@ -12,6 +13,10 @@ from tools import firmware
 ROOT = Path(__file__).resolve().parent.parent
 SELECTOR = ROOT / "agent" / "selector.py"
 """The boot selector, main.py on the flash root: never part of a version or a release."""
+MICRODOT = ("microdot/__init__.py", "microdot/microdot.py", "microdot/helpers.py",
+            "microdot/multipart.py")
+"""The MicroPython-compatible modules of microdot (pinned in pyproject.toml) the local page uses
+(docs/web.md): taken from the installed distribution, never kept in this repository."""
 BOARDS = ("horn", "column", "emu")
 """hardware/board_<board>.py: the two real boards, and the emulated one (tools/emu)."""
 
@@ -19,6 +24,23 @@ BOARDS = ("horn", "column", "emu")
 def version() -> str:
     """The firmware version of this checkout (firmware/version.py): the factory image's name."""
     return str(firmware.load("version").VERSION)
+
+
+def dependencies() -> list[tuple[Path, str]]:
+    """(source, path on flash inside a version) of the third-party modules the firmware imports:
+    microdot's, from the installed distribution (scripts/bootstrap installs the pinned one)."""
+    try:
+        dist = metadata.distribution("microdot")
+    except metadata.PackageNotFoundError:
+        raise RuntimeError("microdot is not installed: run scripts/bootstrap") from None
+    out = []
+    for name in MICRODOT:
+        src = Path(str(dist.locate_file(name)))
+        if not src.is_file():
+            raise RuntimeError(f"microdot {dist.version} has no {name}: reinstall it "
+                               "(scripts/bootstrap)")
+        out.append((src, name))
+    return out
 
 
 def files(board: str) -> list[tuple[Path, str]]:
@@ -31,6 +53,7 @@ def files(board: str) -> list[tuple[Path, str]]:
     v = f"v/{version()}/"
     out = [(p, v + p.name) for p in sorted((ROOT / "firmware").glob("*.py"))]
     out += [(p, v + p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p != SELECTOR]
+    out += [(p, v + name) for p, name in dependencies()]
     out.append((ROOT / "hardware" / f"board_{board}.py", v + f"board_{board}.py"))
     if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
         out.append((ROOT / "hardware" / "board_horn.py", v + "board_horn.py"))
@@ -52,11 +75,12 @@ def pointer(ver: str) -> dict:
 def release_files() -> list[tuple[Path, str]]:
     """(source, path in a release) of the complete file set an OTA release carries
     (docs/ota.md): every firmware and agent module and every board module (a release serves all
-    boards), as sources; `cx ota build` compiles each with mpy-cross (`.py` -> `.mpy`). Not the
-    boot selector (`main.py` on the flash root is never replaced)."""
+    boards) and microdot's modules (dependencies()), as sources; `cx ota build` compiles each
+    with mpy-cross (`.py` -> `.mpy`). Not the boot selector (`main.py` on the flash root is never replaced)."""
     out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
     out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p != SELECTOR]
     out += [(p, p.name) for p in sorted((ROOT / "hardware").glob("board_*.py"))]
+    out += dependencies()
     return out
 
 
