@@ -115,6 +115,36 @@ def _check_tls(m):
             raise ConfigError("mqtt ca")
 
 
+def web_hash(s):
+    """(iterations, salt, hash) of a password hash string `pbkdf2-sha256$<iter>$<salt>$<hash>`
+    (docs/web.md "Config and files": salt 16 and hash 32 bytes in unpadded base64url, iterations
+    1,000..100,000), or None when s is not one."""
+    if not isinstance(s, str) or len(s) > 96:
+        return None
+    parts = s.split("$")
+    if len(parts) != 4 or parts[0] != "pbkdf2-sha256" or not parts[1].isdigit() \
+            or len(parts[1]) > 6 or parts[1][0] == "0":
+        return None
+    n = int(parts[1])
+    try:
+        salt, h = b64.decode(parts[2]), b64.decode(parts[3])
+    except b64.B64Error:
+        return None
+    if not 1000 <= n <= 100000 or len(salt) != 16 or len(h) != 32:
+        return None
+    return n, salt, h
+
+
+def _check_web(w):
+    # "web" is optional (docs/web.md): without a password the page offers nothing
+    if w is None:
+        return
+    if not isinstance(w, dict) or ("pass" in w and web_hash(w["pass"]) is None):
+        raise ConfigError("web pass")
+    if "port" in w and not _int_in(w["port"], 1, 65535):
+        raise ConfigError("web port")
+
+
 def _valid_id(s):
     if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
         return False
@@ -166,6 +196,7 @@ def validate(cfg, problems=None):
         if m.get(k) is not None and not isinstance(m[k], str):
             raise ConfigError("mqtt " + k)
     _check_tls(m)
+    _check_web(cfg.get("web"))
     for k, default in DEFAULTS.items():
         if k not in cfg:
             cfg[k] = default
