@@ -46,6 +46,9 @@ WHAT = {
     "mqtt tls": "mqtt tls (true or false)",
     "mqtt ca": "mqtt ca (the CA file name beside the config, as cx fleet provision --tls-ca "
                "writes)",
+    "web port": "web port (1..65535)",
+    "web pass": "web pass (pbkdf2-sha256$<iterations>$<salt>$<hash>, as cx fleet provision "
+                "--web-password-file writes it)",
 }
 """firmware/config.py ConfigError reasons that need more words for a person; the others (id,
 region, trust pub, profile, volume …) name the field as they are."""
