@@ -24,6 +24,7 @@ from fleet.provision import (
     check_device,
     load_ca,
     load_trust,
+    load_web_password,
     provision,
     read_csv,
 )
@@ -55,6 +56,16 @@ def cmd_provision(args: argparse.Namespace) -> int:
                 raise CliError("give --region CODE (12 digits) for the device", ExitCode.USAGE)
             devices = [Device(args.id, args.region, args.profile)]
             check_device(devices[0])
+        if args.web_password_file is None and args.web_passwords is None:
+            raise CliError("no page password given, and none exists by default: "
+                           "--web-password-file FILE (one terminal) or --web-passwords OUT.csv "
+                           "(one generated per terminal)", ExitCode.USAGE)
+        if args.web_password_file is not None and len(devices) > 1:
+            raise CliError("--web-password-file is one terminal's password: with --from-csv "
+                           "use --web-passwords OUT.csv (one generated per terminal)",
+                           ExitCode.USAGE)
+        web_password = load_web_password(args.web_password_file) \
+            if args.web_password_file is not None else None
         broker = host_port(args.broker)
         trust = load_trust(args.trust)
         tls_ca = load_ca(args.tls_ca) if args.tls_ca is not None else None
@@ -63,7 +74,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
         store = Store.open(db_url(args), create=True)
         try:
             paths = provision(devices, trust=trust, broker=broker, out=args.out, store=store,
-                              force=args.force, tls_ca=tls_ca,
+                              force=args.force, tls_ca=tls_ca, web_password=web_password,
+                              web_passwords=args.web_passwords,
                               progress=_progress if len(devices) > 1 else None)
         finally:
             store.close()
@@ -73,6 +85,12 @@ def cmd_provision(args: argparse.Namespace) -> int:
         print(f"{devices[0].id}: {paths[0]} (flash it: cx flash PORT --config {paths[0]})")
     else:
         print(f"{len(paths)} devices -> {args.out}/<id>/config.json")
+    if args.web_passwords is not None:
+        print(f"page passwords: {args.web_passwords} (0600, id,password: give each village only "
+              f"its own line)")
+    else:
+        src = "stdin" if args.web_password_file == "-" else args.web_password_file
+        print(f"page password: from {src}, kept only as a hash in the config")
     print(f"credentials: {args.out / CREDENTIALS} (next: cx fleet broker-config --creds "
           f"{args.out / CREDENTIALS} --out CONFDIR)")
     return 0
@@ -127,6 +145,13 @@ def register_into(sub: argparse._SubParsersAction) -> None:  # type: ignore[type
     p.add_argument("--db", metavar="URL", help=DB_HELP)
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="DIR/<id>/config.json and DIR/credentials.json")
+    page = p.add_mutually_exclusive_group()
+    page.add_argument("--web-password-file", metavar="FILE",
+                      help="the local page's password for one terminal: the file's one line, "
+                           "8..64 characters ('-': read it from stdin)")
+    page.add_argument("--web-passwords", type=Path, metavar="OUT.csv",
+                      help="generate each terminal's page password into this new file "
+                           "(id,password per line, 0600) for the county to hand out")
     p.add_argument("--force", action="store_true",
                    help="re-provision existing devices (new passwords: reflash them)")
     p.set_defaults(func=cmd_provision)

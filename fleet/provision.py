@@ -5,7 +5,9 @@ files that hold the fleet to its topics. Refusals raise `fleet.errors.ProvisionE
 Secrets: a device's plaintext password exists only in its own `DIR/<id>/config.json` (0600, it
 goes onto the terminal's flash). `DIR/credentials.json` (0600) keeps, per device, the Mosquitto
 PBKDF2 hash and the region its alert ACL needs, so the broker config can be rebuilt at any time
-without the plaintexts. docs/provisioning.md is the admin's guide.
+without the plaintexts. The local page's password (docs/web.md) is in the config only as its
+salted PBKDF2 hash (`web.pass`); a generated one's plaintext only in the CSV the admin names.
+docs/provisioning.md is the admin's guide.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import csv
 import fcntl
 import json
 import shutil
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,7 +30,7 @@ from fleet import brokercfg
 from fleet.brokercfg import BrokerConfigError, DeviceCred, Tls
 from fleet.errors import ProvisionError
 from fleet.store import Store
-from tools import firmware, regions
+from tools import firmware, regions, webpass
 from tools.keys import KeyFileError
 from tools.keys import write_private as _write
 from tools.terminal_config import check as terminal_check
@@ -42,7 +45,8 @@ MAX_CSV_ERRORS = 5
 
 __all__ = ["CA_FILE", "CREDENTIALS", "PROFILES", "BrokerFiles", "Device", "ProvisionError",
            "broker_config", "check_coverage", "check_device", "load_ca", "load_credentials",
-           "load_trust", "provision", "read_csv", "terminal_config", "write_private"]
+           "load_trust", "load_web_password", "provision", "read_csv", "terminal_config",
+           "write_private"]
 
 
 @dataclass(frozen=True)
@@ -84,8 +88,11 @@ def load_trust(path: Path) -> list[dict[str, Any]]:
 def _check_anchors(trust: list[Any], path: Path) -> None:
     # Judged once per trust list by the terminal's own config check (firmware/config.py, under
     # micropython) on a stand-in config: an anchor list a terminal refuses is never written out.
+    # The stand-in carries a page password hash too, so that a terminal refusing the form this
+    # host writes (tools/webpass.py against firmware/config.py) stops provisioning here.
     cfg = {"id": "provision-check", "region": "110000000000", "profile": "horn", "trust": trust,
-           "mqtt": {"host": "localhost", "port": 1883}}
+           "mqtt": {"host": "localhost", "port": 1883},
+           "web": {"pass": webpass.hash_password(webpass.new_password())}}
     try:
         reason, problems = terminal_check(cfg)
     except firmware.FirmwareError as e:
@@ -93,6 +100,10 @@ def _check_anchors(trust: list[Any], path: Path) -> None:
     if reason is None:
         return
     named = [p for p in problems if p.startswith("trust")]
+    if not named and reason.startswith("web"):
+        raise ProvisionError(f"the terminal's firmware refuses the page password hash this host "
+                             f"writes ({reason}): firmware/config.py and tools/webpass.py "
+                             f"disagree")
     raise ProvisionError(f"--trust {path}: a terminal would refuse "
                          f"{', '.join(named) if named else reason} (use 'cx keys anchors')")
 
@@ -114,6 +125,35 @@ def load_ca(path: Path) -> bytes:
         raise ProvisionError(f"--tls-ca {path} holds {len(certs)} certificates: give the one "
                              f"CA that signed the broker's certificate (terminals trust only it)")
     return certs[0].public_bytes(Encoding.DER)
+
+
+def load_web_password(source: str) -> str:
+    """The page password of `--web-password-file`: one line of 8..64 characters (tools/webpass.py
+    read_password) from the file `source`, or from stdin for `-`. The message of a refusal never
+    holds the password."""
+    name = "- (stdin)" if source == "-" else source
+    try:
+        if source == "-":
+            data = sys.stdin.buffer.read(webpass.MAX_FILE + 1)
+        else:
+            with open(source, "rb") as f:
+                data = f.read(webpass.MAX_FILE + 1)
+    except OSError as e:
+        raise ProvisionError(f"cannot read --web-password-file {name}: "
+                             f"{e.strerror or e}") from None
+    try:
+        return webpass.read_password(data)
+    except webpass.WebPassError as e:
+        raise ProvisionError(f"--web-password-file {name}: the password {e}") from None
+
+
+def _check_new_csv(path: Path) -> None:
+    # Refused before anything is written: an existing sheet may hold passwords not yet handed out.
+    if path.exists() or path.is_symlink():
+        raise ProvisionError(f"--web-passwords {path} exists already: name a new file (the "
+                             f"passwords in it may not all be handed out yet)")
+    if not path.parent.is_dir():
+        raise ProvisionError(f"cannot write --web-passwords {path}: no folder {path.parent}")
 
 
 def check_coverage(trust: list[dict[str, Any]], d: Device) -> None:
@@ -212,26 +252,48 @@ def _credentials_text(creds: dict[str, DeviceCred]) -> str:
 
 
 def terminal_config(d: Device, trust: list[dict[str, Any]], host: str, port: int,
-                    password: str, tls: bool = False) -> dict[str, Any]:
+                    password: str, tls: bool = False,
+                    web_pass: str | None = None) -> dict[str, Any]:
     """firmware/config.py: the required keys, the profile, and the MQTT credential; with `tls`,
-    MQTT over TLS verified against the CA file beside the config."""
+    MQTT over TLS verified against the CA file beside the config; with `web_pass` (a
+    tools/webpass.py hash), the local page's password (docs/web.md "Config and files")."""
     mqtt: dict[str, Any] = {"host": host, "port": port, "user": d.id, "password": password}
     if tls:
         mqtt.update(tls=True, ca=CA_FILE)
-    return {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust, "mqtt": mqtt}
+    cfg = {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust, "mqtt": mqtt}
+    if web_pass is not None:
+        cfg["web"] = {"pass": web_pass}
+    return cfg
 
 
 def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker: tuple[str, int],
               out: Path, store: Store, force: bool = False, tls_ca: bytes | None = None,
+              web_password: str | None = None, web_passwords: Path | None = None,
               progress: Callable[[int, int], None] | None = None) -> list[Path]:
     """Register, write each device's config and record its hash; returns the config paths.
     `tls_ca` (DER, load_ca): the terminals use MQTT over TLS and get it as DIR/<id>/ca.der.
+    The local page's password, hashed with its own salt into each config's `web.pass`: either
+    `web_password` (one device only), or one generated per device into the new CSV
+    `web_passwords` (`id,password`, 0600). With neither the config has no `web` and the page
+    offers nothing (the CLI insists on one: no default password exists).
 
     Everything is checked before anything is written. The store comes first (an upsert, so a
     run interrupted later can simply be repeated with --force)."""
     for d in devices:
         check_device(d)
         check_coverage(trust, d)
+    if web_password is not None and web_passwords is not None:
+        raise ProvisionError("give one page password or generate them, not both")
+    if web_password is not None:
+        if len(devices) != 1:
+            raise ProvisionError(f"one page password for {len(devices)} terminals: generate one "
+                                 f"each with --web-passwords OUT.csv")
+        try:
+            webpass.check_password(web_password)
+        except webpass.WebPassError as e:
+            raise ProvisionError(f"the page password {e}") from None
+    if web_passwords is not None:
+        _check_new_csv(web_passwords)
     try:
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:
@@ -243,6 +305,15 @@ def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker:
                                  f"({', '.join(taken[:3])}{'…' if len(taken) > 3 else ''}): "
                                  f"--force issues new credentials (reflash those terminals)")
     store.upsert_devices((d.id, d.region, d.profile) for d in devices)
+    pages: dict[str, str] = {}
+    if web_password is not None:
+        pages[devices[0].id] = web_password
+    elif web_passwords is not None:
+        pages = {d.id: webpass.new_password() for d in devices}
+        # before the configs: a password in a config that nobody was given would lock the
+        # operator out (ids and generated passwords hold no comma or quote)
+        write_private(web_passwords, "id,password\n"
+                      + "".join(f"{k},{v}\n" for k, v in pages.items()))
     paths: list[Path] = []
     new: dict[str, DeviceCred] = {}
     for i, d in enumerate(devices, 1):
@@ -252,7 +323,9 @@ def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker:
             folder.mkdir(mode=0o700, exist_ok=True)
         except OSError as e:
             raise ProvisionError(f"cannot create {folder}: {e.strerror}") from None
-        cfg = terminal_config(d, trust, broker[0], broker[1], password, tls_ca is not None)
+        page = pages.get(d.id)
+        cfg = terminal_config(d, trust, broker[0], broker[1], password, tls_ca is not None,
+                              None if page is None else webpass.hash_password(page))
         if tls_ca is not None:
             _write_ca(folder / CA_FILE, tls_ca)
         write_private(folder / "config.json", json.dumps(cfg, indent=1) + "\n")

@@ -76,7 +76,8 @@ ARGS: dict[str, list[str]] = {
     "fleet prune": ["--db", "{w}/fleet.sqlite", "--dry-run"],
     "fleet cmd": [DEVICE, "status", "--broker", "127.0.0.1:{closed}", "--wait", "1"],
     "fleet provision": ["T2", "--region", "341122100202", "--trust", "{w}/trust.json",
-                        "--broker", "127.0.0.1:1883", "--db", "{new}", "--out", "{new}"],
+                        "--broker", "127.0.0.1:1883", "--db", "{new}", "--out", "{new}",
+                        "--web-passwords", "{new}"],
     "fleet broker-config": ["--creds", "{w}/prov/credentials.json", "--out", "{new}"],
     "ota upload": ["{w}", "--db", "{w}/fleet.sqlite", "--store", "{new}"],
     "ota serve": ["--broker", "127.0.0.1:{closed}", "--db", "{w}/fleet.sqlite", "--store",
@@ -122,9 +123,12 @@ PATHS: dict[str, list[list[str]]] = {
                    "--db", "{bad}"]],
     "fleet provision": [
         ["T3", "--region", "341122100203", "--trust", "{w}/trust.json", "--broker",
-         "127.0.0.1:1883", "--db", "{new}", "--out", "{bad}"],
+         "127.0.0.1:1883", "--db", "{new}", "--out", "{bad}", "--web-passwords", "{new}"],
         ["T3", "--region", "341122100203", "--trust", "{w}/trust.json", "--broker",
-         "127.0.0.1:1883", "--db", "{bad}", "--out", "{new}"]],
+         "127.0.0.1:1883", "--db", "{bad}", "--out", "{new}", "--web-passwords", "{new}"],
+        # the sheet of page passwords: never written over, never made under /proc
+        ["T3", "--region", "341122100203", "--trust", "{w}/trust.json", "--broker",
+         "127.0.0.1:1883", "--db", "{new}", "--out", "{new}", "--web-passwords", "{bad}"]],
     "fleet broker-config": [["--creds", "{w}/prov/credentials.json", "--out", "{bad}"]],
     "ota upload": [["{w}", "--db", "{bad}", "--store", "{new}"],
                    ["{w}", "--db", "{new}", "--store", "{bad}"]],
@@ -204,7 +208,8 @@ def _world(w: Path) -> None:
         store.close()
     r = subprocess.run([CX, "fleet", "provision", DEVICE, "--region", REGION, "--trust",
                         str(w / "trust.json"), "--broker", "127.0.0.1:1883", "--db",
-                        str(w / "prov.sqlite"), "--out", str(w / "prov")],
+                        str(w / "prov.sqlite"), "--out", str(w / "prov"),
+                        "--web-passwords", str(w / "prov-pages.csv")],
                        capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert r.returncode == 0, r.stderr
 

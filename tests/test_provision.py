@@ -40,8 +40,14 @@ def env(tmp_path: Path) -> Any:
     ns = type("Env", (), {})()
     ns.tmp, ns.out, ns.db = tmp_path, tmp_path / "devs", str(tmp_path / "fleet.sqlite")
 
+    runs = iter(range(1000))
+
     def provision(*extra: str) -> tuple[int, str]:
-        return cx_fleet("provision", *extra, "--trust", str(tmp_path / "anchors.json"),
+        # the page password is not what these tests are about: a new sheet of generated ones
+        # each run, unless the test gives its own (tests/test_provision_web.py)
+        pages = [] if any(a.startswith("--web-password") for a in extra) else \
+            ["--web-passwords", str(tmp_path / f"pages-{next(runs)}.csv")]
+        return cx_fleet("provision", *extra, *pages, "--trust", str(tmp_path / "anchors.json"),
                         "--broker", "mqtt.example:1883", "--db", ns.db, "--out", str(ns.out))
 
     ns.provision = provision
@@ -113,7 +119,7 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(env: Any, argv: lis
                                                              message: str) -> None:
     code, err = env.provision(*argv)
     assert code != 0 and message in err and "\n" not in err
-    assert not env.out.exists()
+    assert not env.out.exists() and not list(env.tmp.glob("pages-*.csv"))
 
 
 @pytest.mark.parametrize("anchor,named", [
