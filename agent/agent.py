@@ -46,7 +46,7 @@ class Agent:
     (the receipts queue) and `applied(key)` (a setting changed: the terminal takes it up)."""
 
     def __init__(self, cfg, log, *, mqtt, link, clock, amp, arbiter, modem, counts, last_alert,
-                 send_event, applied, ota=None):
+                 send_event, applied, ota=None, lights=None):
         self.cfg = cfg
         self.log = log
         self.mqtt = mqtt
@@ -60,6 +60,7 @@ class Agent:
         self.send_event = send_event
         self.applied = applied
         self.ota = ota  # agent/ota.py Updater: the `ota` command (ota.md §2)
+        self.lights = lights  # firmware/lights.py: a fault lights the red LED
         self.id = cfg["id"]
         self.t0 = time.ticks_ms()
         self.line = "unknown"
@@ -118,6 +119,8 @@ class Agent:
         if self.faults.get(name, False) == active:
             return
         self.faults[name] = active
+        if self.lights is not None:
+            self.lights.fault(name, active)
         self.log("fault_" + ("on" if active else "off"), fault=name, value=value)
         ev = {"fault": name, "active": active, "value": value, "t": self.clock.now()}
         self.send_event(ev)

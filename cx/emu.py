@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--reflash", action="store_true", help="copy firmware and config again")
     r.set_defaults(func=cmd_run)
 
-    c = es.add_parser("ctl", help="act on a running terminal: press [--long] | adc NAME VALUE | "
+    c = es.add_parser("ctl", help="act on a running terminal: press [--long] [--hold-ms N] | adc NAME VALUE | "
                                   "power-cut | link ip|4g down|up | modem ... | status "
                                   "(docs/modem.md lists the modem controls)")
     c.add_argument("dir", type=Path)
@@ -97,7 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_ctl(args: argparse.Namespace) -> int:
     if not args.command:
-        print("cx: error: give a command: press [--long] | adc NAME VALUE | power-cut | "
+        print("cx: error: give a command: press [--long] [--hold-ms N] | adc NAME VALUE | power-cut | "
               "link ip|4g down|up | modem signal|sim|reg|delay|garble|split|mute|status ... | "
               "status", file=sys.stderr)
         return ExitCode.USAGE

@@ -6,7 +6,9 @@ from micropython import const
 MAX_WAITING = const(16)  # alerts queued behind the one playing; beyond, the lowest is dropped
 
 
-_KIND_RANK = {"alert": 0, "test": 1, "selftest": 2}  # a local self-test yields to everything
+# a fleet self-test yields to every alert and test, the operator's own items (firmware/local.py)
+# to everything (alerts.md §5: local broadcast below alerts and tests)
+_KIND_RANK = {"alert": 0, "test": 1, "selftest": 2, "local": 3}
 
 
 def rank(item):
@@ -43,7 +45,8 @@ class Arbiter:
         if cur is not None and rank(item) < rank(cur):
             self.log("preempt", alert=cur.id, by=item.id)
             self._say(cur, "preempted", None)
-            self.resumable = cur
+            if cur.payload["kind"] != "local":  # the operator starts it again, if at all
+                self.resumable = cur
             self.current = None
             if self._task:
                 self._task.cancel()
@@ -69,6 +72,20 @@ class Arbiter:
                     self.resumable = None
                 else:
                     self.waiting.remove(item)
+
+    def stop(self, item):
+        """Stop `item` (playing or waiting) at once: its report hears `cancelled` `stopped`. For
+        the operator's own items only (firmware/local.py): alerts end by a cancel alone."""
+        if item is self.current:
+            self.current = None
+            if self._task:
+                self._task.cancel()
+        elif item in self.waiting:
+            self.waiting.remove(item)
+        else:
+            return
+        self.log("stop", alert=item.id)
+        self._say(item, "cancelled", "stopped")
 
     def _all(self):
         out = list(self.waiting)

@@ -281,9 +281,10 @@ class ClipCache:
         except asyncio.TimeoutError:
             raise ClipError("clip_fetch_failed", "timeout")
 
-    async def play(self, path, out, volume):
-        """Stream the cached WAV at path to out.write(), scaled by volume 0..100. The header is
-        checked before any sample is written (ClipError clip_bad_format)."""
+    async def play(self, path, out, volume, live=None):
+        """Stream the cached WAV at path to out.write(), scaled by volume 0..100 (or by live[0],
+        read at every chunk, when a list is given). The header is checked before any sample is
+        written (ClipError clip_bad_format)."""
         try:
             f = open(path, "rb")
         except OSError:
@@ -300,6 +301,8 @@ class ClipCache:
                     break
                 k &= ~1
                 left -= k
+                if live is not None:
+                    g = _gain(live[0])
                 if g != 0x8000:
                     _scale(buf, k, g)
                 await out.write(mv[:k])

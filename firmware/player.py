@@ -4,7 +4,7 @@ import gc
 
 from clip import ClipError
 from micropython import const
-from tones import CHUNK, TONES, play_tone
+from tones import CHUNK, TONES, play_beeps, play_tone
 
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
 FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
@@ -22,6 +22,8 @@ class Player:
         self._tone_buf = memoryview(clips.play_buf)[:CHUNK * 2]
         self._log = log
         self._owner = None  # the play whose begin() the output last saw, until its end()
+        self._live = [0]  # the volume of the clip playing now, read at every chunk
+        self.source = None  # what the output plays now ("tone:siren", "clip:<sha256>", …)
 
     async def play(self, alert, on_playing):
         """Play alert (dict: id, audio, volume, repeat); on_playing(reason) is called once right
@@ -52,20 +54,28 @@ class Player:
             if self._owner is not None:
                 out.end("preempted")  # a play that never unwound: keep start/stop paired
             self._owner = me
+            self.source = source
+            self._live = [volume]
             out.begin(source, aid)
             for _ in range(repeat):
                 if path:
                     try:
-                        await self._clips.play(path, out, volume)
+                        await self._clips.play(path, out, volume, self._live)
                         continue
                     except Exception as e:
                         # vanished or damaged since the fetch; the siren carries the alert
                         self._note("clip_play_failed", alert=aid, error=repr(e))
-                        if isinstance(e, ClipError) and e.reason == "clip_bad_format":
+                        if isinstance(e, ClipError) and e.reason == "clip_bad_format" and \
+                                source.startswith("clip:"):
                             self._clips.discard(path, "bad header")
                         path = None
-                        tone = FALLBACK  # out.begin() already named the clip as the source
-                await play_tone(out, tone, volume, self._tone_buf)
+                        # out.begin() already named the clip as the source; a local file
+                        # that fails is silence, never a siren that would sound like a warning
+                        tone = FALLBACK if source.startswith("clip:") else []
+                if isinstance(tone, list):
+                    await play_beeps(out, tone, volume, self._tone_buf)
+                else:
+                    await play_tone(out, tone, volume, self._tone_buf)
             await out.drain()
             self._end(me, "done")
             return None
@@ -83,8 +93,21 @@ class Player:
             if claimed:
                 self._amp.release()
 
+    def set_volume(self, v):
+        """Apply volume v at once: to the output (its `volume` event) and to the clip playing
+        now, from its next chunk on. For the local volume (firmware/local.py), which calls it
+        only while nothing or a local item plays."""
+        if self._owner is not None:
+            self._live[0] = v
+        self._out.volume(v)
+
     async def _choose(self, audio):
-        # (tone, clip path or None, source for out.begin, reason for on_playing)
+        # (tone, clip path or None, source for out.begin, reason for on_playing). A local item
+        # (firmware/local.py) names a file on flash ("file") or a list of beeps ("beeps").
+        if isinstance(audio, dict) and "file" in audio:
+            return [], audio["file"], "file:" + audio["file"], None
+        if isinstance(audio, dict) and "beeps" in audio:
+            return audio["beeps"], None, "tone:beeps", None
         if isinstance(audio, dict) and "clip" in audio:
             c = audio["clip"]
             try:
@@ -115,6 +138,7 @@ class Player:
     def _end(self, me, why):
         if self._owner is me:
             self._owner = None
+            self.source = None
             self._out.end(why)
 
 

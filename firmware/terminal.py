@@ -2,6 +2,7 @@
 # the boot selector (agent/selector.py, main.py on the flash) with `terminal.main()`.
 import asyncio
 import gc
+import time
 
 import board
 import config
@@ -15,7 +16,7 @@ FEED_MS = const(1000)
 class Terminal:
     """The wiring: each part built once and handed the few others it works with."""
 
-    def __init__(self, cfg, log, tls_ctx=None):
+    def __init__(self, cfg, log, tls_ctx=None, lights=None):
         import alert
         import amp
         import arbiter
@@ -23,7 +24,9 @@ class Terminal:
         import clock
         import ed25519
         import intake
+        import lights as lights_
         import link
+        import local
         import player
         import region
         import seen
@@ -32,6 +35,7 @@ class Terminal:
         self.cfg = cfg
         self.log = log
         self.id = cfg["id"]
+        self.lights = lights or lights_.Lights(board.led)
         self.clock = clock.Clock(log)
         if not self.clock.synced:
             log("clock_unsynced")
@@ -97,7 +101,14 @@ class Terminal:
         self.agent = Agent(cfg, log, mqtt=self.mqtt, link=self.link, clock=self.clock,
                            amp=self.amp, arbiter=self.arbiter, modem=self.modem,
                            counts=self.intake.counts, last_alert=lambda: self.intake.last_alert,
-                           send_event=self.intake.send_event, applied=self.apply, ota=self.ota)
+                           send_event=self.intake.send_event, applied=self.apply, ota=self.ota,
+                           lights=self.lights)
+        self.local = local.Local(cfg, self.arbiter, self.player, self.clock, log, self.lights,
+                                 lambda: self.link.path if self.mqtt.connected else "none",
+                                 self.agent.faults, self.intake.send_event)
+        from button import Button
+
+        self.button = Button(board.button(), self.local.press)
         self.mqtt.on_message = self._on_message
         self.mqtt.on_oversize = self._on_oversize
 
@@ -112,11 +123,11 @@ class Terminal:
             self.intake.oversize(length)
 
     def _shown(self, v, status):
-        # The LED follows the speaker: alert while one plays, the link's path once it is over.
+        # The lights follow the speaker: alert while an alert or a test plays.
         if status == "playing":
-            board.led("alert")
+            self.lights.set("alert", True)
         elif status in ("done", "cancelled", "preempted") and self.arbiter.current in (None, v):
-            board.led(self.link.path if self.mqtt.connected else "offline")
+            self.lights.set("alert", False)
 
     def apply(self, key):
         """A setting the agent changed in cfg (a fleet command): take it up now."""
@@ -133,7 +144,8 @@ class Terminal:
             lk.probe_ms = c["ip_probe_ms"]
             lk.set_keepalives(c["keepalive"], c["keepalive_4g"])
 
-    async def run(self):
+    async def run(self, held_ms=None):
+        """held_ms: ticks at boot when the button was down then (recovery mode, docs/web.md)."""
         import upkeep
 
         i, log = self.intake, self.log
@@ -141,25 +153,24 @@ class Terminal:
             asyncio.create_task(self.mqtt.run()),
             asyncio.create_task(i.verify_task(self.arbiter)),
             asyncio.create_task(i.send_task(self.mqtt)),
-            asyncio.create_task(upkeep.link_task(self.id, self.mqtt, self.link, self.clock, log)),
+            asyncio.create_task(upkeep.link_task(self.id, self.mqtt, self.link, self.clock, log,
+                                                 self.lights)),
             asyncio.create_task(self.link.run()),
             asyncio.create_task(upkeep.clock_task(self.modem, self.clock, log)),
             asyncio.create_task(self.agent.heartbeat_task()),
             asyncio.create_task(self.agent.health_task()),
             asyncio.create_task(upkeep.idle_task(i, self.arbiter, self.mqtt, self.link,
                                                  self.modem, log)),
-            asyncio.create_task(board.bus_task(self._on_press)),
+            asyncio.create_task(board.bus_task()),
+            asyncio.create_task(self.button.run()),
             asyncio.create_task(self.clips.audit()),
             asyncio.create_task(self.ota.boot_task()),
         ]
         if self.modem is not None:
             tasks.append(asyncio.create_task(self.modem.run()))
+        if held_ms is not None:
+            tasks.append(asyncio.create_task(self.local.recovery_task(self.button, held_ms)))
         await asyncio.gather(*tasks)
-
-    def _on_press(self, kind):
-        # Local operator broadcast arrives with the web-page issue; the press is logged for now.
-        self.log("button", kind=kind)
-
 
 async def _feed(wdt):
     # The watchdog is fed only while the event loop runs: a stuck loop reboots the board.
@@ -170,7 +181,9 @@ async def _feed(wdt):
 
 async def _fault_mode(wdt):
     # No trustworthy config: stay silent, show the fault, keep the board alive for a technician.
-    board.led("fault")
+    import lights
+
+    lights.Lights(board.led).fault("config", True)
     await _feed(wdt)
 
 
@@ -193,16 +206,19 @@ def _tls_context(m, log):
 
 async def _main():
     log = EventLog()
+    held_ms = time.ticks_ms() if board.button()() else None  # held through boot: recovery?
     board.event("boot", {"cause": board.boot_cause(), "version": VERSION})
-    log("boot", cause=board.boot_cause(), version=VERSION)
+    log("boot", cause=board.boot_cause(), version=VERSION, button=held_ms is not None)
     cfg, source = config.load(log)
     wdt = board.WDT(cfg["wdt_ms"] if cfg else config.DEFAULTS["wdt_ms"])
     if cfg is None:
         log("fault", reason="no_valid_config")
         await _fault_mode(wdt)
         return
-    if source == "backup":
-        board.led("fault")
+    import lights
+
+    lit = lights.Lights(board.led)
+    lit.fault("config", source == "backup")
     tls_ctx = None
     if cfg["mqtt"].get("tls"):
         tls_ctx = _tls_context(cfg["mqtt"], log)
@@ -210,11 +226,11 @@ async def _main():
             await _fault_mode(wdt)
             return
     gc.collect()
-    term = Terminal(cfg, log, tls_ctx)
+    term = Terminal(cfg, log, tls_ctx, lit)
     gc.collect()
     log("ready", id=cfg["id"], region=cfg["region"], alloc=gc.mem_alloc(), free=gc.mem_free())
     asyncio.create_task(_feed(wdt))
-    await term.run()
+    await term.run(held_ms)
 
 
 def main():

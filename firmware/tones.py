@@ -112,6 +112,23 @@ async def play_tone(out, name, volume, buf=None):
             await out.write(b)
 
 
+async def play_beeps(out, beeps, volume, buf=None):
+    """Write beeps, a sequence of (Hz, ms) with 0 Hz for a pause, to out at volume 0..100 (the
+    state in beeps, docs/web.md "Button"). Each part is rounded to whole 20 ms chunks."""
+    rate = out.rate
+    g = _gain(volume)
+    b = bytearray(CHUNK * 2) if buf is None else buf
+    for f, ms in beeps:
+        inc = _inc(f, rate) if f > 0 else 0
+        ph = 0
+        for _ in range(ms * rate // (1000 * CHUNK)):
+            if inc:
+                ph = _sine(b, ph, inc, g)
+            else:
+                _silence(b)
+            await out.write(b)
+
+
 def _silence(b):
     for j in range(len(b)):
         b[j] = 0

@@ -9,7 +9,7 @@ from micropython import const
 IDLE_CHECK_MS = const(1000)
 
 
-async def link_task(dev_id, mqtt, link, clock, log):
+async def link_task(dev_id, mqtt, link, clock, log, lights):
     while True:
         await mqtt.up.wait()
         if not clock.synced and board.clock_synced():
@@ -17,12 +17,12 @@ async def link_task(dev_id, mqtt, link, clock, log):
             log("clock_synced")
         path = link.path
         board.event("link", path)
-        board.led(path)
+        lights.link(path)
         log("link_up", path=path)
         await mqtt.publish("eb/dev/%s/state" % dev_id, b"online", 1, True)
         await mqtt.down.wait()
         board.event("link", "none")
-        board.led("offline")
+        lights.link("offline")
         log("link_down")
 
 

@@ -77,7 +77,28 @@ def amp_pin():
 
 
 def led(state):
+    """Show a light state (docs/web.md "Lights"): an `led` event with its name."""
     event("led", state)
+
+
+# The button's level is the host's: `cx emu ctl DIR press` keeps "held until" (epoch seconds) in
+# DIR/hw/button.json and sends it on the bus, so firmware/button.py debounces a real level and a
+# press held through a restart is down at boot.
+_btn_until = 0.0
+
+
+def _btn_load():
+    global _btn_until
+    try:
+        with open(_HW + "/button.json") as f:
+            _btn_until = float(json.load(f)["until"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+
+
+def button():
+    """The operator button's level reader: True while it is held down."""
+    return lambda: time.time() < _btn_until
 
 
 def adc(name):
@@ -217,8 +238,9 @@ def _bus_connect():
     _bus = s
 
 
-async def bus_task(on_press):
-    """Reads host input lines: `press short|long`, `adc NAME VALUE`."""
+async def bus_task():
+    """Reads host input lines: `button UNTIL` (held down until epoch UNTIL), `adc NAME VALUE`."""
+    global _btn_until
     if _bus is None:
         return
     r = asyncio.StreamReader(_bus)
@@ -228,8 +250,8 @@ async def bus_task(on_press):
             return
         parts = line.decode().split()
         try:
-            if parts[0] == "press":
-                on_press(parts[1] if len(parts) > 1 else "short")
+            if parts[0] == "button":
+                _btn_until = float(parts[1])
             elif parts[0] == "adc":
                 _adc[parts[1]] = int(parts[2])
         except (IndexError, ValueError):
@@ -391,4 +413,5 @@ def image_confirm():
 
 
 _bus_connect()
+_btn_load()
 _image_boot()

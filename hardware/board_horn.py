@@ -8,7 +8,7 @@ import time
 import esp32
 import machine
 import network
-from machine import ADC, I2S, PWM, Pin
+from machine import ADC, I2S, Pin
 from micropython import const
 
 NAME = "horn"
@@ -44,9 +44,6 @@ _ADC_SAMPLES = const(8)
 
 _IBUF = const(4096)  # I2S internal buffer, bytes: 128 ms at 16 kHz mono 16-bit
 _CHUNK = const(1024)  # silence block written by drain(), bytes
-_LONG_MS = const(2000)  # long press (spec: >= 2 s)
-_DEBOUNCE_MS = const(50)
-_POLL_MS = const(20)
 _NET_WAIT_MS = const(10000)
 
 # MicroPython on ESP32 counts seconds from 2000-01-01 on some versions; Unix seconds everywhere else.
@@ -116,27 +113,50 @@ def amp_pin():
     return _amp
 
 
-# led(state): link LED shows the path, status LED shows alert/fault; unknown names are ignored.
-_LINK = {"ip": 1, "4g": 2, "offline": 0, "none": 0}  # 0 off, 1 on, 2 blink
-_STATUS = {"ok": 0, "idle": 0, "alert": 2, "fault": 1}
-_leds = {}
+# led(state), docs/web.md "Lights": (green link LED, red status LED), each (period, on, offset)
+# in 50 ms ticks of a timer; PWM cannot blink slower than 1 Hz. Unknown names are ignored.
+_ON, _OFF = (1, 1, 0), (1, 0, 0)
+_LEDS = {
+    "recovery": ((10, 5, 0), (10, 5, 5)),  # both, alternately, 2 Hz
+    "alert": (_OFF, _ON),
+    "local": ((5, 2, 0), _OFF),  # green 4 Hz (200 ms period: the tick's nearest)
+    "fault": (_OFF, (20, 10, 0)),  # red 1 Hz
+    "ip": (_ON, _OFF),
+    "4g": ((40, 20, 0), _OFF),  # green 0.5 Hz
+    "offline": (_OFF, (100, 2, 0)),  # red 100 ms every 5 s
+}
+_pats = [_OFF, _OFF]  # what the link and the status LED show now
+_pins = []
+_ticks = 0
 
 
-def _show(key, mode):
-    old = _leds.get(key)
-    if isinstance(old, PWM):
-        old.deinit()
-    if mode == 2:
-        _leds[key] = PWM(Pin(_P[key]), freq=2, duty_u16=32768)
-    else:
-        _leds[key] = Pin(_P[key], Pin.OUT, value=mode)
+def _led_tick(_t):
+    global _ticks
+    _ticks += 1
+    for i in (0, 1):
+        period, on, off = _pats[i]
+        _pins[i].value(1 if (_ticks + off) % period < on else 0)
 
 
 def led(state):
-    if state in _LINK:
-        _show("led_link", _LINK[state])
-    elif state in _STATUS:
-        _show("led_status", _STATUS[state])
+    pat = _LEDS.get(state)
+    if pat is None:
+        return
+    if not _pins:
+        _pins.append(Pin(_P["led_link"], Pin.OUT, value=0))
+        _pins.append(Pin(_P["led_status"], Pin.OUT, value=0))
+        machine.Timer(0).init(period=50, mode=machine.Timer.PERIODIC, callback=_led_tick)
+    _pats[0], _pats[1] = pat
+
+
+def button():
+    """The operator button's level reader: True while pressed (GPIO 39, pressed = 0)."""
+    pin = Pin(_P["button"], Pin.IN)  # input-only pin: the pull-up is on the board
+    return lambda: pin.value() == 0
+
+
+def web_port(default=80):
+    return default  # the local page: config web.port, 80 unless set (docs/web.md)
 
 
 _adcs = {}
@@ -296,27 +316,8 @@ class AudioOut:
         self._source = None
 
 
-async def bus_task(on_press):
-    """Polls the operator button: on_press("short") on release, on_press("long") once held 2 s."""
-    pin = Pin(_P["button"], Pin.IN)  # input-only pin: the pull-up is on the board
-    down_at = None
-    fired = False
-    while True:
-        await asyncio.sleep_ms(_POLL_MS)
-        pressed = pin.value() == 0
-        now = time.ticks_ms()
-        if pressed:
-            if down_at is None:
-                down_at = now
-                fired = False
-            elif not fired and time.ticks_diff(now, down_at) >= _LONG_MS:
-                fired = True
-                on_press("long")
-        elif down_at is not None:
-            held = time.ticks_diff(now, down_at)
-            down_at = None
-            if not fired and held >= _DEBOUNCE_MS:
-                on_press("short")
+async def bus_task():
+    """No host bus on a real board (the emulated one reads its inputs here)."""
 
 
 # --- runtime image: the MicroPython firmware itself, into the next OTA app partition ---------

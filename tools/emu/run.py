@@ -24,6 +24,8 @@ from tools.emu.modem import ModemModel
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEFAULT_HEAP = "1m"  # hardware/README.md: the reference board's heap, capped at 1 MB
 EXIT_RESET = 3  # board.reset() exits with this code
+SHORT_MS, LONG_MS = 200, 2500  # `press` and `press --long`: the button held this long
+MAX_HOLD_MS = 600_000  # `press --hold-ms N`: up to 10 min
 
 
 class EmuError(Exception):
@@ -327,6 +329,26 @@ class Terminal:
                     self._bus_send(f"adc {name} {value}\n")
             threading.Thread(target=self._bus_read, args=(conn,), daemon=True).start()
 
+    def press(self, args: list[str]) -> str:
+        """`press [--long] [--hold-ms N]`: the button down for SHORT_MS, LONG_MS or N ms. The
+        host keeps "held until" (epoch s) in DIR/hw/button.json and tells the firmware on the
+        bus; the emulated board reads it at boot, so a press held through a restart (power-cut)
+        is down when the firmware starts, as on a board (docs/web.md "Recovery mode")."""
+        ms = LONG_MS if "--long" in args else SHORT_MS
+        rest = [a for a in args if a != "--long"]
+        if rest:
+            if len(rest) != 2 or rest[0] != "--hold-ms" or not rest[1].isdigit() \
+                    or not 1 <= int(rest[1]) <= MAX_HOLD_MS:
+                return f"error: usage: press [--long] [--hold-ms N] (N 1..{MAX_HOLD_MS})"
+            ms = int(rest[1])
+        until = time.time() + ms / 1000
+        with self.lock:
+            tmp = self.hw / "button.json.tmp"
+            tmp.write_text(json.dumps({"until": until}))
+            tmp.replace(self.hw / "button.json")
+            self._bus_send(f"button {until:.3f}\n")
+        return "ok"
+
     def _bus_send(self, line: str) -> bool:
         conn = self.bus_conn
         if conn is None:
@@ -392,8 +414,7 @@ class Terminal:
             return "error: empty command"
         cmd = args[0]
         if cmd == "press":
-            kind = "long" if "--long" in args[1:] else "short"
-            return "ok" if self._bus_send(f"press {kind}\n") else "error: firmware not running"
+            return self.press(args[1:])
         if cmd == "adc":
             if len(args) != 3 or not args[2].lstrip("-").isdigit():
                 return "error: usage: adc NAME VALUE (VALUE an integer)"
