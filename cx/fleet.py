@@ -365,7 +365,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.add_argument("--open", action="store_true", help="only open or acknowledged alarms")
     s.add_argument("--device", metavar="ID", help="only this terminal's")
     s.add_argument("--kind", help="only this kind (offline, line, power, on_4g, rejected, "
-                                  "clock_unsynced)")
+                                  "clock_unsynced, storage, recovery)")
     s.add_argument("--limit", type=number(int, 1, MAX_ROWS), default=200, metavar="N",
                    help="at most N, at least 1 (default 200)")
     s.set_defaults(func=cmd_alarms)

@@ -60,7 +60,8 @@ RECEIPT_T_MAX = 2**32 - 1
 """Receipt `t`: epoch seconds up to 2106-02-07, the bound the terminal puts on every epoch field.
 No lower bound beyond 0: a terminal whose clock was never set sends what its board counts
 (alerts.md §4, clock), and that receipt is real."""
-FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced", "storage")
+FAULTS = ("line_open", "line_short", "mains_lost", "battery_low", "clock_unsynced", "storage",
+          "recovery")
 TOPIC_KINDS = ("hb", "state", "event", "ack")
 
 

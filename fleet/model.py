@@ -35,13 +35,18 @@ class AlarmKind(enum.StrEnum):
     fault event: seen store, clock, config, clip cache). Nothing clears it by itself: the admin
     acknowledges it, which closes it. `seen.json: lost` means an alert already played may play
     once more if it is delivered again before it expires (docs/firmware.md "Files on flash")."""
+    RECOVERY = "recovery"
+    """Someone held the terminal's button through a boot: recovery mode for 15 min, where the
+    local page resets its password and network settings without the old password (docs/web.md
+    "Recovery mode"). Expected when a technician is on site, else a reason to look; the admin's
+    acknowledgement closes it."""
 
 
 #: Alarm kinds that put a device in the `fault` state of `cx fleet devices --state fault`.
 FAULT_KINDS = (AlarmKind.LINE, AlarmKind.POWER, AlarmKind.ON_4G, AlarmKind.CLOCK_UNSYNCED,
                AlarmKind.STORAGE)
 #: Alarm kinds with no condition that clears them: acknowledging one closes it.
-EVENT_KINDS = (AlarmKind.REJECTED, AlarmKind.STORAGE)
+EVENT_KINDS = (AlarmKind.REJECTED, AlarmKind.STORAGE, AlarmKind.RECOVERY)
 
 
 class AlarmState(enum.StrEnum):

@@ -155,3 +155,20 @@ def test_storage_fault_opens_an_alarm_the_ack_closes_even_before_a_heartbeat(sto
     nofile = parse(f"eb/dev/{A}/event", json.dumps({"fault": "storage", "active": True,
                                                     "value": 1, "t": 1}).encode(), NOW)
     assert store.ingest([bad, nofile], NOW + 4).bad == 2
+
+
+def recovery(device: str, active: bool, at: float) -> Any:
+    return parse(f"eb/dev/{device}/event", json.dumps(
+        {"fault": "recovery", "active": active, "value": None, "t": int(at)}).encode(), at)
+
+
+def test_recovery_mode_opens_an_alarm_its_end_leaves_for_the_admin(store: Store) -> None:
+    # the button held through a boot (docs/web.md "Recovery mode"): the admin hears of it
+    st = store.ingest([recovery(A, True, NOW), hb(A, 1, NOW)], NOW)
+    assert st.bad == 0
+    (a,) = store.alarms(active=True, kind="recovery")
+    assert (a.device, a.state) == (A, "open")
+    assert store.ingest([recovery(A, False, NOW + 900)], NOW + 900).bad == 0
+    store.sweep(NOW + 901)
+    (a,) = store.alarms(active=True, kind="recovery")
+    assert store.ack_alarm(a.id, now=NOW + 902).state == "closed"

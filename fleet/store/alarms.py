@@ -104,15 +104,16 @@ class AlarmRules(Core):
             return [_alarm(r) for r in tx.execute(sql, params).fetchall()]
 
     def ack_alarm(self, alarm_id: int, now: float | None = None) -> Alarm:
-        """open → acked. A `rejected` or `storage` alarm (EVENT_KINDS) has no condition that
-        clears, so acknowledging it closes it. Acknowledging an acknowledged or closed alarm
-        changes nothing."""
+        """open → acked. A `rejected`, `storage` or `recovery` alarm (EVENT_KINDS) has no
+        condition that clears, so acknowledging it closes it. Acknowledging an acknowledged or
+        closed alarm changes nothing."""
         now = time.time() if now is None else now
         ev = tuple(k.value for k in EVENT_KINDS)
+        marks = ", ".join("?" * len(ev))
         with self.transaction() as tx:
-            tx.execute("UPDATE alarms SET acked_at = ?, state = CASE WHEN kind IN (?, ?) THEN "
-                       "'closed' ELSE 'acked' END, closed_at = CASE WHEN kind IN (?, ?) THEN ? "
-                       "ELSE closed_at END WHERE id = ? AND state = 'open'",
+            tx.execute(f"UPDATE alarms SET acked_at = ?, state = CASE WHEN kind IN ({marks}) "
+                       f"THEN 'closed' ELSE 'acked' END, closed_at = CASE WHEN kind IN "
+                       f"({marks}) THEN ? ELSE closed_at END WHERE id = ? AND state = 'open'",
                        (now, *ev, *ev, now, alarm_id))
             row = tx.execute(f"SELECT {ALARM_COLS} FROM alarms WHERE id = ?",
                              (alarm_id,)).fetchone()

@@ -99,6 +99,13 @@ class Ingestion(AlarmRules):
                 # an event, not a condition a later heartbeat restates: never superseded
                 st.faults += 1
                 self._event_alarm(tx, r.device, AlarmKind.STORAGE, r.detail, now, st)
+            elif isinstance(r, Fault) and r.fault == "recovery":
+                # the button held through boot (docs/web.md): an alarm when it starts; its end
+                # (a normal restart 15 min later) changes nothing, the admin acknowledges it
+                st.faults += 1
+                if r.active:
+                    self._event_alarm(tx, r.device, AlarmKind.RECOVERY,
+                                      "recovery mode (button held through boot)", now, st)
             elif isinstance(r, (State, Fault)):
                 per_dev[r.device].append(r)
         if not per_dev:
