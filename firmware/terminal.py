@@ -170,7 +170,20 @@ class Terminal:
             tasks.append(asyncio.create_task(self.modem.run()))
         if held_ms is not None:
             tasks.append(asyncio.create_task(self.local.recovery_task(self.button, held_ms)))
+        tasks.append(asyncio.create_task(self._web()))  # the last: after alert intake is up
         await asyncio.gather(*tasks)
+
+    async def _web(self):
+        # The local page (docs/web.md): its own task, never on an alert's path; a page that
+        # cannot start (no port, no heap) is logged and the terminal goes on sounding alerts.
+        await asyncio.sleep_ms(0)
+        try:
+            import web
+
+            await web.run(self.cfg, self.log, self, self.local)
+        except Exception as e:
+            self.log("web_error", where="start", error=repr(e))
+
 
 async def _feed(wdt):
     # The watchdog is fed only while the event loop runs: a stuck loop reboots the board.

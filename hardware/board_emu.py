@@ -101,6 +101,20 @@ def button():
     return lambda: time.time() < _btn_until
 
 
+WEB_HOST = "127.0.0.1"  # the local page listens on loopback only (specs/emulator.md `web`)
+
+
+def web_port(default=80):
+    """The local page's port: the free loopback port the host emulator picked (CX_WEB_PORT)."""
+    return int(os.getenv("CX_WEB_PORT") or 0) or default
+
+
+def net_apply(net):
+    """Network settings from the local page (firmware/webnet.py): recorded as a `net` event; the
+    emulated terminal keeps its loopback link."""
+    event("net", net)
+
+
 def adc(name):
     """Read an analogue input in engineering units (line_ma, supply_mv)."""
     return _adc.get(name, 0)

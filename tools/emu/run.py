@@ -213,6 +213,7 @@ class Terminal:
         self._bus_srv.bind(("127.0.0.1", 0))
         self._bus_srv.listen(4)
         self.bus_port = self._bus_srv.getsockname()[1]
+        self.web_port = free_port()  # the local page's (board.web_port()), kept across reboots
         self.ip = IpLine()
         self.modem = ModemModel(log_path=self.hw / "modem.log")  # the SIM7600 on the board
         self.modem.start()
@@ -251,6 +252,7 @@ class Terminal:
             "CX_BOOT_CAUSE": self.cause,
             "CX_IP_PROXY": str(self.ip.port),
             "CX_MODEM_PTY": self.modem.device_path,
+            "CX_WEB_PORT": str(self.web_port),
         })
         console = open(self.hw / "console.log", "ab")
         self.wdt_ms = 0
@@ -437,8 +439,35 @@ class Terminal:
         if cmd == "status":
             p = self.proc
             return json.dumps({"pid": p.pid if p else None, "boots": self.boots, "cause": self.cause,
-                               "version": self.running_version()})
+                               "version": self.running_version(), "web": last_web(self.hw)})
         return f"error: unknown command {cmd!r} (press, adc, power-cut, link, modem, status)"
+
+
+def free_port() -> int:
+    """A TCP port free on loopback now (the firmware binds it itself)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def last_web(hw: Path) -> str | None:
+    """The local page's URL from the `web` event of the running boot, or None (not listening)."""
+    try:
+        lines = (hw / "events.jsonl").read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if '"web"' in line or '"boot"' in line:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if e.get("dev") == "boot":
+                return None
+            if e.get("dev") == "web" and isinstance(e.get("value"), dict):
+                url = e["value"].get("url")
+                return url if isinstance(url, str) else None
+    return None
 
 
 def last_boot(hw: Path) -> dict | None:

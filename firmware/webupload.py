@@ -1,0 +1,97 @@
+# The local announcement's upload (docs/web.md "Config and files"): the multipart body streamed
+# through a fixed-size read into local/announce.wav.part, checked by the Local API, then renamed;
+# a cut, oversized or bad upload leaves nothing half-written.
+import os
+
+import webauth
+from microdot.microdot import HTTPException
+from microdot.multipart import FileUpload, FormDataIter
+from web import ANNOUNCE, CHUNK, MAX_WAV, UPLOAD_MS, HTTPError, _maybe
+
+PART = ANNOUNCE + ".part"
+MARGIN = 8192  # bytes of flash kept free beyond the upload itself
+
+
+def _rm(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _free():
+    try:
+        st = os.statvfs(".")
+        return st[0] * st[4]
+    except (OSError, AttributeError):
+        return -1
+
+
+async def _save(fu, length, local):
+    try:
+        os.mkdir("local")
+    except OSError:
+        pass
+    free = _free()
+    if 0 <= free < length + MARGIN:
+        return "flash_full"
+    n = 0
+    try:
+        f = open(PART, "wb")
+        try:
+            while True:
+                b = await fu.read(CHUNK)
+                if not b:
+                    break
+                n += len(b)
+                if n > MAX_WAV:
+                    raise HTTPError(413, "too_large")
+                f.write(b)
+        finally:
+            f.close()
+        if n == 0:
+            _rm(PART)
+            return "no_file"
+        why = await _maybe(local.store(PART))  # check_wav(), then the rename; removed if bad
+        if why is not None:
+            _rm(PART)
+            return "not_wav" if why in ("bad_format", "empty", "truncated", "missing") else why
+    except OSError:  # the flash filled up (ENOSPC) or failed
+        _rm(PART)
+        return "flash_full"
+    except BaseException:
+        _rm(PART)
+        raise
+    return None
+
+
+async def receive(app, req, s, local):
+    """None (stored) or the reason it was not; HTTPError for a refused request."""
+    req.g.rd.extend(UPLOAD_MS)
+    it = FormDataIter(req)
+    if it.buffer is None:
+        raise HTTPError(400, "bad_form")
+    csrf = False
+    why = "no_file"
+    try:
+        async for name, value in it:  # type: ignore (an async iterator on MicroPython)
+            if isinstance(value, FileUpload):
+                if not csrf:
+                    raise HTTPError(403, "csrf")
+                if name != "file" or why != "no_file":
+                    raise HTTPError(400, "bad_form")
+                why = await _save(value, req.content_length, local)
+                if why is not None and why != "no_file":
+                    break
+            elif name == "csrf":
+                csrf = webauth.same(value, s[2])
+                if not csrf:
+                    raise HTTPError(403, "csrf")
+    except (ValueError, HTTPException):  # not UTF-8, a malformed part
+        _rm(PART)
+        raise HTTPError(400, "bad_form")
+    if not csrf:
+        raise HTTPError(403, "csrf")
+    if why is None:
+        app.log("web_upload", bytes=req.content_length)
+    return why
