@@ -136,6 +136,12 @@ class Auth:
         except OSError as e:
             self.log("web_error", where="lock", error=repr(e))
 
+    def unlock(self):
+        """A password reset in recovery mode also ends a lockout."""
+        self.fails = 0
+        self.until = 0
+        self._save_lock(0)
+
     def login_token(self):
         t = _token()
         self.login_tokens.append((t, self.now()))

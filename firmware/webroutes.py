@@ -156,8 +156,19 @@ def routes(app):
     @app.route("/password", methods=["GET", "POST"])
     async def password(req):
         lang = app.lang(req)
+        s = session(req)
+        if s is None and app.recovery:
+            # recovery mode: the technician at the terminal sets a password without a login or
+            # the old one (physical presence is the proof, docs/web.md "Recovery mode")
+            if req.method == "GET":
+                return app.html(P.password(lang, auth.login_token(), True))
+            if not app.same_site(req):
+                raise HTTPError(403, "cross_site")
+            fm = app.form(req)
+            if not auth.take_login_token(fm.get("csrf")):
+                raise HTTPError(403, "csrf")
+            return await _set(lang, auth.login_token(), fm)
         if req.method == "GET":
-            s = session(req)
             if s is None:
                 return Response.redirect("/login", 303)
             return app.html(P.password(lang, s[2], app.recovery))
@@ -165,19 +176,27 @@ def routes(app):
 
     @guarded
     async def change(req, lang, s, fm):
+        return await _set(lang, s[2], fm)
+
+    async def _set(lang, csrf, fm):
         new = fm.get("new") or ""
 
         def out(err=None, msg=None):
-            return app.html(P.password(lang, s[2], app.recovery, msg, err and P.t(lang, err)),
-                            409 if err else 200)
+            if err == "locked":
+                err = P.t(lang, err) % auth.locked_for()
+            elif err:
+                err = P.t(lang, err)
+            return app.html(P.password(lang, csrf, app.recovery, msg, err), 409 if err else 200)
 
         if new != (fm.get("again") or ""):
             return out("pass_differ")
         if not app.recovery:
             r = await auth.check(fm.get("old") or "")
             if r != "ok":
-                return out("old_wrong" if r == "wrong" else r if r != "locked" else "busy")
+                return out("old_wrong" if r == "wrong" else r)
         why = await auth.set_password(new)
+        if why is None and app.recovery:
+            auth.unlock()
         return out(why, None if why else P.t(lang, "ok_password"))
 
     @app.route("/network", methods=["GET", "POST"])

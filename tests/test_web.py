@@ -144,3 +144,23 @@ def test_the_config_check_takes_web_pass_as_provisioning_writes_it(rig: Rig) -> 
                 web_pass("abcdefgh").replace("sha256", "sha1"), web_pass("abcdefgh") + "A"):
         assert refusal(dict(cfg, web={"pass": bad})) == "web pass", bad
     assert refusal(dict(cfg, web={"port": 0})) == "web port"
+
+
+def test_recovery_mode_resets_a_forgotten_password_without_a_login(rig: Rig) -> None:
+    t, url = web_terminal(rig)
+    c = Client(url)
+    assert c.get("/password").status_code == 303, "outside recovery: a login first"
+    for i in range(5):
+        c.get("/login")
+        c.post("/login", {"password": f"forgotten-{i}"})
+    n = len(t.events())
+    assert t.ctl("press", "--hold-ms", "9000") == "ok"
+    t.ctl("power-cut")
+    t.wait_event(lambda e: e["dev"] == "led" and e["value"] == "recovery", WAIT_S, n)
+    c = Client(url_of(t, n))
+    r = c.get("/password")
+    assert r.status_code == 200 and 'name="old"' not in r.text, "no old password in recovery"
+    r = c.post("/password", {"new": "fresh-password", "again": "fresh-password"})
+    assert message(r) == ("msg", "密码已修改。"), r.text[:600]
+    assert Client(url_of(t, n)).login("fresh-password").status_code == 303, "and the lock ended"
+    assert (t.dir / "flash" / "config.json").exists(), "nothing erased"
