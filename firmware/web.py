@@ -316,7 +316,8 @@ class Web(Microdot):
                 order.append(a)
             st = e.get("status")
             alerts[a].append(st if e.get("reason") is None else "%s:%s" % (st, e["reason"]))
-        order = order[-8:]
+        # an alert for another village (`ignored`) is none of the operator's business
+        order = [a for a in order if alerts[a][0] != "ignored:not_for_me"][-8:]
         order.reverse()
         faults = [k for k, v in term.agent.faults.items() if v]
         vol = self.local.volume if self.local is not None else self.cfg["volume"]

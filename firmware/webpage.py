@@ -17,7 +17,7 @@ T = {
     "status": ("状态", "Status"), "log": ("日志", "Event log"),
     "password": ("密码", "Password"), "network": ("网络", "Network"),
     "logout": ("退出", "Log out"), "login": ("登录", "Log in"), "lang": ("English", "中文"),
-    "link": ("线路", "Link"), "signal": ("信号", "4G signal"), "volume": ("本地音量", "Local volume"),
+    "link": ("线路", "Link"), "signal": ("4G 信号", "4G signal"), "volume": ("本地音量", "Local volume"),
     "playing": ("正在播放", "Playing"), "nothing": ("无", "nothing"),
     "alerts": ("最近的警报", "Last alerts"), "faults": ("故障", "Faults"),
     "none": ("无", "none"), "version": ("固件版本", "Firmware"), "uptime": ("运行时间", "Uptime"),
@@ -26,6 +26,10 @@ T = {
     "line_short": ("喇叭线路短路", "speaker line shorted"),
     "mains_lost": ("市电断开(电池供电)", "mains lost (on battery)"),
     "battery_low": ("电池电量低", "battery low"), "clock_unsynced": ("时钟未校准", "clock not set"),
+    "accepted": ("已接收", "accepted"), "rejected": ("已拒绝", "rejected"),
+    "playing_st": ("播放中", "playing"), "done": ("播完", "done"),
+    "cancelled": ("已取消", "cancelled"), "preempted": ("被更高级警报打断", "preempted"),
+    "ignored": ("不属于本村", "not for this village"),
     "set": ("设置", "Set"), "chime": ("测试铃声", "Test chime"),
     "upload": ("上传本地广播 (WAV)", "Upload the local announcement (WAV)"),
     "send": ("上传", "Upload"), "play": ("播放本地广播", "Play the announcement"),
@@ -149,19 +153,28 @@ def login(lang, token, err=None, unset=False):
     return page(lang, t(lang, "login"), body, err=err)
 
 
-def _uptime(s):
-    return "%dd %02d:%02d:%02d" % (s // 86400, s // 3600 % 24, s // 60 % 60, s % 60)
+def _uptime(lang, s):
+    return "%d%s %02d:%02d:%02d" % (s // 86400, "d" if lang == "en" else "天", s // 3600 % 24,
+                                    s // 60 % 60, s % 60)
+
+
+def _receipt(lang, st):
+    # "status" or "status:reason": the status in words, the reason code as the fleet sees it
+    p = st.split(":", 1)
+    word = t(lang, "playing_st" if p[0] == "playing" else p[0])
+    return word + (" (%s)" % p[1] if len(p) > 1 else "")
 
 
 def status(lang, csrf, st, msg=None, err=None):
     """st: link, rssi, volume, playing, alerts [(id, [statuses])], faults [names], v, up."""
     rows = [
         (t(lang, "link"), t(lang, st["link"]) if st["link"] in T else st["link"]),
-        (t(lang, "signal"), "-" if st["rssi"] is None else "%s dBm" % st["rssi"]),
+        (t(lang, "signal"), "-" if st["rssi"] is None else  # CSQ 0..31: -113 dBm + 2 per step
+         "%d/31 (%d dBm)" % (st["rssi"], 2 * st["rssi"] - 113)),
         (t(lang, "volume"), "%d %%" % st["volume"]),
         (t(lang, "playing"), st["playing"] or t(lang, "nothing")),
         (t(lang, "faults"), ", ".join(t(lang, f) for f in st["faults"]) or t(lang, "none")),
-        (t(lang, "version"), st["v"]), (t(lang, "uptime"), _uptime(st["up"])),
+        (t(lang, "version"), st["v"]), (t(lang, "uptime"), _uptime(lang, st["up"])),
     ]
     out = ['<table id="status">']
     for k, v in rows:
@@ -169,7 +182,7 @@ def status(lang, csrf, st, msg=None, err=None):
         out.append("<tr><th>%s</th><td%s>%s</td></tr>" % (k, cls, esc(v)))
     out.append("</table><h2>%s</h2><table id=\"alerts\">" % t(lang, "alerts"))
     for aid, sts in st["alerts"]:
-        out.append("<tr><td>%s</td><td>%s</td></tr>" % (esc(aid), esc(" → ".join(sts))))
+        out.append("<tr><td>%s</td><td>%s</td></tr>" % (esc(aid), esc(" → ".join(_receipt(lang, x) for x in sts))))
     if not st["alerts"]:
         out.append("<tr><td>%s</td></tr>" % t(lang, "none"))
     out.append("</table><h2>%s</h2>" % t(lang, "volume"))

@@ -117,7 +117,7 @@ def test_an_uploaded_announcement_plays_stops_and_never_stops_a_warning(rig: Rig
     rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", WAIT_S)
     assert rig.rx.statuses(p["id"]) == ["accepted", "playing", "done"]
     r = c.get("/")
-    assert p["id"] in r.text and "accepted → playing → done" in r.text, "its receipts shown"
+    assert p["id"] in r.text and "已接收 → 播放中 → 播完" in r.text, "its receipts shown"
     r = c.get("/log")
     assert r.status_code == 200 and "receipt" in r.text
 
