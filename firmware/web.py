@@ -165,6 +165,7 @@ class Web(Microdot):
         self.auth = webauth.Auth(cfg, log)
         self.active = 0  # connections being served
         self.refused = 0  # connections answered 503
+        self.dropped = 0  # connections lost while answering
         import webroutes
 
         webroutes.routes(self)
@@ -182,6 +183,8 @@ class Web(Microdot):
         self.active += 1
         try:
             await self._serve(reader, writer)
+        except OSError:  # a client gone mid-answer: counted, not logged (no log flood)
+            self.dropped += 1
         except Exception as e:  # a client's trouble never reaches the terminal
             self.log("web_error", error=repr(e))
         finally:

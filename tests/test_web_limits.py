@@ -138,6 +138,7 @@ def test_a_hundred_idle_connections_never_delay_an_alert(rig: Rig, tmp_path: Pat
     t, url = web_terminal(rig)
     host, port = url.split("//")[1].split(":")
     socks = []
+    opened = time.monotonic()
     try:
         for _ in range(100):
             s = socket.create_connection((host, int(port)), WAIT_S)
@@ -150,9 +151,15 @@ def test_a_hundred_idle_connections_never_delay_an_alert(rig: Rig, tmp_path: Pat
         # a fifth connection at once is told 503 and closed
         busy = [s for s in socks[4:] if s.recv(64).startswith(b"HTTP/1.0 503")]
         assert len(busy) == 96
+        # the four served ones said nothing: each is dropped after the 10 s idle read
+        for s in socks[:4]:
+            s.settimeout(WAIT_S)
+            assert s.recv(64) == b"", "an idle client gets no answer, only the close"
+        held = time.monotonic() - opened
+        assert 9.5 < held < 25, f"dropped after {held:.1f} s (idle read: 10 s)"
         rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", WAIT_S)
     finally:
         for s in socks:
             s.close()
-    # the four held ones were dropped after the idle timeout; the page answers again
+    # the page answers again
     assert Client(url).get("/login").status_code == 200
