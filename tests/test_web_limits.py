@@ -163,3 +163,27 @@ def test_a_hundred_idle_connections_never_delay_an_alert(rig: Rig, tmp_path: Pat
             s.close()
     # the page answers again
     assert Client(url).get("/login").status_code == 200
+
+
+def test_a_slow_client_is_dropped_at_the_whole_request_deadline(
+        page: tuple[Term, Client]) -> None:
+    t, c = page
+    with socket.create_connection((c.host, c.port), WAIT_S) as s:
+        start = time.monotonic()
+        s.sendall(b"GET / HTTP/1.1\r\n")
+        s.settimeout(2.0)
+        closed = None
+        while time.monotonic() - start < 45:
+            try:
+                s.sendall(b"X")  # a byte every 2 s: never idle for 10 s, never done
+            except OSError:
+                closed = time.monotonic() - start
+                break
+            try:
+                if s.recv(64) == b"":
+                    closed = time.monotonic() - start
+                    break
+            except TimeoutError:
+                pass
+            assert c.get("/login").status_code == 200, "the page serves others meanwhile"
+    assert closed is not None and 29 < closed < 40, f"closed after {closed} s (deadline 30 s)"
