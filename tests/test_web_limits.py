@@ -167,7 +167,7 @@ def test_a_hundred_idle_connections_never_delay_an_alert(rig: Rig, tmp_path: Pat
 
 def test_a_slow_client_is_dropped_at_the_whole_request_deadline(
         page: tuple[Term, Client]) -> None:
-    t, c = page
+    _t, c = page
     with socket.create_connection((c.host, c.port), WAIT_S) as s:
         start = time.monotonic()
         s.sendall(b"GET / HTTP/1.1\r\n")
