@@ -246,7 +246,7 @@ def report(h: dict[str, Any], d: dict[str, Any], load: tuple[float, float]) -> s
     w, wo = h["with"], h["without"]
     st = d["status"]
     lines = [
-        ("`python bench/bench_web.py` reproduces it (about two minutes). One emulated terminal "
+        ("`python bench/bench_web.py` reproduces it (about a minute). One emulated terminal "
          f"(`cx emu run`, heap {DEFAULT_HEAP}, real Mosquitto on loopback); Debian's headless "
          "Chromium on a phone screen (390x844, tests/browser.py) over loopback, so the times "
          "are the terminal's own work, not a Wi-Fi link's. Load average (1 min) of this shared "
