@@ -154,7 +154,7 @@ class Term:
 
     def ctl(self, *args: str) -> str:
         r = subprocess.run([CX, "emu", "ctl", str(self.dir), *args], capture_output=True, text=True,
-                           timeout=10)
+                           timeout=30)  # a loaded machine; ctl itself answers in ms
         assert r.returncode == 0, r.stderr
         return r.stdout.strip()
 

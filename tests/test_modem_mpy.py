@@ -401,7 +401,7 @@ def test_garbled_split_and_slow_replies_still_carry_a_connection(model, run):
 async def main():
     asyncio.create_task(m.run())
     payload = bytes(range(256)) * 4
-    for attempt in range(15):
+    for attempt in range(40):
         await until(lambda: m.ready.is_set(), 20000)
         try:
             rd, wr = await m.open_tcp("127.0.0.1", {port})
@@ -419,7 +419,7 @@ asyncio.run(main())
 """,
             tmo=1500,
         )
-        r.expect(r"^ECHO True \d+$", 60)
+        r.expect(r"^ECHO True \d+$", 180)  # a loaded machine garbles more attempts
         n = int(r.expect(r"^GARBLED (\d+)$")[1])
         out = r.finish()
         assert n > 0 or "garbled" in out, out
