@@ -26,6 +26,9 @@ def _public_api(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names):
             src = HW / f"{node.module}.py"
             names |= _public_api(src)
+        elif isinstance(node, ast.ImportFrom) and (HW / f"{node.module}.py").exists():
+            # a board re-exporting another hardware module's functions (esp32_image.py)
+            names |= {a.name for a in node.names} & _public_api(HW / f"{node.module}.py")
     return names
 
 

@@ -57,6 +57,7 @@ def test_flash_layout_matches_the_emulators_with_the_real_board(board: str) -> N
     names = [n for _, n in device_files(board)]
     emu = [n for _, n in emu_files() if n != "v/0.1.0/board_emu.py"]
     extra = ["v/0.1.0/board_horn.py"] if board == "column" else []
+    extra.append("v/0.1.0/esp32_image.py")  # the real boards' runtime image (board_horn imports it)
     assert sorted(names) == sorted(emu + extra + [f"v/0.1.0/board_{board}.py"])
     assert names[-1] == "main.py"
     assert {n: s for s, n in device_files(board)}["main.py"] == ROOT / "agent" / "selector.py"

@@ -43,6 +43,10 @@ def dependencies() -> list[tuple[Path, str]]:
     return out
 
 
+ESP32_IMAGE = ROOT / "hardware" / "esp32_image.py"
+"""The real boards' runtime image path (esp32.Partition), imported by board_horn.py."""
+
+
 def files(board: str) -> list[tuple[Path, str]]:
     """(source, name on flash) of everything flashed to a terminal with hardware/board_<board>.py
     (docs/ota.md "Flash layout"): the factory version in v/<version>/ (firmware, agent, the board
@@ -57,6 +61,8 @@ def files(board: str) -> list[tuple[Path, str]]:
     out.append((ROOT / "hardware" / f"board_{board}.py", v + f"board_{board}.py"))
     if board == "column":  # board_column.py imports board_horn.py (hardware/README.md)
         out.append((ROOT / "hardware" / "board_horn.py", v + "board_horn.py"))
+    if board != "emu":  # the real boards' runtime-image code (board_horn.py imports it)
+        out.append((ESP32_IMAGE, v + ESP32_IMAGE.name))
     out.append((SELECTOR, "main.py"))
     return out
 
@@ -80,6 +86,7 @@ def release_files() -> list[tuple[Path, str]]:
     out = [(p, p.name) for p in sorted((ROOT / "firmware").glob("*.py")) if p.name != "main.py"]
     out += [(p, p.name) for p in sorted((ROOT / "agent").glob("*.py")) if p != SELECTOR]
     out += [(p, p.name) for p in sorted((ROOT / "hardware").glob("board_*.py"))]
+    out.append((ESP32_IMAGE, ESP32_IMAGE.name))
     out += dependencies()
     return out
 
