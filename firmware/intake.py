@@ -39,6 +39,10 @@ class Intake:
         """Nothing waiting to be verified or sent."""
         return not len(self._in) and not len(self._out)
 
+    def pending(self):
+        """Envelopes waiting to be verified: the page waits for them (alerts first)."""
+        return len(self._in)
+
     def put(self, envelope):
         """An envelope from an alert topic (bytes); verified in the order taken in."""
         if self._in.put(envelope):
@@ -56,7 +60,12 @@ class Intake:
         key = status if reason is None else status + ":" + reason
         self.counts[key] = self.counts.get(key, 0) + 1
         r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
-        self.log("receipt", alert=v.id, status=status, reason=reason)
+        p = v.payload  # kind and level for the page's last alerts (docs/web.md "Page")
+        if p is None:
+            self.log("receipt", alert=v.id, status=status, reason=reason)
+        else:
+            self.log("receipt", alert=v.id, status=status, reason=reason, kind=p.get("kind"),
+                     level=p.get("level"))
         self.send_event(r)
         self._shown(v, status)
 

@@ -3,6 +3,7 @@
 # so that no client, slow or many, can hold the event loop or the heap away from alert intake.
 import asyncio
 import json
+import os
 import time
 
 import board
@@ -23,6 +24,8 @@ IDLE_MS = const(10000)  # no byte for this long: the client is dropped
 WHOLE_MS = const(30000)  # a whole request (an upload: UPLOAD_MS)
 UPLOAD_MS = const(120000)
 CHUNK = const(512)  # the reader's and the upload's fixed buffer
+YIELD_LINES = const(8)  # log lines parsed between two yields to alert intake
+WAIT_ALERTS_MS = const(2000)  # the page waits at most this long for envelopes to be verified
 ANNOUNCE = "local/announce.wav"
 COOKIE = "cxs"
 _BUSY = "终端正忙,请稍后再试。 The terminal is busy: try again in a moment.\n".encode()
@@ -166,6 +169,7 @@ class Web(Microdot):
         self.active = 0  # connections being served
         self.refused = 0  # connections answered 503
         self.dropped = 0  # connections lost while answering
+        self._alerts = None  # (receipts logged, last alerts): see last_alerts()
         import webroutes
 
         webroutes.routes(self)
@@ -202,12 +206,24 @@ class Web(Microdot):
             req = await self._request(rd, w)
             if req is None:
                 return
+            await self.alerts_first()
             res = await self.dispatch_request(req)
         except HTTPError as e:
             if e.key in ("timeout", "cut"):
                 return  # nobody is listening any more: drop the connection
-            res = self.error(req, e)
+            res = await self.error(req, e)
         await res.write(w)  # type: ignore (our _Writer has the one method used)
+
+    async def alerts_first(self):
+        """Yield to the loop; while envelopes wait to be verified, wait for them (bounded): the
+        page never holds the loop while an alert is on its way (alerts.md §5)."""
+        await asyncio.sleep_ms(0)
+        intake = getattr(self.term, "intake", None)
+        if intake is None:
+            return
+        t0 = time.ticks_ms()
+        while intake.pending() and time.ticks_diff(time.ticks_ms(), t0) < WAIT_ALERTS_MS:
+            await asyncio.sleep_ms(10)
 
     async def _request(self, rd, w):
         try:
@@ -268,17 +284,20 @@ class Web(Microdot):
     def lang(self, req):
         return "en" if req is not None and req.cookies.get("lang") == "en" else "zh"
 
-    def html(self, text, status=200):
-        return Response(text, status, {"Content-Type": "text/html; charset=UTF-8",
-                                       "Cache-Control": "no-store",
-                                       "X-Frame-Options": "DENY",
-                                       "Content-Security-Policy": "default-src 'self'"})
+    def html(self, parts, status=200):
+        """A page's sections (webpage.page()) as one response: written section by section,
+        each write yielding to the loop."""
+        parts = [x.encode() for x in parts]
+        h = {"Content-Type": "text/html; charset=UTF-8",
+             "Content-Length": str(sum(len(x) for x in parts)), "Cache-Control": "no-store",
+             "X-Frame-Options": "DENY", "Content-Security-Policy": "default-src 'self'"}
+        return Response(iter(parts), status, h)  # type: ignore (microdot takes any iterator)
 
-    def error(self, req, e):
+    async def error(self, req, e):
         lang = self.lang(req)
         s = self.auth.session(req.cookies.get(COOKIE)) if req is not None else None
         if s is not None and e.status < 500:
-            return self.html(self.status_page(lang, s[2], err=P.t(lang, e.key)), e.status)
+            return self.html(await self.status_page(lang, s[2], err=P.t(lang, e.key)), e.status)
         return self.html(P.page(lang, P.t(lang, "title"), '<p><a href="/">%s</a></p>'
                                 % P.t(lang, "back"), err=P.t(lang, e.key)), e.status)
 
@@ -297,39 +316,65 @@ class Web(Microdot):
         origin = req.headers.get("Origin")
         return origin is None or origin == "http://" + req.headers.get("Host", "")
 
-    def status_data(self):
+    async def last_alerts(self):
+        """The last 8 alerts as (t, kind, level, final status), newest first, from the log's
+        receipts; parsed again only when a receipt was logged since (a reload costs nothing),
+        yielding every YIELD_LINES lines. Envelopes ignored (for another village, duplicates)
+        are none of the operator's business."""
+        key = self.log.counts.get("receipt", 0) if hasattr(self.log, "counts") else None
+        if key is not None and self._alerts is not None and self._alerts[0] == key:
+            return self._alerts[1]
+        alerts = {}
+        order = []
+        n = 0
+        for ln in _tail(self.log.path, 8192):
+            if b'"receipt"' not in ln:
+                continue
+            n += 1
+            if n % YIELD_LINES == 0:
+                await asyncio.sleep_ms(0)
+            try:
+                e = json.loads(ln)
+            except ValueError:
+                continue
+            st = e.get("status")
+            if st == "ignored":
+                continue
+            a = e.get("alert") or "-"
+            r = alerts.get(a)
+            if r is None:
+                r = alerts[a] = [e.get("t"), e.get("kind"), e.get("level"), None]
+                order.append(a)
+            if r[1] is None:
+                r[1], r[2] = e.get("kind"), e.get("level")
+            r[3] = st if e.get("reason") is None else "%s:%s" % (st, e["reason"])
+        out = [tuple(alerts[a]) for a in order[-8:]]
+        out.reverse()
+        self._alerts = (key, out)
+        return out
+
+    async def status_data(self):
         term = self.term
         hb = term.agent.heartbeat()
         cur = term.arbiter.current
         playing = None
         if cur is not None:
-            playing = "%s %s" % (cur.payload.get("kind"), cur.id or "")
-        alerts = {}
-        order = []
-        for ln in _tail(self.log.path, 8192):
-            if b'"receipt"' not in ln:
-                continue
-            try:
-                e = json.loads(ln)
-            except ValueError:
-                continue
-            a = e.get("alert") or "-"
-            if a not in alerts:
-                alerts[a] = []
-                order.append(a)
-            st = e.get("status")
-            alerts[a].append(st if e.get("reason") is None else "%s:%s" % (st, e["reason"]))
-        # an alert for another village (`ignored`) is none of the operator's business
-        order = [a for a in order if alerts[a][0] != "ignored:not_for_me"][-8:]
-        order.reverse()
+            playing = (cur.payload.get("kind"), cur.payload.get("level"), getattr(cur, "what", None))
+        alerts = await self.last_alerts()
         faults = [k for k, v in term.agent.faults.items() if v]
         vol = self.local.volume if self.local is not None else self.cfg["volume"]
+        try:  # the announcement's length: 16-bit mono 16 kHz after a 44-byte header
+            ann = max(0, os.stat(ANNOUNCE)[6] - 44) // 32000
+        except OSError:
+            ann = None
         return {"link": hb["link"] if term.mqtt.connected else "offline", "rssi": hb["rssi"],
-                "volume": vol, "playing": playing, "alerts": [(a, alerts[a]) for a in order],
+                "volume": vol, "playing": playing, "announce": ann, "alerts": alerts,
                 "faults": faults, "v": hb["v"], "up": hb["up"]}
 
-    def status_page(self, lang, csrf, msg=None, err=None):
-        return P.status(lang, csrf, self.status_data(), msg, err)
+    async def status_page(self, lang, csrf, msg=None, err=None):
+        st = await self.status_data()
+        await asyncio.sleep_ms(0)
+        return P.status(lang, csrf, st, msg, err)
 
 
 async def run(cfg, log, term, local):

@@ -1,14 +1,17 @@
 # The local page's HTML (docs/web.md "Page"): server-rendered, Chinese by default and English by
-# a cookie, one small stylesheet, no JavaScript; every message in the chosen language.
+# a cookie, one small stylesheet, no JavaScript; every message in the chosen language. A page is
+# a few sections (a list of str) that web.py writes one by one, yielding between them.
+import time
 
 CSS = b"""body{font:16px/1.4 sans-serif;margin:0 auto;max-width:36em;padding:0 .6em;color:#222}
 h1{font-size:1.3em;margin:.5em 0}h2{font-size:1.1em;margin:1em 0 .3em}
 table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #ddd;padding:.25em;
-text-align:left;vertical-align:top;font-size:.95em}form{margin:.4em 0}
+text-align:left;vertical-align:top;font-size:.95em}th{white-space:nowrap}form{margin:.4em 0}
 input,button,select{font-size:1em;padding:.35em;margin:.15em 0;max-width:100%}
 button{min-width:6em}.msg{padding:.5em;background:#e8f4e8;border-left:4px solid #3a3}
 .err{padding:.5em;background:#fbeaea;border-left:4px solid #c33}.bad{color:#c33;font-weight:bold}
-nav a{margin-right:1em}pre{white-space:pre-wrap;font-size:.85em}
+nav{margin:.3em 0}nav a{margin-right:1em;white-space:nowrap}nav form{display:inline;margin:0}
+nav button{min-width:0}small{color:#666}pre{white-space:pre-wrap;font-size:.85em}
 """
 
 # one key, two languages: (中文, English)
@@ -16,8 +19,19 @@ T = {
     "title": ("村响 终端", "cunxiang terminal"),
     "status": ("状态", "Status"), "log": ("日志", "Event log"),
     "password": ("密码", "Password"), "network": ("网络", "Network"),
+    "change_password": ("修改密码", "Change password"),
     "logout": ("退出", "Log out"), "login": ("登录", "Log in"), "lang": ("English", "中文"),
-    "link": ("线路", "Link"), "signal": ("4G 信号", "4G signal"), "volume": ("本地音量", "Local volume"),
+    "link": ("线路", "Link"), "signal": ("4G 信号", "4G signal"),
+    "backup": ("备用 4G 信号", "Backup 4G signal"), "volume": ("本地音量", "Local volume"),
+    "sig_good": ("好", "good"), "sig_fair": ("中", "fair"), "sig_weak": ("弱", "weak"),
+    "sig_none": ("无", "none"),
+    "announcement": ("本地广播录音", "Announcement"), "stored": ("已存 %s", "stored, %s"),
+    "k_alert": ("警报", "Warning"), "k_test": ("测试", "County test"),
+    "k_cancel": ("取消警报", "Cancellation"), "k_selftest": ("自检", "Self-test"),
+    "k_chime": ("测试铃声", "Test chime"), "k_announce": ("本地广播", "Local announcement"),
+    "k_beeps": ("状态提示音", "State in beeps"), "k_unknown": ("无效消息", "Invalid message"),
+    "lv1": ("红色 (1级)", "red (level 1)"), "lv2": ("橙色 (2级)", "orange (level 2)"),
+    "lv3": ("黄色 (3级)", "yellow (level 3)"), "lv4": ("蓝色 (4级)", "blue (level 4)"),
     "playing": ("正在播放", "Playing"), "nothing": ("无", "nothing"),
     "alerts": ("最近的警报", "Last alerts"), "faults": ("故障", "Faults"),
     "none": ("无", "none"), "version": ("固件版本", "Firmware"), "uptime": ("运行时间", "Uptime"),
@@ -114,24 +128,44 @@ def _lang_form(lang, csrf):
             % (csrf, "zh" if lang == "en" else "en", t(lang, "lang")))
 
 
-def page(lang, title, body, csrf=None, msg=None, err=None):
-    out = [head(lang, t(lang, "title") + " · " + title)]
+_NAV = {}  # lang: the navigation's links (they never change)
+
+
+def _nav(lang):
+    n = _NAV.get(lang)
+    if n is None:
+        n = _NAV[lang] = ('<a href="/">%s</a><a href="/log">%s</a><a href="/password">%s</a>'
+                          '<a href="/network">%s</a>' % (t(lang, "status"), t(lang, "log"),
+                                                         t(lang, "change_password"),
+                                                         t(lang, "network")))
+    return n
+
+
+def page(lang, title, body, csrf=None, msg=None, err=None, token=None):
+    """The sections of a page (body: a str or a list of str), to be written one by one. The
+    navigation and the language switch at the top (before a login: the switch alone, its form
+    carrying the login token)."""
+    top = [head(lang, t(lang, "title") + " · " + title)]
     if csrf is not None:
-        out.append('<nav><a href="/">%s</a><a href="/log">%s</a><a href="/password">%s</a>'
-                   '<a href="/network">%s</a></nav>' % (t(lang, "status"), t(lang, "log"),
-                                                        t(lang, "password"), t(lang, "network")))
-    out.append("<h1>%s</h1>" % esc(title))
+        top.append("<nav>" + _nav(lang) + _lang_form(lang, csrf) + "</nav>")
+    elif token is not None:
+        top.append("<nav>" + _lang_form(lang, token) + "</nav>")
+    top.append("<h1>%s</h1>" % esc(title))
     if msg:
-        out.append('<p class="msg" role="status">%s</p>' % esc(msg))
+        top.append('<p class="msg" role="status">%s</p>' % esc(msg))
     if err:
-        out.append('<p class="err" role="alert">%s</p>' % esc(err))
-    out.append(body)
+        top.append('<p class="err" role="alert">%s</p>' % esc(err))
+    out = ["".join(top)]
+    if isinstance(body, list):
+        out.extend(body)
+    else:
+        out.append(body)
+    end = "</body></html>"
     if csrf is not None:
-        out.append(_lang_form(lang, csrf))
-        out.append('<form method="post" action="/logout"><input type="hidden" name="csrf" '
-                   'value="%s"><button>%s</button></form>' % (csrf, t(lang, "logout")))
-    out.append("</body></html>")
-    return "".join(out)
+        end = ('<form method="post" action="/logout"><input type="hidden" name="csrf" '
+               'value="%s"><button>%s</button></form>' % (csrf, t(lang, "logout"))) + end
+    out.append(end)
+    return out
 
 
 def _post(action, csrf, inner, label, enctype=None):
@@ -146,11 +180,8 @@ def login(lang, token, err=None, unset=False):
     body = ('<form method="post" action="/login"><input type="hidden" name="csrf" value="%s">'
             '<label>%s <input type="password" name="password" autocomplete="current-password" '
             'required></label> <button>%s</button></form>'
-            '<form method="post" action="/lang"><input type="hidden" name="lang" value="%s">'
-            '<input type="hidden" name="csrf" value="%s"><button>%s</button></form>'
-            % (token, t(lang, "password"), t(lang, "login"), "zh" if lang == "en" else "en",
-               token, t(lang, "lang")))
-    return page(lang, t(lang, "login"), body, err=err)
+            % (token, t(lang, "password"), t(lang, "login")))
+    return page(lang, t(lang, "login"), body, err=err, token=token)
 
 
 def _uptime(lang, s):
@@ -158,21 +189,59 @@ def _uptime(lang, s):
                                     s // 60 % 60, s % 60)
 
 
-def _receipt(lang, st):
-    # "status" or "status:reason": the status in words, the reason code as the fleet sees it
+def _signal(lang, csq):
+    # CSQ 0..31 (-113 dBm + 2 per step) in words: >= 15 good, >= 10 fair, >= 1 weak
+    if not csq:
+        return t(lang, "sig_none")
+    return t(lang, "sig_good" if csq >= 15 else "sig_fair" if csq >= 10 else "sig_weak")
+
+
+def what(lang, kind, level=None, sub=None):
+    """What an item is, in words: a warning with its level, a test, a local item (sub: chime,
+    announce, beeps)."""
+    if kind == "local":
+        return t(lang, "k_" + (sub or "announce"))
+    w = t(lang, "k_" + kind) if ("k_" + str(kind)) in T else t(lang, "k_unknown")
+    if kind == "alert" and level in (1, 2, 3, 4):
+        w += " · " + t(lang, "lv%d" % level)
+    return w
+
+
+def _when(lang, ts):
+    # the receipt's time in China Standard Time (UTC+8); a clock never set shows nothing
+    if not isinstance(ts, (int, float)) or ts < 1577836800:
+        return "-"
+    y, mo, d, h, mi = time.gmtime(int(ts) + 28800)[:5]
+    if lang == "en":
+        return "%02d:%02d <small>%d-%02d-%02d</small>" % (h, mi, y, mo, d)
+    return "%02d:%02d <small>%d月%d日</small>" % (h, mi, mo, d)
+
+
+def _final(lang, st):
+    # "status" or "status:reason": the last status in words, the fleet's reason code small
     p = st.split(":", 1)
-    word = t(lang, "playing_st" if p[0] == "playing" else p[0])
-    return word + (" (%s)" % p[1] if len(p) > 1 else "")
+    word = esc(t(lang, "playing_st" if p[0] == "playing" else p[0]))
+    return word + (" <small>(%s)</small>" % esc(p[1]) if len(p) > 1 else "")
+
+
+def _mss(s):
+    return "%d:%02d" % (s // 60, s % 60)
 
 
 def status(lang, csrf, st, msg=None, err=None):
-    """st: link, rssi, volume, playing, alerts [(id, [statuses])], faults [names], v, up."""
+    """st: link, rssi (CSQ), volume, playing (None or (kind, level, what)), announce (seconds or
+    None), alerts [(t, kind, level, final status)], faults [names], v, up."""
+    link = st["link"]
+    sig = _signal(lang, st["rssi"])
+    p = st["playing"]
     rows = [
-        (t(lang, "link"), t(lang, st["link"]) if st["link"] in T else st["link"]),
-        (t(lang, "signal"), "-" if st["rssi"] is None else  # CSQ 0..31: -113 dBm + 2 per step
-         "%d/31 (%d dBm)" % (st["rssi"], 2 * st["rssi"] - 113)),
+        (t(lang, "link"), t(lang, link) if link in T else link),
+        # the path in use first; the 4G signal as the backup's state when on the village line
+        (t(lang, "signal" if link == "4g" else "backup"), sig),
         (t(lang, "volume"), "%d %%" % st["volume"]),
-        (t(lang, "playing"), st["playing"] or t(lang, "nothing")),
+        (t(lang, "playing"), t(lang, "nothing") if p is None else what(lang, *p)),
+        (t(lang, "announcement"), t(lang, "none") if st["announce"] is None
+         else t(lang, "stored") % _mss(st["announce"])),
         (t(lang, "faults"), ", ".join(t(lang, f) for f in st["faults"]) or t(lang, "none")),
         (t(lang, "version"), st["v"]), (t(lang, "uptime"), _uptime(lang, st["up"])),
     ]
@@ -180,21 +249,22 @@ def status(lang, csrf, st, msg=None, err=None):
     for k, v in rows:
         cls = ' class="bad"' if k == t(lang, "faults") and st["faults"] else ""
         out.append("<tr><th>%s</th><td%s>%s</td></tr>" % (k, cls, esc(v)))
-    out.append("</table><h2>%s</h2><table id=\"alerts\">" % t(lang, "alerts"))
-    for aid, sts in st["alerts"]:
-        out.append("<tr><td>%s</td><td>%s</td></tr>" % (esc(aid), esc(" → ".join(_receipt(lang, x) for x in sts))))
+    out.append("</table>")
+    a = ["<h2>%s</h2><table id=\"alerts\">" % t(lang, "alerts")]
+    for ts, kind, level, final in st["alerts"]:
+        a.append("<tr><td>%s</td><td>%s</td><td>%s</td></tr>" % (
+            _when(lang, ts), esc(what(lang, kind, level)), _final(lang, final)))
     if not st["alerts"]:
-        out.append("<tr><td>%s</td></tr>" % t(lang, "none"))
-    out.append("</table><h2>%s</h2>" % t(lang, "volume"))
-    out.append(_post("/volume", csrf, '<input type="number" name="volume" min="0" max="100" '
-                     'value="%d" required> ' % st["volume"], t(lang, "set")))
-    out.append(_post("/chime", csrf, "", t(lang, "chime")))
-    out.append(_post("/play", csrf, "", t(lang, "play")))
-    out.append(_post("/stop", csrf, "", t(lang, "stop")))
-    out.append("<h2>%s</h2>" % t(lang, "upload"))
-    out.append(_post("/upload", csrf, '<input type="file" name="file" accept=".wav,audio/wav" '
-                     'required> ', t(lang, "send"), "multipart/form-data"))
-    return page(lang, t(lang, "status"), "".join(out), csrf, msg, err)
+        a.append("<tr><td>%s</td></tr>" % t(lang, "none"))
+    a.append("</table>")
+    f = ["<h2>%s</h2>" % t(lang, "volume"),
+         _post("/volume", csrf, '<input type="number" name="volume" min="0" max="100" '
+               'value="%d" required> ' % st["volume"], t(lang, "set")),
+         _post("/chime", csrf, "", t(lang, "chime")), _post("/play", csrf, "", t(lang, "play")),
+         _post("/stop", csrf, "", t(lang, "stop")), "<h2>%s</h2>" % t(lang, "upload"),
+         _post("/upload", csrf, '<input type="file" name="file" accept=".wav,audio/wav" '
+               'required> ', t(lang, "send"), "multipart/form-data")]
+    return page(lang, t(lang, "status"), ["".join(out), "".join(a), "".join(f)], csrf, msg, err)
 
 
 def log(lang, csrf, lines):
@@ -212,8 +282,8 @@ def password(lang, csrf, recovery, msg=None, err=None):
               'autocomplete="new-password" required></label></p><p><label>%s <input '
               'type="password" name="again" required></label></p>' % (t(lang, "new"),
                                                                      t(lang, "again")))
-    return page(lang, t(lang, "password"), _post("/password", csrf, inner, t(lang, "change")),
-                csrf, msg, err)
+    return page(lang, t(lang, "change_password"), _post("/password", csrf, inner,
+                                                        t(lang, "change")), csrf, msg, err)
 
 
 def network(lang, csrf, net, msg=None, err=None):

@@ -33,26 +33,26 @@ def routes(app):
         return g
 
     @app.errorhandler(HTTPError)
-    def _err(req, e):
-        return app.error(req, e)
+    async def _err(req, e):
+        return await app.error(req, e)
 
     @app.errorhandler(404)
-    def _nf(req):
-        return app.error(req, HTTPError(404, "not_found"))
+    async def _nf(req):
+        return await app.error(req, HTTPError(404, "not_found"))
 
     @app.get("/style.css")
     def css(req):
         return Response(P.CSS, 200, {"Content-Type": "text/css", "Cache-Control": "max-age=86400"})
 
     @app.get("/")
-    def index(req):
+    async def index(req):
         lang = app.lang(req)
         if not auth.has_password:
             return app.html(P.login(lang, "", unset=True))
         s = session(req)
         if s is None:
             return Response.redirect("/login", 303)
-        return app.html(app.status_page(lang, s[2]))
+        return app.html(await app.status_page(lang, s[2]))
 
     @app.get("/login")
     def login_form(req):
@@ -104,10 +104,10 @@ def routes(app):
         res.headers["Set-Cookie"][-1] += "; SameSite=Strict"
         return res
 
-    def done(lang, s, why, ok):
+    async def done(lang, s, why, ok):
         if why is None:
-            return app.html(app.status_page(lang, s[2], msg=P.t(lang, ok)))
-        return app.html(app.status_page(lang, s[2], err=P.t(lang, why)), 409)
+            return app.html(await app.status_page(lang, s[2], msg=P.t(lang, ok)))
+        return app.html(await app.status_page(lang, s[2], err=P.t(lang, why)), 409)
 
     def local():
         if app.local is None:
@@ -120,29 +120,24 @@ def routes(app):
         v = fm.get("volume") or ""
         if not v.isdigit() or int(v) > 100:
             raise HTTPError(400, "bad_volume")
-        return done(lang, s, await _maybe(local().set_volume(int(v))), "ok_volume")
+        return await done(lang, s, await _maybe(local().set_volume(int(v))), "ok_volume")
 
-    @app.post("/chime")
-    @guarded
-    async def chime(req, lang, s, fm):
-        return done(lang, s, await _maybe(local().chime()), "ok_chime")
+    def action(path, name):
+        # a Local action without arguments: POST /chime, /play, /stop
+        @app.post(path)
+        @guarded
+        async def run(req, lang, s, fm):
+            return await done(lang, s, await _maybe(getattr(local(), name)()), "ok_" + name)
 
-    @app.post("/play")
-    @guarded
-    async def play(req, lang, s, fm):
-        return done(lang, s, await _maybe(local().play()), "ok_play")
-
-    @app.post("/stop")
-    @guarded
-    async def stop(req, lang, s, fm):
-        return done(lang, s, await _maybe(local().stop()), "ok_stop")
+    for name in ("chime", "play", "stop"):
+        action("/" + name, name)
 
     @app.post("/upload")
     @guarded
     async def upload(req, lang, s, fm):
         import webupload
 
-        return done(lang, s, await webupload.receive(app, req, s, local()), "ok_upload")
+        return await done(lang, s, await webupload.receive(app, req, s, local()), "ok_upload")
 
     @app.get("/log")
     def log_page(req):
