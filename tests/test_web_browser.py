@@ -78,6 +78,16 @@ def audio(t: Term, state: str, n: int, timeout: float = WAIT_S) -> dict[str, Any
                         timeout, since=n)
 
 
+LABELS_ONE_LINE = """return Array.from(document.querySelectorAll('table#status th')).filter(th =>
+    th.getBoundingClientRect().height >= 2 * parseFloat(getComputedStyle(th).lineHeight)
+  ).map(th => th.textContent);"""
+
+
+def alert_rows(page: Page) -> list[list[str]]:
+    return [[td.text for td in tr.find_elements(By.TAG_NAME, "td")]
+            for tr in page.d.find_elements(By.CSS_SELECTOR, "table#alerts tr")]
+
+
 def test_operator_page_runs_local_announcement_and_cannot_stop_a_warning(
         rig: Rig, browser: Any, tmp_path: Path) -> None:
     t, url = web_terminal(rig, "t1")
@@ -89,7 +99,14 @@ def test_operator_page_runs_local_announcement_and_cannot_stop_a_warning(
     st = page.table("status")
     assert st["线路"] == "村广播线路", st  # online over IP, in Chinese by default
     assert st["本地音量"].endswith(" %") and st["正在播放"] == "无" and st["故障"] == "无", st
-    assert st["固件版本"] and st["运行时间"], st
+    assert st["固件版本"] and st["运行时间"].startswith("0天 "), st
+    # the path in use first, the 4G signal in words as the backup's state; no recording yet
+    assert list(st)[:2] == ["线路", "备用 4G 信号"] and st["备用 4G 信号"] in "好中弱无", st
+    assert st["本地广播录音"] == "无", st
+    assert page.d.execute_script(LABELS_ONE_LINE) == [], "every label on one line on a phone"
+    assert page.d.find_elements(By.CSS_SELECTOR, "nav form[action$='/lang']"), "switch at the top"
+    # the rig's probes (envelopes for another village, `ignored`) stay out of the last alerts
+    assert alert_rows(page) == [["无"]], alert_rows(page)
 
     # the local volume: applied at once, a `volume` event
     n = since(t)
@@ -103,6 +120,7 @@ def test_operator_page_runs_local_announcement_and_cannot_stop_a_warning(
     page.submit("/upload", files={"file": clip})
     assert page.message() == "本地广播已保存。", page.text()[:400]
     shoot(page, tmp_path, "upload-zh")
+    assert page.table("status")["本地广播录音"] == "已存 0:03"
     assert (t.dir / "flash" / "local" / "announce.wav").read_bytes() == clip.read_bytes()
 
     # play it to its end: amplifier, audio, the clip's own samples at the local volume
@@ -137,6 +155,7 @@ def test_operator_page_runs_local_announcement_and_cannot_stop_a_warning(
     page.open("/")
     page.submit("/stop")
     assert page.error() == "正在播放警报,这里不能停止或打断。", page.text()[:400]
+    assert page.table("status")["正在播放"] == "警报 · 红色 (1级)", "what plays, in words"
     shoot(page, tmp_path, "refused-zh")
     rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", WAIT_S)
     assert rig.rx.statuses(p["id"]) == ["accepted", "playing", "done"]
@@ -144,6 +163,9 @@ def test_operator_page_runs_local_announcement_and_cannot_stop_a_warning(
                 and e["value"]["state"] == "start"], "nothing else started meanwhile"
     page.open("/")  # the status once more, now with the warning and its receipts
     assert page.table("status")["正在播放"] == "无"
+    rows = alert_rows(page)  # time (China Standard Time), what, the final state, in words
+    assert len(rows) == 1 and rows[0][1:] == ["警报 · 红色 (1级)", "播完"], rows
+    assert len(rows[0][0].split()) == 2 and ":" in rows[0][0] and "月" in rows[0][0], rows
     shoot(page, tmp_path, "status-zh")
 
 
@@ -160,8 +182,10 @@ def test_wrong_password_is_refused_and_english_is_selectable(
     page.login(PASSWORD)
     st = page.table("status")
     assert st["Link"] == "village line" and st["Playing"] == "nothing", st
+    assert st["Backup 4G signal"] in ("good", "fair", "weak", "none"), st
     shoot(page, tmp_path, "status-en")
     clip = wav_file(tmp_path / "notice.wav", clip_samples(1.0))
     page.submit("/upload", files={"file": clip})
     assert page.message() == "Announcement stored.", page.text()[:400]
+    assert page.table("status")["Announcement"] == "stored, 0:01"
     shoot(page, tmp_path, "upload-en")
