@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -22,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,7 @@ from report import ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from rig import CX, REGION, Rig
+from rig import CX, REGION, Rig, Term
 
 from tools.broker import Broker
 from tools.emu.run import DEFAULT_HEAP
@@ -69,6 +71,47 @@ def wait_amp(path: Path, value: int, since: int, timeout: float) -> dict[str, An
         if time.monotonic() > deadline:
             raise SystemExit(f"{path}: no amp {value} within {timeout}s")
         time.sleep(0.01)
+
+
+def alert_latencies(rig: Rig, t: Term, n: int) -> list[float]:
+    """n alerts to terminal t (level 2, siren), each from the publish to its amp 1 in ms, then
+    cancelled and waited until amp 0 (bench_ota.py and bench_web.py measure with it too)."""
+    ev = t.dir / "hw" / "events.jsonl"
+    out = []
+    for _ in range(n):
+        env, p = rig.alert(level=2, tone="siren")
+        since = len(read_events(ev))
+        t0 = rig.send(env, topics_for(p))
+        out.append((wait_amp(ev, 1, since, 10)["t"] - t0) * 1000)
+        since = len(read_events(ev))
+        cenv, cp = rig.alert(kind="cancel", refs=[p["id"]])
+        rig.send(cenv, topics_for(cp))
+        wait_amp(ev, 0, since, 10)
+    return out
+
+
+@contextlib.contextmanager
+def bench_rig(prefix: str) -> Iterator[tuple[Path, Broker, Rig]]:
+    """A temporary folder with a private broker and a rig for one benchmark run; SIGTERM or
+    Ctrl-C stop the terminals and the broker and exit 130 (bench_link.py, bench_web.py too)."""
+
+    def on_term(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        broker = Broker(Path(tmp) / "broker")
+        rig = None
+        try:
+            rig = Rig(Path(tmp), broker)
+            yield Path(tmp), broker, rig
+        except KeyboardInterrupt:
+            print("interrupted: stopping terminals and broker", file=sys.stderr)
+            raise SystemExit(130) from None
+        finally:
+            if rig is not None:
+                rig.close()
+            broker.stop()
 
 
 # --- (a) one terminal -----------------------------------------------------------------------
@@ -160,23 +203,17 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
     args = ap.parse_args()
 
-    def on_term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="cx-bench-latency-") as tmp:
-        broker = Broker(Path(tmp) / "broker")
-        rig = fleet = None
+    with bench_rig("cx-bench-latency-") as (tmp, _broker, rig):
+        fleet = None
         try:
-            rig = Rig(Path(tmp), broker)
             print(f"(a) one terminal, {args.n} alerts", flush=True)
             single_ms = single(rig, args.n)
             for t in rig.terms:
                 t.stop()
             rig.terms.clear()
             print(f"(b) fleet of {args.fleet}", flush=True)
-            fleet = Fleet(rig, args.fleet, Path(tmp) / "fleet")
+            fleet = Fleet(rig, args.fleet, tmp / "fleet")
             boot_s = fleet.wait_online(300)
             print(f"  all {args.fleet} online after {boot_s:.1f} s", flush=True)
             time.sleep(3)  # let boot-time work (first heap reading) finish everywhere
@@ -188,15 +225,9 @@ def main() -> None:
                       f"last {max(lat):.0f} ms", flush=True)
                 time.sleep(2)
             load_during = os.getloadavg()
-        except KeyboardInterrupt:
-            print("interrupted: stopping terminals and broker", file=sys.stderr)
-            raise SystemExit(130) from None
         finally:
             if fleet is not None:
                 fleet.stop()
-            if rig is not None:
-                rig.close()
-            broker.stop()
 
     p50, p99, mx = pct(single_ms, 50), pct(single_ms, 99), max(single_ms)
     print(f"(a) single terminal, {len(single_ms)} alerts: p50 {p50:.1f} ms, p99 {p99:.1f} ms, "

@@ -26,11 +26,9 @@ import json
 import os
 import random
 import re
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -41,9 +39,8 @@ from report import ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from rig import Rig, Term
-
-from tools.broker import Broker
+from bench_latency import bench_rig
+from rig import Term
 
 TITLE = "Link: failover and 4G cost"
 FAIL_ID = "T341122100201-01"
@@ -489,40 +486,25 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    def on_term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     load_before = os.getloadavg()[0]
     rev = git_rev()
     idle_r: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="cx-bench-link-") as tmp:
-        broker = Broker(Path(tmp) / "broker")
-        rig = None
-        try:
-            rig = Rig(Path(tmp), broker)
-            blog = broker.conf.parent / "mosquitto.log"
-            ft = rig.terminal("failover", tid=FAIL_ID, link_hysteresis_s=args.hysteresis)
-            it = rig.terminal("idle", tid=IDLE_ID)
-            th = threading.Thread(target=idle, daemon=True,
-                                  args=(it, broker.conf.parent / "mosquitto.log", args.settle,
-                                        args.idle_min * 60, idle_r))
-            th.start()
-            print(f"(a) {args.cuts} IP cuts, hysteresis {args.hysteresis} s", flush=True)
-            cuts = failover(ft, blog, args.cuts, args.on_ip)
-            print("(a) done; waiting for (b)", flush=True)
-            while not idle_r.get("done"):
-                time.sleep(1)
-            load_after = os.getloadavg()[0]
-            if "error" in idle_r:
-                print(f"(b) failed: {idle_r['error']}", file=sys.stderr)
-        except KeyboardInterrupt:
-            print("interrupted: stopping terminals and broker", file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            if rig is not None:
-                rig.close()
-            broker.stop()
+    with bench_rig("cx-bench-link-") as (_tmp, broker, rig):
+        blog = broker.conf.parent / "mosquitto.log"
+        ft = rig.terminal("failover", tid=FAIL_ID, link_hysteresis_s=args.hysteresis)
+        it = rig.terminal("idle", tid=IDLE_ID)
+        th = threading.Thread(target=idle, daemon=True,
+                              args=(it, broker.conf.parent / "mosquitto.log", args.settle,
+                                    args.idle_min * 60, idle_r))
+        th.start()
+        print(f"(a) {args.cuts} IP cuts, hysteresis {args.hysteresis} s", flush=True)
+        cuts = failover(ft, blog, args.cuts, args.on_ip)
+        print("(a) done; waiting for (b)", flush=True)
+        while not idle_r.get("done"):
+            time.sleep(1)
+        load_after = os.getloadavg()[0]
+        if "error" in idle_r:
+            print(f"(b) failed: {idle_r['error']}", file=sys.stderr)
     data = {"cuts": cuts, "idle": idle_r, "hysteresis": args.hysteresis, "on_ip": args.on_ip,
             "settle": args.settle, "load_before": load_before, "load_after": load_after,
             "firmware": rev, "fw_defaults": fw_defaults()}

@@ -32,14 +32,14 @@ from report import ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from bench_latency import pct, read_events, wait_amp
+from bench_latency import alert_latencies, pct
 from bench_ota_heap import heap_releases, heap_summary, heap_table, heap_updates
 from otahelp import Commands, Server, build
 from rig import Rig, Term
 
 from tools import release
 from tools.broker import Broker
-from tools.envelope import KeyPair, topics_for
+from tools.envelope import KeyPair
 
 TITLE = "OTA"
 
@@ -72,27 +72,12 @@ def over_4g(rig: Rig, key: KeyPair, server: Server, cmds: Commands,
     return out
 
 
-def alerts(rig: Rig, t: Term, n: int) -> list[float]:
-    ev = t.dir / "hw" / "events.jsonl"
-    out = []
-    for _ in range(n):
-        env, p = rig.alert(level=2, tone="siren")
-        since = len(read_events(ev))
-        t0 = rig.send(env, topics_for(p))
-        out.append((wait_amp(ev, 1, since, 10)["t"] - t0) * 1000)
-        since = len(read_events(ev))
-        cenv, cp = rig.alert(kind="cancel", refs=[p["id"]])
-        rig.send(cenv, topics_for(cp))
-        wait_amp(ev, 0, since, 10)
-    return out
-
-
 def latency(rig: Rig, key: KeyPair, server: Server, cmds: Commands, rel: Path,
             n: int) -> dict[str, Any]:
     t = rig.terminal("lat", tid="T341122100201-77", trust=[rig.root.anchor(), key.anchor()],
                      hold_ms=100)
     time.sleep(2)  # past the boot-time heap reading
-    idle = alerts(rig, t, n)
+    idle = alert_latencies(rig, t, n)
     mem_idle = [e for e in t.log() if e.get("ev") == "mem"]
     server.rate = 2000
     assert cmds.ota(t.id, rel, server.base)["ok"] is True
@@ -100,7 +85,7 @@ def latency(rig: Rig, key: KeyPair, server: Server, cmds: Commands, rel: Path,
     while not server.requests and time.monotonic() < deadline:
         time.sleep(0.05)
     k = len(t.log())
-    busy = alerts(rig, t, n)
+    busy = alert_latencies(rig, t, n)
     staged = [r for r in rig.rx.items if r.get("_dev") == t.id and r.get("state") == "staged"]
     deadline = time.monotonic() + 10  # the quiet moment after the last alert logs its mem line
     while time.monotonic() < deadline and not [e for e in t.log()[k:] if e.get("ev") == "mem"]:

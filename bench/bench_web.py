@@ -24,17 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_latency import pct, read_events, wait_amp
+from bench_latency import alert_latencies, bench_rig, pct
 from report import MICROPYTHON, ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
@@ -42,9 +40,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from browser import PHONE, Browser, Page, web_pass
 from rig import Rig, Term
 
-from tools.broker import Broker
 from tools.emu.run import DEFAULT_HEAP
-from tools.envelope import topics_for
 
 TITLE = "Local page"
 HOLD_MS = 100
@@ -140,21 +136,6 @@ def heap(rig: Rig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def alerts(rig: Rig, t: Term, n: int) -> list[float]:
-    ev = t.dir / "hw" / "events.jsonl"
-    out = []
-    for _ in range(n):
-        env, p = rig.alert(level=2, tone="siren")
-        since = len(read_events(ev))
-        t0 = rig.send(env, topics_for(p))
-        out.append((wait_amp(ev, 1, since, 10)["t"] - t0) * 1000)
-        since = len(read_events(ev))
-        cenv, cp = rig.alert(kind="cancel", refs=[p["id"]])
-        rig.send(cenv, topics_for(cp))
-        wait_amp(ev, 0, since, 10)
-    return out
-
-
 class Reloader(threading.Thread):
     """Reloads the status page back to back (the browser's one driver is used by this thread
     alone while it runs), keeping each load's timing."""
@@ -196,14 +177,14 @@ def page_and_latency(rig: Rig, n: int, loads: int) -> dict[str, Any]:
             status.append(page.d.execute_script(NAV))
         print(f"  status page: p50 load {pct([x['load'] for x in status], 50):.0f} ms, "
               f"{status[-1]['body']} bytes", flush=True)
-        idle = alerts(rig, t, n)
+        idle = alert_latencies(rig, t, n)
         print(f"  idle: p50 {pct(idle, 50):.1f} ms", flush=True)
         r = Reloader(page)
         r.start()
         while len(r.loads) + len(r.errors) < 2:  # the reloading has begun
             time.sleep(0.05)
         k = len(r.loads)
-        busy = alerts(rig, t, n)
+        busy = alert_latencies(rig, t, n)
         during = len(r.loads) - k
         r.stop.set()
         r.join(60)
@@ -322,27 +303,12 @@ def main() -> None:
     ap.add_argument("--no-write", action="store_true", help="print only, leave docs/ alone")
     args = ap.parse_args()
 
-    def on_term(*_: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="cx-bench-web-") as tmp:
-        broker = Broker(Path(tmp) / "broker")
-        rig = None
-        try:
-            rig = Rig(Path(tmp), broker)
-            print("(a) heap after boot, with and without the page", flush=True)
-            h = heap(rig)
-            print(f"(b, c) page load and alert latency, {args.n} alerts each", flush=True)
-            d = page_and_latency(rig, args.n, args.loads)
-        except KeyboardInterrupt:
-            print("interrupted: stopping terminals and broker", file=sys.stderr)
-            raise SystemExit(130) from None
-        finally:
-            if rig is not None:
-                rig.close()
-            broker.stop()
+    with bench_rig("cx-bench-web-") as (_tmp, _broker, rig):
+        print("(a) heap after boot, with and without the page", flush=True)
+        h = heap(rig)
+        print(f"(b, c) page load and alert latency, {args.n} alerts each", flush=True)
+        d = page_and_latency(rig, args.n, args.loads)
     load_after = os.getloadavg()
     md = report(h, d, (load_before[0], load_after[0]))
     print(md)
