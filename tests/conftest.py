@@ -24,6 +24,14 @@ MICROPYTHON = str(VENV_BIN / "micropython") if (VENV_BIN / "micropython").exists
 
 __all__ = ["MICROPYTHON", "ROOT", "Broker", "free_port", "run_mpy"]
 
+FIRST = ("test_e2e_ota_power.py", "test_cli_hostile.py")
+"""The longest files (minutes each) start first, so that on two workers (scripts/test) neither
+is left running alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda i: i.path.name not in FIRST)  # stable: the rest keep their order
+
 
 @pytest.fixture
 def broker(tmp_path: Path):
