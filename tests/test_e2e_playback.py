@@ -282,8 +282,11 @@ def test_receipts_made_while_broker_is_down_arrive_when_it_returns(rig: Rig, tmp
     rig.broker.stop()
     t.wait_event(lambda e: e["dev"] == "link" and e["value"] == "none", 15)
     t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 15)  # done while offline
-    rig.broker = Broker(tmp_path / "again", port=port)
-    old, rig.rx = rig.rx, Receipts(rig.broker.host, port)
-    old.stop()
-    r = rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 60)
-    assert r["reason"] is None
+    rig.broker = again = Broker(tmp_path / "again", port=port)
+    try:
+        old, rig.rx = rig.rx, Receipts(rig.broker.host, port)
+        old.stop()
+        r = rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 60)
+        assert r["reason"] is None
+    finally:
+        again.stop()  # the fixture stops only the broker it started
