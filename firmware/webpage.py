@@ -267,12 +267,13 @@ def status(lang, csrf, st, msg=None, err=None):
     return page(lang, t(lang, "status"), ["".join(out), "".join(a), "".join(f)], csrf, msg, err)
 
 
-def log(lang, csrf, lines):
-    out = ["<table id=\"log\">"]
-    for ln in lines:
-        out.append("<tr><td><pre>%s</pre></td></tr>" % esc(ln))
-    out.append("</table>")
-    return page(lang, t(lang, "log"), "".join(out), csrf)
+def log_rows(lines):
+    """Log lines (bytes, as read) as table rows: one section of the log page."""
+    return "".join("<tr><td><pre>%s</pre></td></tr>" % esc(ln.decode()) for ln in lines)
+
+
+def log(lang, csrf, sections):
+    return page(lang, t(lang, "log"), ['<table id="log">'] + sections + ["</table>"], csrf)
 
 
 def password(lang, csrf, recovery, msg=None, err=None):

@@ -1,10 +1,15 @@
 # The local page's routes (docs/web.md "Page"): every state-changing one behind guarded(): the
 # same site, a session and its CSRF token; actions go to the Local API (firmware/local.py).
+import asyncio
+
 import webauth
 import webnet
 import webpage as P
 from microdot import Response
+from micropython import const
 from web import COOKIE, HTTPError, _maybe, _tail
+
+LOG_ROWS = const(16)  # log lines rendered between two yields
 
 
 def routes(app):
@@ -140,13 +145,17 @@ def routes(app):
         return await done(lang, s, await webupload.receive(app, req, s, local()), "ok_upload")
 
     @app.get("/log")
-    def log_page(req):
+    async def log_page(req):
         s = session(req)
         if s is None:
             return Response.redirect("/login", 303)
-        lines = [ln.decode() for ln in _tail(app.log.path, 6144)]
+        lines = _tail(app.log.path, 6144)
         lines.reverse()
-        return app.html(P.log(app.lang(req), s[2], lines))
+        rows = []
+        for i in range(0, len(lines), LOG_ROWS):  # rendered a few rows at a time, yielding
+            await asyncio.sleep_ms(0)
+            rows.append(P.log_rows(lines[i:i + LOG_ROWS]))
+        return app.html(P.log(app.lang(req), s[2], rows))
 
     @app.route("/password", methods=["GET", "POST"])
     async def password(req):
