@@ -65,10 +65,20 @@ async def _save(fu, length, local):
     return None
 
 
+def form_iter(req):
+    """microdot's multipart parser over our reader. Its buffer holds CHUNK bytes beyond the
+    boundary's length, as each file read takes (a read longer than its buffer_size, 256 by
+    default, can swallow a boundary split at the buffer's end), and the reader fills every read
+    in full (web._Reader.read): together a boundary is always seen whole."""
+    it = FormDataIter(req)
+    it.buffer_size = CHUNK
+    return it
+
+
 async def receive(app, req, s, local):
     """None (stored) or the reason it was not; HTTPError for a refused request."""
     req.g.rd.extend(UPLOAD_MS)
-    it = FormDataIter(req)
+    it = form_iter(req)
     if it.buffer is None:
         raise HTTPError(400, "bad_form")
     csrf = False
