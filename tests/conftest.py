@@ -159,3 +159,38 @@ def cmds(broker):
     c = Commands(broker.host, broker.port)
     yield c
     c.close()
+
+
+@pytest.fixture
+def small_flash(rig) -> Iterator[Path]:
+    """t1's flash folder as a filesystem of its own (a 4 MiB tmpfs, the size of the reference
+    board's data partition order): free space and ENOSPC as a real flash gives them. The
+    emulator's flash is a host folder; mounting needs root, so elsewhere the test is skipped."""
+    fl = rig.tmp / "t1" / "flash"
+    fl.mkdir(parents=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fl)],
+                       capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small flash here: {r.stderr.strip()}")
+    try:
+        yield fl
+    finally:
+        for t in rig.terms:
+            t.stop()
+        subprocess.run(["umount", "-l", str(fl)], check=False)
+
+
+def fill(fl: Path, leave: int = 0) -> Path:
+    """Take every free byte of the flash `fl` but `leave`; returns the filler file."""
+    p = fl / "filler.bin"
+    with open(p, "ab", buffering=0) as out:
+        for size in (65536, 4096, 512, 1):
+            try:
+                while True:
+                    out.write(b"\xff" * size)
+            except OSError:
+                pass
+    assert os.statvfs(fl).f_bavail == 0, "the flash is full"
+    if leave:
+        os.truncate(p, os.path.getsize(p) - leave)
+    return p

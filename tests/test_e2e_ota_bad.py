@@ -7,14 +7,11 @@ ends as a county admin would see it: the `failed` or `refused` report with its r
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
+from conftest import fill
 from otahelp import Commands, Server, boots, build, sounds, terminal
 from rig import Rig, Term
 from test_e2e_ota_power import complete
@@ -209,40 +206,6 @@ def test_a_server_that_lies_about_range_still_ends_with_the_right_bytes(
 
 
 # --- a full flash ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def small_flash(rig: Rig) -> Iterator[Path]:
-    """t1's flash folder as a filesystem of its own (a 4 MiB tmpfs, the size of the reference
-    board's data partition order): free space and ENOSPC as a real flash gives them. The
-    emulator's flash is a host folder; mounting needs root, so elsewhere the test is skipped."""
-    fl = rig.tmp / "t1" / "flash"
-    fl.mkdir(parents=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fl)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small flash here: {r.stderr.strip()}")
-    try:
-        yield fl
-    finally:
-        for t in rig.terms:
-            t.stop()
-        subprocess.run(["umount", "-l", str(fl)], check=False)
-
-
-def fill(fl: Path) -> Path:
-    """Take every free byte of the flash; returns the filler file."""
-    p = fl / "filler.bin"
-    with open(p, "ab", buffering=0) as out:
-        for size in (65536, 4096, 512, 1):
-            try:
-                while True:
-                    out.write(b"\xff" * size)
-            except OSError:
-                pass
-    s = os.statvfs(fl)
-    assert s.f_bavail == 0, "the flash is full"
-    return p
 
 
 def test_a_flash_that_fills_during_the_download_ends_failed_no_space_and_keeps_the_version(

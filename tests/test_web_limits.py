@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import fill
 from rig import Rig, Term
-from webclient import WAIT_S, Client, message, multipart, raw, wav_bytes, web_terminal
+from webclient import WAIT_S, Client, message, multipart, raw, stereo_wav, wav_bytes, web_terminal
 
 
 @pytest.fixture
@@ -47,16 +48,7 @@ def test_bad_uploads_are_refused_with_a_message_and_leave_nothing_half_written(
                                           "audio/wav")})
     assert r.status_code == 409 and message(r) == (
         "err", "文件不是本终端能播放的 WAV(16 位单声道 PCM)。"), r.text[:600]
-    # a WAV of the wrong format (stereo 44.1 kHz)
-    import io
-    import wave
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(b"\x00\x01" * 4000)
-    r = c.post("/upload", files={"file": ("stereo.wav", buf.getvalue(), "audio/wav")})
+    r = c.post("/upload", files={"file": ("stereo.wav", stereo_wav(), "audio/wav")})
     assert r.status_code == 409 and message(r)[0] == "err"
     assert local_files(t) == []
 
@@ -190,41 +182,18 @@ def test_a_slow_client_is_dropped_at_the_whole_request_deadline(
 
 
 def test_an_upload_to_a_full_flash_is_refused_and_the_old_announcement_stays(
-        rig: Rig) -> None:
-    # a flash of its own (a 4 MiB tmpfs, as tests/test_e2e_ota_bad.py): real statvfs and ENOSPC
-    import os
-    import subprocess
-
-    fl = rig.tmp / "t1" / "flash"
-    fl.mkdir(parents=True)
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(fl)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a small flash here: {r.stderr.strip()}")
-    try:
-        t, url = web_terminal(rig)
-        c = Client(url)
-        c.login()
-        good = wav_bytes(0.5)
-        assert message(c.post("/upload", files={"file": ("a.wav", good, "audio/wav")})) == (
-            "msg", "本地广播已保存。")
-        filler = fl / "filler.bin"
-        with open(filler, "ab", buffering=0) as out:
-            for size in (65536, 4096, 512):
-                try:
-                    while True:
-                        out.write(b"\xff" * size)
-                except OSError:
-                    pass
-        os.truncate(filler, os.path.getsize(filler) - 200_000)  # 200 KB left
-        r = c.post("/upload", files={"file": ("b.wav", wav_bytes(10.0), "audio/wav")})
-        assert r.status_code == 409 and message(r) == (
-            "err", "存储空间已满,没有保存任何内容。"), r.text[:600]
-        assert local_files(t) == ["announce.wav"]
-        assert (fl / "local" / "announce.wav").read_bytes() == good
-        p = rig.send_alert(level=1, tone="siren", repeat=1)
-        rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", WAIT_S)
-    finally:
-        for term in rig.terms:
-            term.stop()
-        subprocess.run(["umount", "-l", str(fl)], check=False)
+        rig: Rig, small_flash: Path) -> None:
+    t, url = web_terminal(rig)
+    c = Client(url)
+    c.login()
+    good = wav_bytes(0.5)
+    assert message(c.post("/upload", files={"file": ("a.wav", good, "audio/wav")})) == (
+        "msg", "本地广播已保存。")
+    fill(small_flash, leave=200_000)
+    r = c.post("/upload", files={"file": ("b.wav", wav_bytes(10.0), "audio/wav")})
+    assert r.status_code == 409 and message(r) == (
+        "err", "存储空间已满,没有保存任何内容。"), r.text[:600]
+    assert local_files(t) == ["announce.wav"]
+    assert (small_flash / "local" / "announce.wav").read_bytes() == good
+    p = rig.send_alert(level=1, tone="siren", repeat=1)
+    rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", WAIT_S)

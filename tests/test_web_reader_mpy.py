@@ -7,15 +7,13 @@ boundary split across two reads, and some uploads were refused as an invalid for
 
 from __future__ import annotations
 
-import io
 import json
-import wave
 from pathlib import Path
 
 import microdot
 import pytest
 from conftest import ROOT, run_mpy
-from webclient import multipart, wav_bytes
+from webclient import multipart, stereo_wav, wav_bytes
 
 SCRIPT = """
 import asyncio, json, random, sys
@@ -65,17 +63,6 @@ async def main():
     print("RESULT " + json.dumps(out))
 asyncio.run(main())
 """
-
-
-def stereo_wav() -> bytes:
-    """The wrong-format WAV of test_web_limits.py (2 channels, 44.1 kHz, 8,000 bytes)."""
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(2)
-        w.setsampwidth(2)
-        w.setframerate(44100)
-        w.writeframes(b"\x00\x01" * 4000)
-    return buf.getvalue()
 
 
 @pytest.mark.parametrize("clip", [wav_bytes(0.5), wav_bytes(2.0), stereo_wav()],

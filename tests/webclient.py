@@ -38,6 +38,17 @@ def wav_bytes(seconds: float = 1.0, freq: float = 523.0) -> bytes:
     return buf.getvalue()
 
 
+def stereo_wav() -> bytes:
+    """A WAV of the wrong format for the terminal (2 channels, 44.1 kHz, 8,000 bytes)."""
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(2)
+        w.setsampwidth(2)
+        w.setframerate(44100)
+        w.writeframes(b"\x00\x01" * 4000)
+    return buf.getvalue()
+
+
 def web_terminal(rig: Rig, name: str = "t1", **cfg: Any) -> tuple[Term, str]:
     cfg.setdefault("web", {"pass": web_pass(PASSWORD)})
     t = rig.terminal(name, **cfg)
