@@ -96,12 +96,12 @@ def mem_line(rig: Rig, t: Term, envelopes: int, timeout: float = 20) -> dict[str
     deadline = time.monotonic() + timeout
     while True:
         probes = len(rig.rx.probe_answers(t.id))
-        for e in t.log():
+        for e in t.log(rotated=True):
             if e.get("ev") == "mem" and e.get("envelopes") == envelopes + probes:
                 return e
         if time.monotonic() > deadline:
             raise AssertionError(f"no mem line after {envelopes} envelopes: "
-                                 f"{[e for e in t.log() if e.get('ev') == 'mem'][-3:]}")
+                                 f"{[e for e in t.log(rotated=True) if e.get('ev') == 'mem'][-3:]}")
         time.sleep(0.1)
 
 
