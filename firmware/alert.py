@@ -72,7 +72,8 @@ class Verifier:
         self.clock = clock
 
     def check(self, env):
-        """Verdict for one envelope (bytes). Never raises on bad input."""
+        """Verdict for one envelope (bytes). Never raises on bad input; MemoryError is the one
+        exception that escapes, with nothing remembered of the envelope, so it can be retried."""
         kid = aid = None
         try:
             if len(env) > MAX_ENVELOPE:  # rule 1
@@ -118,12 +119,13 @@ class Verifier:
                     mine = True
             if not mine:
                 raise Reject(IGNORED, "not_for_me")
+            v = Verdict(ACCEPTED, None, kid, aid, p, scope, h)  # before add: nothing can fail after
             self.seen.add(kid, aid, p["expires"], h, now)
-            return Verdict(ACCEPTED, None, kid, aid, p, scope, h)
+            return v
         except Reject as r:
             return Verdict(r.status, r.reason, kid, aid)
         except MemoryError:
-            return Verdict(REJECTED, "malformed", kid, aid)
+            raise  # no verdict: the heap's fault, not the envelope's (intake.py collects, retries)
         except Exception as e:  # a verifier bug must not take the terminal down; it is logged
             print("verifier error", repr(e))
             return Verdict(REJECTED, "malformed", kid, aid)

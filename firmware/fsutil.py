@@ -4,11 +4,15 @@ import os
 
 
 def write_atomic(path, data):
-    """Replace path with data so a power cut leaves either the old or the new file, never half."""
+    """Replace path with data so a power cut leaves either the old or the new file, never half.
+    data is bytes, or a function that writes the content to the open file (no one big buffer)."""
     tmp = path + ".tmp"
     f = open(tmp, "wb")
     try:
-        f.write(data)
+        if callable(data):
+            data(f)
+        else:
+            f.write(data)
         f.flush()
     finally:
         f.close()

@@ -10,6 +10,12 @@ from ring import Ring
 
 INTAKE_MAX = const(16)  # envelopes waiting for verification; beyond, the oldest is dropped
 RECEIPTS_MAX = const(64)  # receipts waiting for the MQTT client; beyond, the oldest is dropped
+NOMEM_TRIES = const(4)  # verifications of one envelope that ran out of heap before it is given up
+NOMEM_WAIT_MS = const(50)  # between them, after the page was told to let go (pressure)
+
+
+def _nothing():
+    pass
 
 
 class Intake:
@@ -26,6 +32,8 @@ class Intake:
         self.counts = {}  # "status" or "status:reason" -> receipts sent (the heartbeat's counts)
         self.last_alert = None  # id of the last accepted envelope
         self.activity = 0  # envelopes taken in since boot
+        self.no_memory = 0  # envelopes given up after NOMEM_TRIES verifications without heap
+        self.pressure = _nothing  # called when a verification ran out of heap (the page sheds)
         self._in = Ring(INTAKE_MAX)
         self._in_ev = asyncio.Event()
         self._out = Ring(RECEIPTS_MAX)  # receipts and events (send_event), alerts.md §6
@@ -60,12 +68,9 @@ class Intake:
         key = status if reason is None else status + ":" + reason
         self.counts[key] = self.counts.get(key, 0) + 1
         r = {"alert": v.id, "kid": v.kid, "status": status, "reason": reason, "t": self.clock.now()}
-        p = v.payload  # kind and level for the page's last alerts (docs/web.md "Page")
-        if p is None:
-            self.log("receipt", alert=v.id, status=status, reason=reason)
-        else:
-            self.log("receipt", alert=v.id, status=status, reason=reason, kind=p.get("kind"),
-                     level=p.get("level"))
+        p = v.payload or {}  # kind and level for the page's last alerts (docs/web.md "Page")
+        self.log("receipt", alert=v.id, status=status, reason=reason, kind=p.get("kind"),
+                 level=p.get("level"))
         self.send_event(r)
         self._shown(v, status)
 
@@ -82,8 +87,10 @@ class Intake:
                 continue
             env = self._in.get()
             self.activity += 1
-            v = self.verifier.check(env)
+            v = await self._check(env)
             del env
+            if v is None:
+                continue
             self.receipt(v, v.status, v.reason)
             if v.status == "accepted":
                 self.last_alert = v.id
@@ -101,6 +108,26 @@ class Intake:
                 self.log("alert_" + v.status, alert=v.id, kid=v.kid, reason=v.reason)
             gc.collect()
             await asyncio.sleep_ms(0)
+
+    async def _check(self, env):
+        # A MemoryError is the heap's fault, not the envelope's: never a `malformed` receipt.
+        # Collect, let the page drop its connections, and verify again; when the heap still
+        # cannot hold one verification, no verdict of alerts.md §4 is true, so no receipt is
+        # sent: the envelope is logged and counted (heartbeat "no_memory") instead.
+        for _ in range(NOMEM_TRIES):
+            try:
+                return self.verifier.check(env)
+            except MemoryError:
+                try:
+                    self.pressure()
+                except Exception:
+                    pass
+                gc.collect()
+                await asyncio.sleep_ms(NOMEM_WAIT_MS)
+        self.no_memory += 1
+        self.counts["no_memory"] = self.no_memory
+        self.log("alert_no_memory", bytes=len(env))
+        return None
 
     async def send_task(self, mqtt):
         while True:

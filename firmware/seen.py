@@ -40,6 +40,7 @@ class Seen:
         self._e = {}  # kid + "\n" + id -> [expires, envelope hash hex]
         self._by_hash = {}
         self._backup_due = False
+        self._main_due = False  # an add() whose write failed: flush() writes the main copy
         found = usable = 0
         damaged = False
         for p in (path, self.backup):
@@ -89,34 +90,55 @@ class Seen:
         return exp is not None and exp > now
 
     def add(self, kid, aid, expires, h, now):
-        self._e[kid + "\n" + aid] = [expires, h]
-        self._by_hash[h] = expires
-        self._prune(now)
+        k = kid + "\n" + aid
+        try:
+            self._e[k] = [expires, h]
+            self._by_hash[h] = expires
+            self._prune(now)
+        except MemoryError:
+            # undone, so the caller's retry (intake.py) does not find its own envelope remembered
+            self._e.pop(k, None)
+            self._by_hash.pop(h, None)
+            raise
         # Only the main copy before the alert plays (it guards against a replay after a reboot);
         # the backup follows at the next quiet moment (flush), so the warning is not delayed.
         self._write(True, False)
 
+    def due(self):
+        """A copy on flash is behind the store in RAM."""
+        return self._main_due or self._backup_due
+
     def flush(self):
-        """Bring the backup copy up to date, if an add() left it behind (called when idle)."""
-        if self._backup_due:
-            self._write(False, True)
+        """Bring the copies up to date, if an add() left one behind (called when idle)."""
+        if self._main_due or self._backup_due:
+            self._write(self._main_due, True)
 
     def _write(self, main, backup):
-        out = []
-        for k, v in self._e.items():
-            kid_, aid_ = k.split("\n", 1)
-            out.append([kid_, aid_, v[0], v[1]])
-        data = json.dumps(out).encode()
-        del out
+        # Streamed entry by entry: the whole store as one buffer (up to 45 KB) is an allocation a
+        # fragmented heap cannot always give (docs/web.md "Heap under a hostile page").
         try:
             if main:
-                write_atomic(self.path, data)
+                write_atomic(self.path, self._dump)
+                self._main_due = False
             if backup:
-                write_atomic(self.backup, data)
+                write_atomic(self.backup, self._dump)
             self._backup_due = not backup
-        except OSError as e:  # a full or failing flash must not stop the alert (it is logged)
-            print("seen: write failed", e)
+        except (OSError, MemoryError) as e:
+            # a full or failing flash, or no heap, must not stop the alert: logged, and retried
+            # at the next quiet moment (flush); the entry is remembered in RAM meanwhile
+            print("seen: write failed", repr(e))
+            self._main_due = self._main_due or main
             self._backup_due = True
+
+    def _dump(self, f):
+        f.write(b"[")
+        sep = b""
+        for k, v in self._e.items():
+            kid_, aid_ = k.split("\n", 1)
+            f.write(sep)
+            f.write(json.dumps([kid_, aid_, v[0], v[1]]).encode())
+            sep = b","
+        f.write(b"]")
 
     def _prune(self, now):
         # rebuilt rather than deleted from: a dict never shrinks its table in place

@@ -42,6 +42,7 @@ class Terminal:
         ed25519.precompute()  # the 1.5 KB base table needs one contiguous block: take it early
         verifier = alert.Verifier(cfg["trust"], cfg["region"], seen.Seen(log=log), self.clock)
         self.intake = intake.Intake(self.id, verifier, self.clock, log, self._shown)
+        self.intake.pressure = self._pressure
         warm, hold = amp.PROFILES[cfg["profile"]]
         self.amp = amp.Amplifier(
             board.amp_pin(),
@@ -172,6 +173,12 @@ class Terminal:
             tasks.append(asyncio.create_task(self.local.recovery_task(self.button, held_ms)))
         tasks.append(asyncio.create_task(self._web()))  # the last: after alert intake is up
         await asyncio.gather(*tasks)
+
+    def _pressure(self):
+        # a verification ran out of heap: the page lets go of its connections (web.Web.shed)
+        w = getattr(self, "web", None)
+        if w is not None:
+            w.shed()
 
     async def _web(self):
         # The local page (docs/web.md): its own task, never on an alert's path; a page that

@@ -21,11 +21,43 @@ class Reject(Exception):
         self.reason = reason
 
 
+_MAX_DEPTH = const(32)  # nesting of a JSON text we parse; deeper is an attack, not an alert
+
+
+def _deep(raw):
+    # True when brackets outside strings nest deeper than _MAX_DEPTH (run only after a
+    # MemoryError: thousands of "[" cost the parser a list each)
+    depth = 0
+    quoted = escaped = False
+    for c in raw:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif c == 92:  # backslash
+                escaped = True
+            elif c == 34:  # quote
+                quoted = False
+        elif c == 34:
+            quoted = True
+        elif c == 91 or c == 123:  # [ {
+            depth += 1
+            if depth > _MAX_DEPTH:
+                return True
+        elif c == 93 or c == 125:
+            depth -= 1
+    return False
+
+
 def json_obj(raw):
-    """A JSON object from bytes, or None (bad JSON, bad UTF-8, not an object, absurd nesting)."""
+    """A JSON object from bytes, or None (bad JSON, bad UTF-8, not an object, absurd nesting).
+    A MemoryError on a text of sane nesting escapes: the heap's fault, retried by the caller."""
     try:
         v = json.loads(raw)
-    except Exception:  # bad JSON, bad UTF-8, recursion depth, MemoryError on absurd nesting
+    except MemoryError:
+        if isinstance(raw, (bytes, bytearray, memoryview)) and _deep(raw):
+            return None
+        raise
+    except Exception:  # bad JSON, bad UTF-8, recursion depth
         return None
     return v if isinstance(v, dict) else None
 

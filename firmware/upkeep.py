@@ -46,17 +46,25 @@ async def idle_task(intake, arbiter, mqtt, link, modem, log):
     seen = intake.verifier.seen
     while True:
         await asyncio.sleep_ms(IDLE_CHECK_MS)
-        if arbiter.current is None and intake.idle() and intake.activity != seen_activity:
-            seen_activity = intake.activity
-            gc.collect()
-            log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), seen=len(seen),
-                envelopes=intake.activity)
-            log("counts", receipts=intake.counts, dropped=intake.dropped,
-                queued_dropped=mqtt.dropped, link=link.path, switches=link.switches,
-                g4_in=modem.bytes_in if modem else 0, g4_out=modem.bytes_out if modem else 0)
-            intake.clock.persist()
-            seen.flush()
-        adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
-        if adc_now != adc_last:
-            adc_last = adc_now
-            log("analog", line_ma=adc_now[0], supply_mv=adc_now[1])
+        try:
+            if arbiter.current is None and intake.idle() and intake.activity != seen_activity:
+                seen_activity = intake.activity
+                gc.collect()
+                log("mem", alloc=gc.mem_alloc(), free=gc.mem_free(), seen=len(seen),
+                    envelopes=intake.activity)
+                log("counts", receipts=intake.counts, dropped=intake.dropped,
+                    queued_dropped=mqtt.dropped, link=link.path, switches=link.switches,
+                    g4_in=modem.bytes_in if modem else 0, g4_out=modem.bytes_out if modem else 0)
+                intake.clock.persist()
+                seen.flush()
+            elif seen.due() and intake.idle():
+                seen.flush()  # a write that failed (no heap, flash error) is tried every second
+            adc_now = (board.adc("line_ma"), board.adc("supply_mv"))
+            if adc_now != adc_last:
+                adc_last = adc_now
+                log("analog", line_ma=adc_now[0], supply_mv=adc_now[1])
+        except Exception as e:  # MemoryError on a fragmented heap: the next turn tries again
+            try:
+                log("upkeep_error", error=repr(e))
+            except Exception:
+                pass

@@ -26,6 +26,8 @@ UPLOAD_MS = const(120000)
 CHUNK = const(512)  # the reader's and the upload's fixed buffer
 YIELD_LINES = const(8)  # log lines parsed between two yields to alert intake
 WAIT_ALERTS_MS = const(2000)  # the page waits at most this long for envelopes to be verified
+LINGER_MS = const(50)  # a refused client's request is read this long before the close
+SHED_MS = const(5000)  # after a verification ran out of heap, every connection is answered 503
 ANNOUNCE = "local/announce.wav"
 COOKIE = "cxs"
 _BUSY = "终端正忙,请稍后再试。 The terminal is busy: try again in a moment.\n".encode()
@@ -121,6 +123,16 @@ class _Writer:
         pass
 
 
+async def _close(writer):
+    # close() alone leaves the socket open on this asyncio (wait_closed() closes it): a client
+    # answered 503 would wait for the end of the answer until the socket is collected
+    try:
+        writer.close()
+        await writer.wait_closed()
+    except Exception:
+        pass
+
+
 async def _maybe(r):
     # the Local API's actions may be plain functions or coroutines (docs/web.md "Actions")
     if r is not None and hasattr(r, "send"):
@@ -170,22 +182,48 @@ class Web(Microdot):
         self.active = 0  # connections being served
         self.refused = 0  # connections answered 503
         self.dropped = 0  # connections lost while answering
+        self.shed_count = 0  # times alert intake ran out of heap and the page let go (shed)
+        self._shed_at = None  # ticks_ms of the last shed: 503 to everyone for SHED_MS after
+        self._tasks = []  # the tasks serving a connection now (at most MAX_CONN)
         self._alerts = None  # (receipts logged, last alerts): see last_alerts()
         import webroutes
 
         webroutes.routes(self)
 
+    def shed(self):
+        """Alert intake ran out of heap (intake.py): end every connection being served, so its
+        buffers can be collected, and answer 503 to new ones for SHED_MS."""
+        if not self._shedding():
+            self.log("web_shed", conns=self.active)
+        self.shed_count += 1
+        self._shed_at = time.ticks_ms()
+        for t in self._tasks:
+            t.cancel()  # CancelledError at its next await; handle_request's finally closes
+
+    def _shedding(self):
+        if self._shed_at is None:
+            return False
+        if time.ticks_diff(time.ticks_ms(), self._shed_at) < SHED_MS:
+            return True
+        self._shed_at = None
+        return False
+
     async def handle_request(self, reader, writer):
-        if self.active >= MAX_CONN:
+        if self.active >= MAX_CONN or self._shedding():
             self.refused += 1
             try:
                 writer.write(_503)
                 await asyncio.wait_for_ms(writer.drain(), 1000)
+                # the request's bytes read, not left unread: closing on them resets the
+                # connection, and the client may lose the answer (TCP RST) before reading it
+                await asyncio.wait_for_ms(reader.read(MAX_LINE), LINGER_MS)
             except Exception:
                 pass
-            writer.close()
+            await _close(writer)
             return
         self.active += 1
+        task = asyncio.current_task()
+        self._tasks.append(task)
         try:
             await self._serve(reader, writer)
         except OSError:  # a client gone mid-answer: counted, not logged (no log flood)
@@ -194,11 +232,8 @@ class Web(Microdot):
             self.log("web_error", error=repr(e))
         finally:
             self.active -= 1
-            try:
-                writer.close()
-                await writer.wait_closed()
-            except Exception:
-                pass
+            self._tasks.remove(task)
+            await _close(writer)
 
     async def _serve(self, reader, writer):
         rd, w = _Reader(reader), _Writer(writer)
