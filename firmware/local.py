@@ -141,6 +141,17 @@ class Local:
         self.log("local", action="store", bytes=size(ANNOUNCE))
         return None
 
+    def seconds(self, path):
+        """The whole seconds of sound in the WAV at path (from its data chunk, whatever the
+        header's length), or None when it is missing or not playable."""
+        if self.check_wav(path) is not None:
+            return None
+        f = open(path, "rb")
+        try:
+            return wav_header(f, bytearray(64), _RATE) // (2 * _RATE)
+        finally:
+            f.close()
+
     def check_wav(self, path):
         n_file = size(path)
         if n_file < 0:

@@ -3,7 +3,6 @@
 # so that no client, slow or many, can hold the event loop or the heap away from alert intake.
 import asyncio
 import json
-import os
 import time
 
 import board
@@ -399,9 +398,9 @@ class Web(Microdot):
         alerts = await self.last_alerts()
         faults = [k for k, v in term.agent.faults.items() if v]
         vol = self.local.volume if self.local is not None else self.cfg["volume"]
-        try:  # the announcement's length: 16-bit mono 16 kHz after a 44-byte header
-            ann = max(0, os.stat(ANNOUNCE)[6] - 44) // 32000
-        except OSError:
+        try:  # the announcement's length, from its data chunk (16-bit mono 16 kHz)
+            ann = self.local.seconds(ANNOUNCE) if self.local is not None else None
+        except Exception:
             ann = None
         return {"link": hb["link"] if term.mqtt.connected else "offline", "rssi": hb["rssi"],
                 "volume": vol, "playing": playing, "announce": ann, "alerts": alerts,

@@ -10,14 +10,15 @@ text-align:left;vertical-align:top;font-size:.95em}th{white-space:nowrap}form{ma
 input,button,select{font-size:1em;padding:.35em;margin:.15em 0;max-width:100%}
 button{min-width:6em}.msg{padding:.5em;background:#e8f4e8;border-left:4px solid #3a3}
 .err{padding:.5em;background:#fbeaea;border-left:4px solid #c33}.bad{color:#c33;font-weight:bold}
-nav{margin:.3em 0}nav a{margin-right:1em;white-space:nowrap}nav form{display:inline;margin:0}
+nav{margin:.3em 0;display:flex;flex-wrap:wrap;align-items:center;gap:.3em 1em}
+nav a{white-space:nowrap}nav form{margin:0 0 0 auto}
 nav button{min-width:0}small{color:#666}pre{white-space:pre-wrap;font-size:.85em}
 """
 
 # one key, two languages: (中文, English)
 T = {
     "title": ("村响 终端", "cunxiang terminal"),
-    "status": ("状态", "Status"), "log": ("日志", "Event log"),
+    "status": ("状态", "Status"), "log": ("日志", "Event log"), "log_nav": ("日志", "Log"),
     "password": ("密码", "Password"), "network": ("网络", "Network"),
     "change_password": ("修改密码", "Change password"),
     "logout": ("退出", "Log out"), "login": ("登录", "Log in"), "lang": ("English", "中文"),
@@ -135,9 +136,8 @@ def _nav(lang):
     n = _NAV.get(lang)
     if n is None:
         n = _NAV[lang] = ('<a href="/">%s</a><a href="/log">%s</a><a href="/password">%s</a>'
-                          '<a href="/network">%s</a>' % (t(lang, "status"), t(lang, "log"),
-                                                         t(lang, "change_password"),
-                                                         t(lang, "network")))
+                          '<a href="/network">%s</a>' % (t(lang, "status"), t(lang, "log_nav"),
+                                                         t(lang, "password"), t(lang, "network")))
     return n
 
 

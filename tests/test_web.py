@@ -4,6 +4,8 @@ uploaded, played and stopped, and a level-1 warning the page cannot stop."""
 
 from __future__ import annotations
 
+import struct
+
 from rig import Rig
 from webclient import WAIT_S, Client, message, url_of, wav_bytes, web_terminal
 
@@ -83,11 +85,17 @@ def test_an_uploaded_announcement_plays_stops_and_never_stops_a_warning(rig: Rig
     t, url = web_terminal(rig)
     c = Client(url)
     c.login()
-    clip = wav_bytes(2.0)
+    # a recorder's WAV: a 40 KB LIST chunk (metadata) before its 2 s of sound
+    plain = wav_bytes(2.0)
+    meta = b"LIST" + struct.pack("<I", 40000) + b"INFO" + bytes(39996)
+    clip = plain[:4] + struct.pack("<I", len(plain) - 8 + len(meta)) + plain[8:36] + meta \
+        + plain[36:]
     r = c.post("/upload", files={"file": ("通知.wav", clip, "audio/wav")})
     assert message(r) == ("msg", "本地广播已保存。"), r.text[:600]
     assert (t.dir / "flash" / "local" / "announce.wav").read_bytes() == clip
     assert not (t.dir / "flash" / "local" / "announce.wav.part").exists()
+    # its length on the status page is the sound's, not the file's (3 s by file size)
+    assert "已存 0:02" in c.get("/").text
 
     n, before = len(t.events()), t.sample_count()
     r = c.post("/play")
