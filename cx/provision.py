@@ -17,6 +17,7 @@ from fleet.brokercfg import Tls
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.provision import (
     CREDENTIALS,
+    LABEL_FILE,
     PROFILES,
     Device,
     broker_config,
@@ -91,6 +92,8 @@ def cmd_provision(args: argparse.Namespace) -> int:
     else:
         src = "stdin" if args.web_password_file == "-" else args.web_password_file
         print(f"page password: from {src}, kept only as a hash in the config")
+    print(f"labels: {args.out}/<id>/{LABEL_FILE} (0600: the recovery Wi-Fi name and key of each "
+          f"terminal, for the label on its case)")
     print(f"credentials: {args.out / CREDENTIALS} (next: cx fleet broker-config --creds "
           f"{args.out / CREDENTIALS} --out CONFDIR)")
     return 0

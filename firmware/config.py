@@ -143,6 +143,19 @@ def _check_web(w):
         raise ConfigError("web pass")
     if "port" in w and not _int_in(w["port"], 1, 65535):
         raise ConfigError("web port")
+    if "ap_key" in w and not ap_key_ok(w["ap_key"]):
+        raise ConfigError("web ap_key")
+
+
+def ap_key_ok(k):
+    """The recovery access point's WPA2 passphrase (docs/web.md "Recovery mode"): 8..63
+    printable ASCII characters, as WPA2-PSK takes them."""
+    if not isinstance(k, str) or not 8 <= len(k) <= 63:
+        return False
+    for c in k:
+        if not 32 <= ord(c) < 127:
+            return False
+    return True
 
 
 def _valid_id(s):

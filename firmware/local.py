@@ -244,6 +244,7 @@ class Local:
         self._recovery_end = time.ticks_add(time.ticks_ms(), RECOVERY_MS)
         self.lights.set("recovery", True)
         self.log("recovery", entered=True, minutes=RECOVERY_MS // 60000)
+        self._recovery_ap()
         self._send_event({"fault": "recovery", "active": True, "value": None,
                           "t": self.clock.now()})
         await asyncio.sleep_ms(RECOVERY_MS)
@@ -254,6 +255,20 @@ class Local:
         board.reset()
 
     # --- inside --------------------------------------------------------------------------
+
+    def _recovery_ap(self):
+        # the access point of docs/web.md "Recovery mode": cunxiang-<id> (an SSID holds at most
+        # 32 bytes), its key web.ap_key from provisioning; without a key, the LAN only
+        key = (self.cfg.get("web") or {}).get("ap_key")
+        ssid = ("cunxiang-" + self.cfg["id"])[:32]
+        if key is None:
+            self.log("recovery_ap", ssid=None, why="no ap_key in the config")
+            return
+        try:
+            addr = board.recovery_ap(ssid, key)
+            self.log("recovery_ap", ssid=ssid, address=addr)
+        except Exception as e:  # no radio, a driver error: recovery goes on on the LAN
+            self.log("recovery_ap", ssid=ssid, error=repr(e))
 
     def _submit(self, what, audio, volume):
         arb = self.arbiter

@@ -40,10 +40,13 @@ CREDENTIALS = "credentials.json"
 CA_FILE = "ca.der"
 """The broker's CA beside each config (--tls-ca), copied to the terminal's flash under this name:
 DER, the one form the terminal's mbedTLS reads (firmware/config.py "tls")."""
+LABEL_FILE = "label.txt"
+"""Beside each config (0600): the recovery access point's name and WPA2 key, for the label on
+the terminal's case (docs/web.md "Recovery mode"); it never goes to the flash but in config."""
 MAX_CSV_ERRORS = 5
 """Bad CSV lines listed before giving up (the rest are counted)."""
 
-__all__ = ["CA_FILE", "CREDENTIALS", "PROFILES", "BrokerFiles", "Device", "ProvisionError",
+__all__ = ["CA_FILE", "CREDENTIALS", "LABEL_FILE", "PROFILES", "BrokerFiles", "Device", "ProvisionError",
            "broker_config", "check_coverage", "check_device", "load_ca", "load_credentials",
            "load_trust", "load_web_password", "provision", "read_csv", "terminal_config",
            "write_private"]
@@ -253,7 +256,7 @@ def _credentials_text(creds: dict[str, DeviceCred]) -> str:
 
 def terminal_config(d: Device, trust: list[dict[str, Any]], host: str, port: int,
                     password: str, tls: bool = False,
-                    web_pass: str | None = None) -> dict[str, Any]:
+                    web_pass: str | None = None, ap_key: str | None = None) -> dict[str, Any]:
     """firmware/config.py: the required keys, the profile, and the MQTT credential; with `tls`,
     MQTT over TLS verified against the CA file beside the config; with `web_pass` (a
     tools/webpass.py hash), the local page's password (docs/web.md "Config and files")."""
@@ -261,9 +264,19 @@ def terminal_config(d: Device, trust: list[dict[str, Any]], host: str, port: int
     if tls:
         mqtt.update(tls=True, ca=CA_FILE)
     cfg = {"id": d.id, "region": d.region, "profile": d.profile, "trust": trust, "mqtt": mqtt}
+    web: dict[str, Any] = {}
     if web_pass is not None:
-        cfg["web"] = {"pass": web_pass}
+        web["pass"] = web_pass
+    if ap_key is not None:
+        web["ap_key"] = ap_key
+    if web:
+        cfg["web"] = web
     return cfg
+
+
+def recovery_ssid(device_id: str) -> str:
+    """The recovery access point's name (firmware/local.py: at most 32 bytes)."""
+    return ("cunxiang-" + device_id)[:32]
 
 
 def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker: tuple[str, int],
@@ -324,10 +337,15 @@ def provision(devices: Sequence[Device], *, trust: list[dict[str, Any]], broker:
         except OSError as e:
             raise ProvisionError(f"cannot create {folder}: {e.strerror}") from None
         page = pages.get(d.id)
+        # the recovery access point's WPA2 key: on the terminal in plain (the radio needs it)
+        # and on its label (LABEL_FILE), for the technician who holds the button at the pole
+        ap_key = webpass.new_password()
         cfg = terminal_config(d, trust, broker[0], broker[1], password, tls_ca is not None,
-                              None if page is None else webpass.hash_password(page))
+                              None if page is None else webpass.hash_password(page), ap_key)
         if tls_ca is not None:
             _write_ca(folder / CA_FILE, tls_ca)
+        write_private(folder / LABEL_FILE, f"{d.id}\nrecovery Wi-Fi (hold the button through "
+                      f"power-on): {recovery_ssid(d.id)}\nkey: {ap_key}\n")
         write_private(folder / "config.json", json.dumps(cfg, indent=1) + "\n")
         new[d.id] = DeviceCred(d.id, d.region, brokercfg.hash_password(password))
         paths.append(folder / "config.json")

@@ -115,6 +115,13 @@ def net_apply(net):
     event("net", net)
 
 
+def recovery_ap(ssid, key):
+    """Recovery mode's own Wi-Fi (docs/web.md): recorded as an `ap` event (the SSID, never the
+    key); the emulated page stays on its loopback port. Returns the page's address there."""
+    event("ap", {"ssid": ssid, "security": "wpa2-psk", "key_chars": len(key)})
+    return WEB_HOST
+
+
 def adc(name):
     """Read an analogue input in engineering units (line_ma, supply_mv)."""
     return _adc.get(name, 0)

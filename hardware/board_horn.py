@@ -254,6 +254,17 @@ def net_apply(net):
         _lan.ipconfig(dhcp4=True)
 
 
+def recovery_ap(ssid, key):
+    """Recovery mode's own Wi-Fi access point (docs/web.md "Recovery mode"): WPA2-PSK with the
+    key from the terminal's label, so a technician beside the pole reaches the page at this
+    address (192.168.4.1, the ESP32 port's default) even when the LAN settings cut it off. The
+    page listens on every interface (WEB_HOST). Gone at the restart that ends recovery."""
+    ap = network.WLAN(network.AP_IF)
+    ap.active(True)
+    ap.config(essid=ssid, password=key, authmode=network.AUTH_WPA2_PSK, max_clients=2)
+    return ap.ifconfig()[0]
+
+
 async def open_tcp(host, port):
     """Open a TCP stream over the IP path."""
     await _net_up()

@@ -161,7 +161,7 @@ def test_lights_show_4g_when_the_line_is_cut_and_beeps_say_4g(rig: Rig) -> None:
 
 
 def test_held_through_boot_enters_recovery_and_alerts_still_sound(rig: Rig) -> None:
-    t = rig.terminal("t1", **FAST)
+    t = rig.terminal("t1", web={"ap_key": "abcd-efgh-jkmn"}, **FAST)
     n = len(t.events())
     assert t.ctl("press", "--hold-ms", "9000") == "ok"
     assert t.ctl("power-cut") == "ok"
@@ -177,3 +177,6 @@ def test_held_through_boot_enters_recovery_and_alerts_still_sound(rig: Rig) -> N
     assert set(leds(t, k)) <= {"recovery"}, "recovery outranks every other light"
     assert [e for e in t.log() if e.get("ev") == "recovery"][-1]["entered"] is True
     assert (t.dir / "flash" / "config.json").exists(), "nothing erased"
+    # its own Wi-Fi for the technician at the pole, named after the terminal, WPA2 (docs/web.md)
+    ap = [e["value"] for e in t.events()[n:] if e["dev"] == "ap"]
+    assert ap == [{"ssid": f"cunxiang-{t.id}", "security": "wpa2-psk", "key_chars": 14}], ap

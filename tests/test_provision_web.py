@@ -223,6 +223,33 @@ def test_generated_passwords_go_to_a_private_sheet_one_per_terminal(env: Any,
     assert len(salts) == 20
 
 
+def test_each_terminal_gets_its_own_recovery_wifi_key_on_a_private_label(env: Any,
+                                                                         capfd: Any) -> None:
+    ids = [f"T3411221002{i:02d}-01" for i in range(5)]
+    (env.tmp / "county.txt").write_text("".join(f"{d},{d[1:13]}\n" for d in ids))
+    assert env.provision("--from-csv", str(env.tmp / "county.txt"),
+                         "--web-passwords", str(env.tmp / "pages.csv")) == (0, "")
+    out, _err = capfd.readouterr()
+    assert f"labels: {env.out}/<id>/label.txt" in out
+    keys = set()
+    for dev in ids:
+        label = env.out / dev / "label.txt"
+        assert mode(label) == 0o600
+        key = config(env, dev)["web"]["ap_key"]
+        assert re.fullmatch(r"[a-hjkmnp-z2-9]{4}-[a-hjkmnp-z2-9]{4}-[a-hjkmnp-z2-9]{4}", key)
+        assert label.read_text() == (f"{dev}\nrecovery Wi-Fi (hold the button through "
+                                     f"power-on): cunxiang-{dev}\nkey: {key}\n")
+        assert key not in out
+        keys.add(key)
+    assert len(keys) == 5
+    # the terminal's own config check takes it; a key WPA2 would refuse is refused
+    cfg = config(env, ids[0])
+    assert terminal_check(cfg)[0] is None
+    for bad in ["short", "x" * 64, "tab\there-ok"]:
+        cfg["web"]["ap_key"] = bad
+        assert terminal_check(cfg)[0] == "web ap_key", bad
+
+
 def test_an_existing_sheet_is_never_overwritten(env: Any) -> None:
     sheet = env.tmp / "pages.csv"
     sheet.write_text("id,password\nT9,kept-for-the-village\n")
