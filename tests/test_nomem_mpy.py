@@ -186,7 +186,7 @@ def test_the_seen_store_survives_a_write_without_heap_and_catches_up_when_idle(
 
 JSON = PRELUDE + """
 import trust
-deep = trust.json_obj(b'{"a":' + b'[' * 6000 + b']' * 6000 + b'}')
+deep = trust.json_obj(b'{"a":' + b'[' * 20000 + b']' * 20000 + b'}')
 class NoHeap:
     @staticmethod
     def loads(raw):
@@ -203,7 +203,7 @@ result(deep=deep, sane=sane)
 
 def test_absurd_nesting_is_still_malformed_but_a_sane_header_without_heap_is_retried(
         tmp_path: Path) -> None:
-    out = run(tmp_path, JSON, heap="160k")
+    out = run(tmp_path, JSON, heap="400k")
     assert out == {"deep": None, "sane": "MemoryError"}, out
 
 
