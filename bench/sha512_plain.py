@@ -124,7 +124,7 @@ class SHA512:
         return struct.pack(">8Q", *h)
 
     def hexdigest(self):
-        return "".join("%02x" % b for b in self.digest())
+        return "".join("%02x" % b for b in self.digest())  # noqa: UP031  (MicroPython's %)
 
 
 def sha512(data=b""):

@@ -1,77 +1,55 @@
-# SHA-512 (FIPS 180-4) in pure MicroPython: the ESP32 port's hashlib has no sha512, Ed25519 needs it.
+# SHA-512 (FIPS 180-4) in MicroPython: the ESP32 port's hashlib has no sha512, Ed25519 needs it.
 #
-# Words are plain ints (big ints on the ESP32's 30-bit small-int build); rotations
-# are left unmasked and only the state words are cut back to 64 bits, which keeps
-# the bytecode per round short. Blocks are read with struct straight from the
-# caller's buffer, so there is no per-byte work in Python.
+# The compression is viper (native) code over 32-bit halves in preallocated buffers, so hashing
+# allocates nothing per block: a hash costs its object, its state (one 204-byte bytearray) and
+# the digest (64 bytes), whatever the message's length, and update() allocates nothing. (On
+# Python ints every 64-bit word was a heap-allocated big int on the ESP32, 31-bit small ints.)
+# The methods stay tiny on purpose: MicroPython puts the frame of a function with more than 11
+# words of locals and stack on the heap, ~150 bytes a call; the work is in _update and _digest.
+#
+# The native source is firmware/sha512_native.py's _NATIVE, compiled here at import by the
+# running port, then that module is dropped (see there why: an OTA release cannot carry native
+# code). scripts/check-device builds it with mpy-cross -march=xtensawin, which also refuses a
+# constant that is no small int on a 32-bit port (0xFFFFFFFF is one only on 64-bit ports).
+#
+# One source, two word sizes. Viper's int and uint are machine words: 32 bits on the ESP32, 64 on
+# the emulator (unix x86-64). The source is correct on both, step by step, because
+#   - a 64-bit word is two 32-bit halves, high first; a ptr32 load gives those 32 bits on both
+#     (zero-extended on x64), a ptr32 store keeps the low 32 bits on both;
+#   - every half is a uint: >> is a logical shift and < an unsigned compare on both (as an int, a
+#     half with bit 31 set is negative on the ESP32 only, and >> would sign-extend it there);
+#   - a value is shifted right or compared only while it is exactly 32 bits: just loaded, or
+#     masked with m = 0xFFFF << 16 | 0xFFFF. A left shift or a sum may leave bits 32..63 on x64;
+#     through ^ | & + they never reach bits 0..31, and the mask (a no-op on the ESP32) drops them
+#     before anything could read them;
+#   - a carry is "the masked low sum is below its first operand", that operand being exact too.
+# tests/test_sha512_mpy.py proves it: it runs _NATIVE on a model of viper's 32-bit machine over
+# the FIPS examples and hashlib's digests, checks the model's 64-bit twin against the real x64
+# viper, and shows that a dropped uint breaks only the 32-bit machine, a dropped mask only x64.
+#
+# _W (the message schedule), _D and _T (digest scratch) are shared: the native code never yields,
+# and the firmware hashes on its one asyncio thread. Baseline: bench/sha512_plain.py.
 
-import struct
+import binascii
+import sys
 
+import sha512_native as _src
 from micropython import const
 
 _BLOCK = const(128)
-_M64 = const(0xFFFFFFFFFFFFFFFF)
+_ST = const(204)  # st: the state (16 halves), the pending block, its fill, the byte count (2 halves)
 
-_IV = (
-    0x6A09E667F3BCC908, 0xBB67AE8584CAA73B, 0x3C6EF372FE94F82B, 0xA54FF53A5F1D36F1,
-    0x510E527FADE682D1, 0x9B05688C2B3E6C1F, 0x1F83D9ABFB41BD6B, 0x5BE0CD19137E2179,
-)
-
-_K = (
-    0x428A2F98D728AE22, 0x7137449123EF65CD, 0xB5C0FBCFEC4D3B2F, 0xE9B5DBA58189DBBC,
-    0x3956C25BF348B538, 0x59F111F1B605D019, 0x923F82A4AF194F9B, 0xAB1C5ED5DA6D8118,
-    0xD807AA98A3030242, 0x12835B0145706FBE, 0x243185BE4EE4B28C, 0x550C7DC3D5FFB4E2,
-    0x72BE5D74F27B896F, 0x80DEB1FE3B1696B1, 0x9BDC06A725C71235, 0xC19BF174CF692694,
-    0xE49B69C19EF14AD2, 0xEFBE4786384F25E3, 0x0FC19DC68B8CD5B5, 0x240CA1CC77AC9C65,
-    0x2DE92C6F592B0275, 0x4A7484AA6EA6E483, 0x5CB0A9DCBD41FBD4, 0x76F988DA831153B5,
-    0x983E5152EE66DFAB, 0xA831C66D2DB43210, 0xB00327C898FB213F, 0xBF597FC7BEEF0EE4,
-    0xC6E00BF33DA88FC2, 0xD5A79147930AA725, 0x06CA6351E003826F, 0x142929670A0E6E70,
-    0x27B70A8546D22FFC, 0x2E1B21385C26C926, 0x4D2C6DFC5AC42AED, 0x53380D139D95B3DF,
-    0x650A73548BAF63DE, 0x766A0ABB3C77B2A8, 0x81C2C92E47EDAEE6, 0x92722C851482353B,
-    0xA2BFE8A14CF10364, 0xA81A664BBC423001, 0xC24B8B70D0F89791, 0xC76C51A30654BE30,
-    0xD192E819D6EF5218, 0xD69906245565A910, 0xF40E35855771202A, 0x106AA07032BBD1B8,
-    0x19A4C116B8D2D0C8, 0x1E376C085141AB53, 0x2748774CDF8EEB99, 0x34B0BCB5E19B48A8,
-    0x391C0CB3C5C95A63, 0x4ED8AA4AE3418ACB, 0x5B9CCA4F7763E373, 0x682E6FF3D6B2B8A3,
-    0x748F82EE5DEFB2FC, 0x78A5636F43172F60, 0x84C87814A1F0AB72, 0x8CC702081A6439EC,
-    0x90BEFFFA23631E28, 0xA4506CEBDE82BDE9, 0xBEF9A3F7B2C67915, 0xC67178F2E372532B,
-    0xCA273ECEEA26619C, 0xD186B8C721C0C207, 0xEADA7DD6CDE0EB1E, 0xF57D4F7FEE6ED178,
-    0x06F067AA72176FBA, 0x0A637DC5A2C898A6, 0x113F9804BEF90DAE, 0x1B710B35131C471B,
-    0x28DB77F523047D84, 0x32CAAB7B40C72493, 0x3C9EBE0A15C9BEBC, 0x431D67C49C100D4C,
-    0x4CC5D4BECB3E42B6, 0x597F299CFC657E2A, 0x5FCB6FAB3AD6FAEC, 0x6C44198C4A475817,
-)
-
-
-def _compress(h, w, data, off):
-    # One 128-byte block of data[off:] into state list h; w is an 80-entry scratch list.
-    w[0:16] = struct.unpack_from(">16Q", data, off)
-    for t in range(16, 80):
-        x = w[t - 15]
-        y = w[t - 2]
-        w[t] = (w[t - 16] + w[t - 7]
-                + ((x >> 1 | x << 63) ^ (x >> 8 | x << 56) ^ (x >> 7))
-                + ((y >> 19 | y << 45) ^ (y >> 61 | y << 3) ^ (y >> 6))) & _M64
-    a, b, c, d, e, f, g, hh = h
-    k = _K
-    for t in range(80):
-        t1 = (hh + ((e >> 14 | e << 50) ^ (e >> 18 | e << 46) ^ (e >> 41 | e << 23))
-              + (g ^ (e & (f ^ g))) + k[t] + w[t])
-        t2 = ((a >> 28 | a << 36) ^ (a >> 34 | a << 30) ^ (a >> 39 | a << 25)) + ((a & b) | (c & (a | b)))
-        hh = g
-        g = f
-        f = e
-        e = (d + t1) & _M64
-        d = c
-        c = b
-        b = a
-        a = (t1 + t2) & _M64
-    h[0] = (h[0] + a) & _M64
-    h[1] = (h[1] + b) & _M64
-    h[2] = (h[2] + c) & _M64
-    h[3] = (h[3] + d) & _M64
-    h[4] = (h[4] + e) & _M64
-    h[5] = (h[5] + f) & _M64
-    h[6] = (h[6] + g) & _M64
-    h[7] = (h[7] + hh) & _M64
+_ns: dict = {"_W": bytearray(640), "_D": bytearray(64), "_T": bytearray(2 * _BLOCK)}
+exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see sha512_native.py)
+_update = _ns["_update"]
+_digest = _ns["_digest"]
+_D = _ns["_D"]
+_K = _ns["_K"] = bytearray(binascii.unhexlify(_src.K))
+_ns["_swap"](_K, 160)
+_IV = bytearray(binascii.unhexlify(_src.IV) + bytes(_ST - 64))
+_ns["_swap"](_IV, 16)
+del _src
+sys.modules.pop("sha512_native", None)
 
 
 class SHA512:
@@ -79,52 +57,20 @@ class SHA512:
     block_size = _BLOCK
 
     def __init__(self, data=None):
-        self._h = list(_IV)
-        self._w = [0] * 80
-        self._buf = bytearray(_BLOCK)
-        self._n = 0          # bytes waiting in _buf
-        self._len = 0        # total bytes hashed
+        self._st = bytearray(_IV)
         if data is not None:
-            self.update(data)
+            _update(self._st, data)
 
     def update(self, data):
-        mv = memoryview(data)
-        size = len(mv)
-        self._len += size
-        pos = 0
-        n = self._n
-        if n:
-            take = min(_BLOCK - n, size)
-            self._buf[n:n + take] = mv[:take]
-            n += take
-            pos = take
-            if n < _BLOCK:
-                self._n = n
-                return
-            _compress(self._h, self._w, self._buf, 0)
-        h = self._h
-        w = self._w
-        while size - pos >= _BLOCK:
-            _compress(h, w, mv, pos)
-            pos += _BLOCK
-        rest = size - pos
-        self._buf[0:rest] = mv[pos:]
-        self._n = rest
+        _update(self._st, data)
 
     def digest(self):
         # Pads a copy, so update() may continue afterwards (like hashlib).
-        n = self._n
-        tail = bytearray(_BLOCK * 2 if n >= _BLOCK - 16 else _BLOCK)
-        tail[0:n] = self._buf[0:n]
-        tail[n] = 0x80
-        struct.pack_into(">QQ", tail, len(tail) - 16, self._len >> 61, (self._len << 3) & _M64)
-        h = list(self._h)
-        for off in range(0, len(tail), _BLOCK):
-            _compress(h, self._w, tail, off)
-        return struct.pack(">8Q", *h)
+        _digest(self._st)
+        return bytes(_D)
 
     def hexdigest(self):
-        return "".join("%02x" % b for b in self.digest())
+        return binascii.hexlify(self.digest()).decode()
 
 
 def sha512(data=b""):
