@@ -1,186 +1,328 @@
-# Ed25519 signature verification (RFC 8032 §5.1.7), pure MicroPython, for alerts.md §1-2.
+# Ed25519 signature verification (RFC 8032 §5.1.7) for alerts.md §1-2, in native code that does
+# not allocate: the field is fe25519.py (20 limbs of 13 bits, 32-bit safe, see its header).
 #
-# Speed comes from three things, all in plain ints mod p = 2**255 - 19:
-# - extended twisted Edwards coordinates (X:Y:Z:T), so no inversion per addition
-#   (Hisil-Wong-Carter-Dawson 2008, a = -1); T is only computed when an addition
-#   follows, which saves a multiplication on most doublings;
-# - one shared doubling chain for [S]B + [k](-A) (Straus), with width-5 wNAF for
-#   the key's odd multiples (8 points, built per call) and width-6 wNAF for the
-#   base point's (16 affine points, built once on first use and kept packed in 1.5 KB:
-#   width 8's 64 points held 6 KB more for no verify time measurable side by side, issue 9);
-# - a single inversion at the end, to encode the result and compare it with R.
+# - extended twisted Edwards coordinates (X:Y:Z:T), no inversion per addition (Hisil-Wong-
+#   Carter-Dawson 2008, a = -1); T only when an addition follows;
+# - one shared doubling chain for [S]B + [k](-A) (Straus): width-5 wNAF for the key (8 odd
+#   multiples of -A, built per call), width-6 wNAF for the base point (16 affine odd multiples,
+#   built once by precompute()); the digits are computed natively from the scalar's bytes;
+# - each point operation is one program of fe25519.run (one native call), so one verification
+#   is about 340 native calls and a handful of Python objects (the hash, k mod L);
+# - a single inversion at the end, to encode the result and compare it with R byte for byte.
 #
-# Verification is cofactorless: encode([S]B - [k]A) == R, byte for byte. An R
-# that is not a canonical point encoding can never equal an encoded point, so it
-# is rejected without being decoded. Small-order keys are not rejected (RFC 8032
-# does not require it); the trust anchors are configured, not attacker-chosen.
+# Checks: lengths, S < L (malleability), A and R with y >= p, A not on the curve or x = 0 with
+# the sign bit set, and A of small order (its 8 points: [8]A is the identity): such a key
+# would make any R = [S]B verify for some message. Verification is cofactorless,
+# encode([S]B - [k]A) == R; an R that is no canonical encoding never equals an encoded point.
 
 from array import array
 
-from micropython import const
+from fe25519 import _M, ADD, MUL, SQR, SUB, put, run
 from sha512 import SHA512
 
-_P = const(0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFED)
-_L = const(0x1000000000000000000000000000000014DEF9DEA2F79CD65812631A5CF5D3ED)
-_D = const(0x52036CEE2B6FFE738CC740797779E89800700A4D4141D8AB75EB4DCA135978A3)
-_D2 = const(0x2406D9DC56DFFCE7198E80F2EEF3D13000E0149A8283B156EBD69B9426B2F159)
-_SQRT_M1 = const(0x2B8324804FC1DF0B2B4D00993DFBD7A72F431806AD2FE478C4EE1B274A0EA0B0)
-_BX = const(0x216936D3CD6E53FEC0A4E231FDD6DC5C692CC7609525A7B2C9562D608F25D51A)
-_BY = const(0x6666666666666666666666666666666666666666666666666666666666666658)
-_Y_MASK = const((1 << 255) - 1)
+_L = 0x1000000000000000000000000000000014DEF9DEA2F79CD65812631A5CF5D3ED
+_P = 2**255 - 19
+_LB = _L.to_bytes(32, "little")
 
-_WA = const(5)   # wNAF width for the public key: 2**(5-2) = 8 odd multiples per call
-_WB = const(6)   # wNAF width for the base point: 2**(6-2) = 16 cached odd multiples
-_NB = const(16)  # entries in the base table, 2**(_WB-2)
-_ENTRY = const(96)  # bytes per base-table entry: three 32-byte field elements
+# slots of fe25519._M (20 limbs each)
+_ZERO, _ONE, _D, _D2, _SQRTM1 = 0, 1, 2, 3, 4  # 5 is fe25519's SUB bias
+_XF, _YF = 6, 7  # affine result
+_X, _Y, _Z, _T = 8, 9, 10, 11  # the accumulator
+_A, _B, _C, _DD, _E, _F, _G, _H = 12, 13, 14, 15, 16, 17, 18, 19
+_T0, _T1, _T2, _T3 = 20, 21, 22, 23  # the exponentiation chain
+_YA, _XA, _YY, _U, _V, _V3, _W7, _PW, _CK, _C1, _C2, _ZI = range(24, 36)
+_Q2 = 36  # 2P in cached form while a table is built (4 slots)
+_TA = 40  # 8 odd multiples of -A, cached (Y+X, Y-X, 2Z, 2dT): 32 slots
+_TB = 72  # 16 odd multiples of B, affine cached (y+x, y-x, 2dxy): 48 slots, to 119
+_R = 128  # operand relative to run()'s e
 
-_ZEROS = bytes(256)  # wNAF digit positions: scalars are < 2**253
-_base_table = None
-
-
-def decode_point(b):
-    """32-byte encoding -> affine (x, y), or None when it is not a valid point (RFC 8032 §5.1.3)."""
-    if len(b) != 32:
-        return None
-    y = int.from_bytes(b, "little")
-    sign = y >> 255
-    y &= _Y_MASK
-    if y >= _P:
-        return None
-    p = _P
-    yy = y * y % p
-    u = yy - 1
-    v = (_D * yy + 1) % p
-    v3 = v * v * v % p
-    x = u * v3 * pow(u * v3 * v3 * v % p, (p - 5) >> 3, p) % p
-    vxx = v * x * x % p
-    if vxx != u % p:
-        if vxx != -u % p:
-            return None
-        x = x * _SQRT_M1 % p
-    if x == 0 and sign:
-        return None
-    if x & 1 != sign:
-        x = p - x
-    return x, y
+_code = bytearray()
 
 
-def encode_point(x, y):
-    return (y | (x & 1) << 255).to_bytes(32, "little")
+def _sec(*ins):
+    start = len(_code)
+    for i in ins:
+        _code.extend(bytes(i))
+    return start, len(_code)
 
 
-def _double(X, Y, Z):
-    # dbl-2008-hwcd with a = -1; returns extended coordinates.
-    p = _P
-    A = X * X % p
-    B = Y * Y % p
-    C = Z * Z % p
-    E = (X * Y % p) << 1
-    G = B - A
-    F = G - C - C
-    H = -A - B
-    return E * F % p, G * H % p, F * G % p, E * H % p
+_r0, _r1, _r2, _r3 = _R, _R + 1, _R + 2, _R + 3
+# dbl-2008-hwcd with a = -1, signs of E, F, G, H flipped (same X3, Y3, Z3, T3); T3 = TMUL
+_DBL = _sec((SQR, _A, _X, 1), (SQR, _B, _Y, 1), (SQR, _C, _Z, 1), (ADD, _C, _C, _C),
+            (ADD, _H, _A, _B), (ADD, _E, _X, _Y), (SQR, _E, _E, 1), (SUB, _E, _H, _E),
+            (SUB, _G, _A, _B), (ADD, _F, _G, _C),
+            (MUL, _X, _E, _F), (MUL, _Y, _G, _H), (MUL, _Z, _F, _G))
+_TMUL = _sec((MUL, _T, _E, _H))
 
 
-def _add(X, Y, Z, T, q):
-    # add-2008-hwcd-3 with q in cached form (Y+X, Y-X, 2Z, 2dT).
-    p = _P
-    ypx, ymx, z2, t2d = q
-    A = (Y - X) * ymx % p
-    B = (Y + X) * ypx % p
-    C = T * t2d % p
-    D = Z * z2 % p
-    E = B - A
-    F = D - C
-    G = D + C
-    H = B + A
-    return E * F % p, G * H % p, F * G % p, E * H % p
+def _add(neg, affine):
+    # add-2008-hwcd-3 with a cached point at e: (Y+X, Y-X, 2Z, 2dT) or affine (y+x, y-x, 2dxy);
+    # neg adds its negative: Y+X and Y-X swap, 2dT changes sign (F and G swap)
+    p, m = (_r1, _r0) if neg else (_r0, _r1)
+    d = (ADD, _DD, _Z, _Z) if affine else (MUL, _DD, _Z, _r2)
+    return _sec((SUB, _A, _Y, _X), (MUL, _A, _A, m), (ADD, _B, _Y, _X), (MUL, _B, _B, p),
+                (MUL, _C, _T, _r2 if affine else _r3), d, (SUB, _E, _B, _A),
+                (ADD if neg else SUB, _F, _DD, _C), (SUB if neg else ADD, _G, _DD, _C),
+                (ADD, _H, _B, _A), (MUL, _X, _E, _F), (MUL, _Y, _G, _H), (MUL, _Z, _F, _G))
 
 
-def _odd_multiples(X, Y, Z, T, n):
-    # [1]P, [3]P, ..., [2n-1]P in extended coordinates.
-    p = _P
-    X2, Y2, Z2, T2 = _double(X, Y, Z)
-    q2 = ((Y2 + X2) % p, (Y2 - X2) % p, (Z2 << 1) % p, T2 * _D2 % p)
-    out = [(X, Y, Z, T)]
-    for _ in range(n - 1):
-        X, Y, Z, T = _add(X, Y, Z, T, q2)
-        out.append((X, Y, Z, T))
-    return out
+_ADDP, _ADDN, _ADDBP, _ADDBN = _add(0, 0), _add(1, 0), _add(0, 1), _add(1, 1)
+_CACHE = _sec((ADD, _r0, _Y, _X), (SUB, _r1, _Y, _X), (ADD, _r2, _Z, _Z), (MUL, _r3, _T, _D2))
+_AFF = _sec((ADD, _r0, _YF, _XF), (SUB, _r1, _YF, _XF), (MUL, _r2, _XF, _YF),
+            (MUL, _r2, _r2, _D2))
+_SETP = _sec((ADD, _X, _XA, _ZERO), (ADD, _Y, _YA, _ZERO), (ADD, _Z, _ONE, _ZERO),
+             (MUL, _T, _XA, _YA))
+_INIT = _sec((ADD, _X, _ZERO, _ZERO), (ADD, _Y, _ONE, _ZERO), (ADD, _Z, _ONE, _ZERO))
+# z = slot e to the power 2**250 - 1 (ref10's chain), then to p - 2 (inverse) or 2**252 - 3
+_CHAIN = ((SQR, _T0, _r0, 1), (SQR, _T1, _T0, 2), (MUL, _T1, _r0, _T1), (MUL, _T0, _T0, _T1),
+          (SQR, _T2, _T0, 1), (MUL, _T1, _T1, _T2), (SQR, _T2, _T1, 5), (MUL, _T1, _T2, _T1),
+          (SQR, _T2, _T1, 10), (MUL, _T2, _T2, _T1), (SQR, _T3, _T2, 20), (MUL, _T2, _T3, _T2),
+          (SQR, _T2, _T2, 10), (MUL, _T1, _T2, _T1), (SQR, _T2, _T1, 50), (MUL, _T2, _T2, _T1),
+          (SQR, _T3, _T2, 100), (MUL, _T2, _T3, _T2), (SQR, _T2, _T2, 50), (MUL, _T1, _T2, _T1))
+_INV = _sec(*_CHAIN, (SQR, _T1, _T1, 5), (MUL, _ZI, _T1, _T0))
+_POW = _sec(*_CHAIN, (SQR, _T1, _T1, 2), (MUL, _PW, _T1, _r0))
+# RFC 8032 §5.1.3: u = y^2 - 1, v = dy^2 + 1, x = u v^3 (u v^7)^((p-5)/8), then v x^2 = +-u?
+_DEC1 = _sec((SQR, _YY, _YA, 1), (SUB, _U, _YY, _ONE), (MUL, _V, _YY, _D), (ADD, _V, _V, _ONE),
+             (SQR, _V3, _V, 1), (MUL, _V3, _V3, _V), (SQR, _W7, _V3, 1), (MUL, _W7, _W7, _V),
+             (MUL, _W7, _W7, _U))
+_DEC2 = _sec((MUL, _XA, _U, _V3), (MUL, _XA, _XA, _PW), (SQR, _CK, _XA, 1),
+             (MUL, _CK, _CK, _V), (SUB, _C1, _CK, _U), (ADD, _C2, _CK, _U))
+_ROOT = _sec((MUL, _XA, _XA, _SQRTM1))
+_NEGX = _sec((SUB, _XA, _ZERO, _XA))
+_FIN = _sec((MUL, _XF, _X, _ZI), (MUL, _YF, _Y, _ZI))
+_PROG = _code  # every program, one bytearray
+
+_NATIVE = """
+@micropython.viper
+def _freeze(s: int) -> int:
+    # slot s reduced in place to its canonical value < p; returns parity | (nonzero << 1)
+    M = ptr16(_M)
+    o = s * 20
+    r = 0
+    while r < 5:
+        c = 0
+        if r >= 3:
+            c = int(M[o + 19]) >> 8
+            M[o + 19] = int(M[o + 19]) & 0xFF
+            c *= 19
+        i = 0
+        while i < 20:
+            v = int(M[o + i]) + c
+            M[o + i] = v & 0x1FFF
+            c = v >> 13
+            i += 1
+        M[o] = int(M[o]) + 608 * c
+        r += 1
+    c = 19
+    i = 0
+    while i < 19:
+        c = (int(M[o + i]) + c) >> 13
+        i += 1
+    if (int(M[o + 19]) + c) >> 8:
+        c = 19
+        i = 0
+        while i < 20:
+            v = int(M[o + i]) + c
+            M[o + i] = v & 0x1FFF
+            c = v >> 13
+            i += 1
+        M[o + 19] = int(M[o + 19]) & 0xFF
+    nz = 0
+    i = 0
+    while i < 20:
+        nz |= int(M[o + i])
+        i += 1
+    if nz:
+        nz = 2
+    return (int(M[o]) & 1) | nz
+
+@micropython.viper
+def _pack(s: int, out: ptr8):
+    M = ptr16(_M)
+    o = s * 20
+    acc = 0
+    n = 0
+    j = 0
+    i = 0
+    while i < 20:
+        acc |= int(M[o + i]) << n
+        n += 13
+        while n >= 8 and j < 32:
+            out[j] = acc & 0xFF
+            acc >>= 8
+            n -= 8
+            j += 1
+        i += 1
+
+@micropython.viper
+def _unpack(s: int, src: ptr8):
+    # 32 bytes, little-endian, bit 255 dropped
+    M = ptr16(_M)
+    o = s * 20
+    acc = 0
+    n = 0
+    j = 0
+    i = 0
+    while i < 20:
+        while n < 13 and j < 32:
+            acc |= int(src[j]) << n
+            n += 8
+            j += 1
+        M[o + i] = acc & 0x1FFF
+        acc >>= 13
+        n -= 13
+        i += 1
+    M[o + 19] = int(M[o + 19]) & 0xFF
+
+@micropython.viper
+def _wnaf(k: ptr8, off: int, w: int, out: ptr8) -> int:
+    # width-w NAF digits of the 32-byte scalar at k[off:] into out (int8, little-endian);
+    # returns the highest nonzero position + 1
+    full = 1 << w
+    mask = full - 1
+    half = full >> 1
+    i = 0
+    carry = 0
+    top = 0
+    while i < 262:
+        j = i >> 3
+        x = 0
+        if j < 32:
+            x = int(k[off + j])
+        if j < 31:
+            x |= int(k[off + j + 1]) << 8
+        x = (x >> (i & 7)) & mask
+        if (x & 1) == carry:
+            out[i] = 0
+            i += 1
+            continue
+        x += carry
+        carry = 0
+        if x >= half:
+            x -= full
+            carry = 1
+        out[i] = x & 0xFF
+        top = i + 1
+        n = 1
+        while n < w:
+            out[i + n] = 0
+            n += 1
+        i += w
+    return top
+"""
+
+_ns: dict = {"_M": _M}
+exec(_NATIVE, _ns)  # noqa: S102  (a 3 KB source, kept: fe25519_native.py holds the big one)
+_freeze = _ns["_freeze"]
+_pack = _ns["_pack"]
+_unpack = _ns["_unpack"]
+_wnaf = _ns["_wnaf"]
+del _ns
+
+_run = run  # bench/bench_verify.py swaps in a counting wrapper
+_NA = array("b", bytes(272))  # wNAF digits of k and S
+_NB = array("b", bytes(272))
+_OUT = bytearray(32)
+_ready = False
 
 
-def _cached(pts):
-    p = _P
-    return [((Y + X) % p, (Y - X) % p, (Z << 1) % p, T * _D2 % p) for X, Y, Z, T in pts]
+def _setup():
+    put(_ZERO, 0)
+    put(_ONE, 1)
+    d = -121665 * pow(121666, _P - 2, _P) % _P
+    put(_D, d)
+    put(_D2, 2 * d % _P)
+    put(_SQRTM1, pow(2, (_P - 1) // 4, _P))
 
 
 def precompute():
-    """Build the base-point table now (16 point additions and 2 inversions, once per boot).
-
-    Call it at a quiet point at boot: a 1.5 KB block is easiest to find in a fresh heap.
-    verify() builds it on first use otherwise."""
-    _base()
-
-
-def _base():
-    # Odd multiples [1]B..[31]B in affine cached form (y+x, y-x, 2dxy), Z = 1 saving a
-    # multiplication per add; packed as 32-byte little-endian ints (1.5 KB, no per-int overhead).
-    # Built in chunks of 8 with one inversion each (Montgomery's trick) to keep the
-    # transient RAM small on a 100 KB heap.
-    global _base_table
-    if _base_table is None:
-        p = _P
-        table = bytearray(_NB * _ENTRY)
-        X, Y, Z, T = _double(_BX, _BY, 1)
-        q2 = ((Y + X) % p, (Y - X) % p, (Z << 1) % p, T * _D2 % p)
-        X, Y, Z, T = _BX, _BY, 1, _BX * _BY % p
-        for first in range(0, _NB, 8):
-            pts = []
-            acc = [1]
-            for _ in range(8):
-                pts.append((X, Y, Z))
-                acc.append(acc[-1] * Z % p)
-                X, Y, Z, T = _add(X, Y, Z, T, q2)
-            inv = pow(acc[8], p - 2, p)
-            for i in range(7, -1, -1):
-                x, y, z = pts[i]
-                zi = inv * acc[i] % p
-                inv = inv * z % p
-                x = x * zi % p
-                y = y * zi % p
-                o = (first + i) * _ENTRY
-                table[o:o + 32] = ((y + x) % p).to_bytes(32, "little")
-                table[o + 32:o + 64] = ((y - x) % p).to_bytes(32, "little")
-                table[o + 64:o + 96] = (x * y % p * _D2 % p).to_bytes(32, "little")
-        _base_table = table
-    return _base_table
+    """Build the base point's table now (16 entries, 16 inversions, once per boot); verify()
+    builds it on first use otherwise. The tables live in fe25519's preallocated array."""
+    global _ready
+    if _ready:
+        return
+    _setup()
+    r = _run
+    by = 4 * pow(5, _P - 2, _P) % _P
+    put(_XA, 0x216936D3CD6E53FEC0A4E231FDD6DC5C692CC7609525A7B2C9562D608F25D51A)
+    put(_YA, by)
+    _table(_TB, 3)
+    for j in range(16):  # each entry to affine: one inversion
+        r(_PROG, _INV[0], _INV[1], _Z)
+        r(_PROG, _FIN[0], _FIN[1], 0)  # XF, YF = X/Z, Y/Z: [2j+1]B, affine
+        r(_PROG, _AFF[0], _AFF[1], _TB + 3 * j)
+        r(_PROG, _ADDP[0], _ADDP[1], _Q2)
+        r(_PROG, _TMUL[0], _TMUL[1], 0)
+    _ready = True
 
 
-def _wnaf(k, w, out):
-    # Width-w NAF digits of k into out (little-endian); returns the highest nonzero index + 1.
-    full = 1 << w
-    half = full >> 1
-    mask = full - 1
-    i = 0
-    while k:
-        if k & 1:
-            dg = k & mask
-            if dg >= half:
-                dg -= full
-            k -= dg
-            out[i] = dg
-        else:
-            out[i] = 0
-        k >>= 1
-        i += 1
-    return i
+def _table(at, stride):
+    # acc = P (from XA, YA); Q2 = 2P cached; for the key, the 8 odd multiples are cached at `at`;
+    # for the base point (stride 3) the caller converts each multiple while acc walks on.
+    r = _run
+    r(_PROG, _SETP[0], _SETP[1], 0)
+    r(_PROG, _DBL[0], _DBL[1], 0)
+    r(_PROG, _TMUL[0], _TMUL[1], 0)
+    r(_PROG, _CACHE[0], _CACHE[1], _Q2)
+    r(_PROG, _SETP[0], _SETP[1], 0)
+    if stride == 4:
+        r(_PROG, _CACHE[0], _CACHE[1], at)
+        for j in range(1, 8):
+            r(_PROG, _ADDP[0], _ADDP[1], _Q2)
+            r(_PROG, _TMUL[0], _TMUL[1], 0)
+            r(_PROG, _CACHE[0], _CACHE[1], at + 4 * j)
+
+
+def _above_p(b):
+    # the 32-byte encoding b has y >= p (bit 255 is the sign): 2**255 - 19 .. 2**255 - 1
+    if b[31] & 0x7F != 0x7F or b[0] < 0xED:
+        return False
+    for i in range(1, 31):
+        if b[i] != 0xFF:
+            return False
+    return True
+
+
+def _below_l(b):
+    # S = sig[32:64] as a little-endian integer is < L
+    lb = _LB
+    for i in range(31, -1, -1):
+        x = b[32 + i]
+        if x != lb[i]:
+            return x < lb[i]
+    return False
+
+
+def _decode(pub):
+    # -A into XA, YA; False when pub is no point, or of small order
+    r = _run
+    if _above_p(pub):
+        return False
+    _unpack(_YA, pub)
+    r(_PROG, _DEC1[0], _DEC1[1], 0)
+    r(_PROG, _POW[0], _POW[1], _W7)
+    r(_PROG, _DEC2[0], _DEC2[1], 0)
+    if _freeze(_C1) >= 2:  # v x^2 != u
+        if _freeze(_C2) >= 2:  # nor -u: no square root
+            return False
+        r(_PROG, _ROOT[0], _ROOT[1], 0)
+    f = _freeze(_XA)
+    sign = pub[31] >> 7
+    if f < 2 and sign:
+        return False  # x = 0 has no negative
+    if f & 1 == sign:
+        r(_PROG, _NEGX[0], _NEGX[1], 0)  # A has this x: -A has the other root
+    r(_PROG, _SETP[0], _SETP[1], 0)
+    for _ in range(3):
+        r(_PROG, _DBL[0], _DBL[1], 0)
+    return _freeze(_X) >= 2  # [8]A = O (X = 0): one of the 8 points of small order
 
 
 def verify(pub, msg, sig):
     """True when sig (64 bytes) is pub's (32 bytes) Ed25519 signature of msg.
 
-    Any bad input (wrong length or type, undecodable key, S >= L) gives False; the
-    only exception that escapes is MemoryError, so a full heap is not logged as a forgery."""
+    Any bad input (wrong length or type, undecodable or small-order key, S >= L) gives False;
+    the only exception that escapes is MemoryError, so a full heap is not logged as a forgery."""
     try:
         return _verify(pub, msg, sig)
     except MemoryError:
@@ -192,91 +334,49 @@ def verify(pub, msg, sig):
 def _verify(pub, msg, sig):
     if len(pub) != 32 or len(sig) != 64:
         return False
-    tb = _base()  # first, before this call's temporaries fragment the heap
-    r = int.from_bytes(sig[:32], "little")
-    if r & _Y_MASK >= _P:
+    precompute()
+    if _above_p(sig) or not _below_l(sig) or not _decode(pub):
         return False
-    s = int.from_bytes(sig[32:], "little")
-    if s >= _L:
-        return False
-    a = decode_point(pub)
-    if a is None:
-        return False
+    r = _run
+    prog = _PROG
+    _table(_TA, 4)
     h = SHA512(sig[:32])
     h.update(pub)
     h.update(msg)
-    k = int.from_bytes(h.digest(), "little") % _L
-
-    p = _P
-    # -A, so the chain computes [S]B + [k](-A) = [S]B - [k]A.
-    ax = p - a[0] if a[0] else 0
-    ay = a[1]
-    ta = _cached(_odd_multiples(ax, ay, 1, ax * ay % p, 1 << (_WA - 2)))
-    fb = int.from_bytes
-
-    na = array("b", _ZEROS)  # signed wNAF digits, |d| < 128
-    nb = array("b", _ZEROS)
-    top = max(_wnaf(k, _WA, na), _wnaf(s, _WB, nb))
-
-    X, Y, Z, T = 0, 1, 1, 0
+    k = (int.from_bytes(h.digest(), "little") % _L).to_bytes(32, "little")
+    na = _NA
+    nb = _NB
+    top = _wnaf(k, 0, 5, na)
+    t = _wnaf(sig, 32, 6, nb)
+    if t > top:
+        top = t
+    d0, d1 = _DBL
+    m0, m1 = _TMUL
+    r(prog, _INIT[0], _INIT[1], 0)
     for i in range(top - 1, -1, -1):
         da = na[i]
         db = nb[i]
-        # doubling, inlined (see _double); T only when an addition follows
-        A = X * X % p
-        B = Y * Y % p
-        C = Z * Z % p
-        E = (X * Y % p) << 1
-        G = B - A
-        F = G - C - C
-        H = -A - B
-        X = E * F % p
-        Y = G * H % p
-        Z = F * G % p
+        r(prog, d0, d1, 0)
         if da or db:
-            T = E * H % p
-            if da:
-                if da > 0:
-                    ypx, ymx, z2, t2d = ta[da >> 1]
-                    C = T * t2d % p
-                else:
-                    ymx, ypx, z2, t2d = ta[-da >> 1]
-                    C = -T * t2d % p
-                A = (Y - X) * ymx % p
-                B = (Y + X) * ypx % p
-                D = Z * z2 % p
-                E = B - A
-                F = D - C
-                G = D + C
-                H = B + A
-                X = E * F % p
-                Y = G * H % p
-                Z = F * G % p
-                T = E * H % p
-            if db:
-                if db > 0:
-                    o = (db >> 1) * _ENTRY
-                    ypx = fb(tb[o:o + 32], "little")
-                    ymx = fb(tb[o + 32:o + 64], "little")
-                    C = T * fb(tb[o + 64:o + 96], "little") % p
-                else:
-                    o = (-db >> 1) * _ENTRY
-                    ymx = fb(tb[o:o + 32], "little")
-                    ypx = fb(tb[o + 32:o + 64], "little")
-                    C = -T * fb(tb[o + 64:o + 96], "little") % p
-                A = (Y - X) * ymx % p
-                B = (Y + X) * ypx % p
-                D = Z << 1
-                E = B - A
-                F = D - C
-                G = D + C
-                H = B + A
-                X = E * F % p
-                Y = G * H % p
-                Z = F * G % p
-                T = E * H % p
-
-    zi = pow(Z, p - 2, p)
-    x = X * zi % p
-    y = Y * zi % p
-    return (y | (x & 1) << 255) == r
+            r(prog, m0, m1, 0)
+            if da > 0:
+                r(prog, _ADDP[0], _ADDP[1], _TA + 2 * (da - 1))
+            elif da:
+                r(prog, _ADDN[0], _ADDN[1], _TA + 2 * (-da - 1))
+            if da and db:
+                r(prog, m0, m1, 0)
+            if db > 0:
+                r(prog, _ADDBP[0], _ADDBP[1], _TB + 3 * (db >> 1))
+            elif db:
+                r(prog, _ADDBN[0], _ADDBN[1], _TB + 3 * (-db >> 1))
+    r(prog, _INV[0], _INV[1], _Z)
+    r(prog, _FIN[0], _FIN[1], 0)
+    x = _freeze(_XF) & 1
+    _freeze(_YF)
+    out = _OUT
+    _pack(_YF, out)
+    out[31] |= x << 7
+    for i in range(32):
+        if out[i] != sig[i]:
+            return False
+    return True
