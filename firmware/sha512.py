@@ -22,7 +22,8 @@
 #     masked with m = 0xFFFF << 16 | 0xFFFF. A left shift or a sum may leave bits 32..63 on x64;
 #     through ^ | & + they never reach bits 0..31, and the mask (a no-op on the ESP32) drops them
 #     before anything could read them;
-#   - a carry is "the masked low sum is below its first operand", that operand being exact too.
+#   - a carry is "the masked low sum is below its first operand", that operand being exact too;
+#   - no shift is by 32 or more (what that gives differs between machines).
 # tests/test_sha512_mpy.py proves it: it runs _NATIVE on a model of viper's 32-bit machine over
 # the FIPS examples and hashlib's digests, checks the model's 64-bit twin against the real x64
 # viper, and shows that a dropped uint breaks only the 32-bit machine, a dropped mask only x64.
