@@ -48,25 +48,32 @@ def _sec(*ins):
 
 _r0, _r1, _r2, _r3 = _R, _R + 1, _R + 2, _R + 3
 # dbl-2008-hwcd with a = -1, signs of E, F, G, H flipped (same X3, Y3, Z3, T3); T3 = TMUL
-_DBL = _sec((SQR, _A, _X, 1), (SQR, _B, _Y, 1), (SQR, _C, _Z, 1), (ADD, _C, _C, _C),
-            (ADD, _H, _A, _B), (ADD, _E, _X, _Y), (SQR, _E, _E, 1), (SUB, _E, _H, _E),
-            (SUB, _G, _A, _B), (ADD, _F, _G, _C),
-            (MUL, _X, _E, _F), (MUL, _Y, _G, _H), (MUL, _Z, _F, _G))
-_TMUL = _sec((MUL, _T, _E, _H))
+_DBLI = ((SQR, _A, _X, 1), (SQR, _B, _Y, 1), (SQR, _C, _Z, 1), (ADD, _C, _C, _C),
+         (ADD, _H, _A, _B), (ADD, _E, _X, _Y), (SQR, _E, _E, 1), (SUB, _E, _H, _E),
+         (SUB, _G, _A, _B), (ADD, _F, _G, _C),
+         (MUL, _X, _E, _F), (MUL, _Y, _G, _H), (MUL, _Z, _F, _G))
+_TMULI = (MUL, _T, _E, _H)
+_DBL = _sec(*_DBLI)
+_TMUL = _sec(_TMULI)
 
 
-def _add(neg, affine):
+def _add(neg, affine, *pre):
     # add-2008-hwcd-3 with a cached point at e: (Y+X, Y-X, 2Z, 2dT) or affine (y+x, y-x, 2dxy);
     # neg adds its negative: Y+X and Y-X swap, 2dT changes sign (F and G swap)
     p, m = (_r1, _r0) if neg else (_r0, _r1)
     d = (ADD, _DD, _Z, _Z) if affine else (MUL, _DD, _Z, _r2)
-    return _sec((SUB, _A, _Y, _X), (MUL, _A, _A, m), (ADD, _B, _Y, _X), (MUL, _B, _B, p),
+    return _sec(*pre, (SUB, _A, _Y, _X), (MUL, _A, _A, m), (ADD, _B, _Y, _X), (MUL, _B, _B, p),
                 (MUL, _C, _T, _r2 if affine else _r3), d, (SUB, _E, _B, _A),
                 (ADD if neg else SUB, _F, _DD, _C), (SUB if neg else ADD, _G, _DD, _C),
                 (ADD, _H, _B, _A), (MUL, _X, _E, _F), (MUL, _Y, _G, _H), (MUL, _Z, _F, _G))
 
 
-_ADDP, _ADDN, _ADDBP, _ADDBN = _add(0, 0), _add(1, 0), _add(0, 1), _add(1, 1)
+_ADDP = _add(0, 0)
+# the main loop's steps, one native call each: doubling + addition of -A's or B's multiple, and
+# the second addition when both digits are nonzero
+_DADDP, _DADDN = _add(0, 0, *_DBLI, _TMULI), _add(1, 0, *_DBLI, _TMULI)
+_DADDBP, _DADDBN = _add(0, 1, *_DBLI, _TMULI), _add(1, 1, *_DBLI, _TMULI)
+_TADDBP, _TADDBN = _add(0, 1, _TMULI), _add(1, 1, _TMULI)
 _CACHE = _sec((ADD, _r0, _Y, _X), (SUB, _r1, _Y, _X), (ADD, _r2, _Z, _Z), (MUL, _r3, _T, _D2))
 _AFF = _sec((ADD, _r0, _YF, _XF), (SUB, _r1, _YF, _XF), (MUL, _r2, _XF, _YF),
             (MUL, _r2, _r2, _D2))
@@ -351,24 +358,25 @@ def _verify(pub, msg, sig):
     if t > top:
         top = t
     d0, d1 = _DBL
-    m0, m1 = _TMUL
     r(prog, _INIT[0], _INIT[1], 0)
     for i in range(top - 1, -1, -1):
         da = na[i]
         db = nb[i]
-        r(prog, d0, d1, 0)
-        if da or db:
-            r(prog, m0, m1, 0)
+        if da:
             if da > 0:
-                r(prog, _ADDP[0], _ADDP[1], _TA + 2 * (da - 1))
-            elif da:
-                r(prog, _ADDN[0], _ADDN[1], _TA + 2 * (-da - 1))
-            if da and db:
-                r(prog, m0, m1, 0)
+                r(prog, _DADDP[0], _DADDP[1], _TA + 2 * (da - 1))  # entry (da - 1) / 2, 4 slots
+            else:
+                r(prog, _DADDN[0], _DADDN[1], _TA + 2 * (-da - 1))
             if db > 0:
-                r(prog, _ADDBP[0], _ADDBP[1], _TB + 3 * (db >> 1))
+                r(prog, _TADDBP[0], _TADDBP[1], _TB + 3 * (db >> 1))
             elif db:
-                r(prog, _ADDBN[0], _ADDBN[1], _TB + 3 * (-db >> 1))
+                r(prog, _TADDBN[0], _TADDBN[1], _TB + 3 * (-db >> 1))
+        elif db > 0:
+            r(prog, _DADDBP[0], _DADDBP[1], _TB + 3 * (db >> 1))
+        elif db:
+            r(prog, _DADDBN[0], _DADDBN[1], _TB + 3 * (-db >> 1))
+        else:
+            r(prog, d0, d1, 0)
     r(prog, _INV[0], _INV[1], _Z)
     r(prog, _FIN[0], _FIN[1], 0)
     x = _freeze(_XF) & 1
