@@ -100,6 +100,7 @@ _FIN = _sec((MUL, _XF, _X, _ZI), (MUL, _YF, _Y, _ZI))
 _PROG = _code  # every program, one bytearray
 
 _NATIVE = """
+# every value here stays below 2**21: 32-bit and 64-bit words compute the same
 @micropython.viper
 def _freeze(s: int) -> int:
     # slot s reduced in place to its canonical value < p; returns parity | (nonzero << 1)
