@@ -25,7 +25,7 @@ _P = 2**255 - 19
 _LB = _L.to_bytes(32, "little")
 
 # slots of fe25519._M (20 limbs each)
-_ZERO, _ONE, _D, _D2, _SQRTM1 = 0, 1, 2, 3, 4  # 5 is free
+_ZERO, _ONE, _D, _D2, _SQRTM1 = 0, 1, 2, 3, 4  # 5: fe25519_small's scratch
 _XF, _YF = 6, 7  # affine result
 _X, _Y, _Z, _T = 8, 9, 10, 11  # the accumulator
 _A, _B, _C, _DD, _E, _F, _G, _H = 12, 13, 14, 15, 16, 17, 18, 19

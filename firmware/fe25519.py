@@ -32,6 +32,9 @@
 # The native code is fe25519_native.py's _NATIVE, compiled here at import by the running port and
 # then dropped, as sha512.py does: an OTA release is compiled without -march for every board, and
 # mpy-cross refuses a viper decorator then; scripts/check-device builds it with -march=xtensawin.
+# When that cannot be placed (MemoryError: the ESP32 keeps native code in IRAM, a few tens of KB
+# shared with the port), fe25519_small.py's loops compute the same thing in a few KB, slower;
+# FAST says which one runs.
 
 import sys
 from array import array
@@ -72,7 +75,17 @@ def get(slot):
 
 
 _ns: dict = {"_M": _M, "_W": _W}
-exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see above)
+try:
+    exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see above)
+    FAST = True
+except MemoryError:  # no room for 26 KB of native code (IRAM on the ESP32): the compact loops
+    del _src
+    sys.modules.pop("fe25519_native", None)
+    import fe25519_small as _src
+
+    exec(_src._NATIVE, _ns)  # noqa: S102
+    FAST = False
 run = _ns["run"]
 del _src
 sys.modules.pop("fe25519_native", None)  # its 20 KB source string goes with it
+sys.modules.pop("fe25519_small", None)

@@ -204,15 +204,26 @@ def test_sha512_incremental_updates_in_odd_chunks_equal_one_shot():
 # default) and with the mask dropped (x86-64's 64-bit viper words). See fe25519.py's header.
 
 WORDS = [32, 64]
+# fe25519 falls back to fe25519_small.py's loops when its fast source cannot be compiled (no room
+# for native code): the prelude makes that happen, so both are tested.
+SMALL = (
+    "import sys\n"
+    "class _Src: _NATIVE = 'raise MemoryError'\n"
+    "sys.modules['fe25519_native'] = _Src\n"
+)
+VARIANTS = {"fast": "", "small": SMALL}
 
 
-def with_word(script: str, bits: int) -> str:
-    return f"import fe25519\nfe25519.word({bits})\n" + script
+def with_word(script: str, bits: int, variant: str = "fast") -> str:
+    return (VARIANTS[variant] + f"import fe25519\nassert fe25519.FAST == {variant == 'fast'}\n"
+            f"fe25519.word({bits})\n" + script)
 
 
+@pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("bits", WORDS)
 @pytest.mark.parametrize("name,pub,msg,sig", RFC8032, ids=[v[0] for v in RFC8032])
-def test_rfc8032_signature_verifies_and_any_flipped_bit_is_rejected(name, pub, msg, sig, bits):
+def test_rfc8032_signature_verifies_and_any_flipped_bit_is_rejected(name, pub, msg, sig, bits,
+                                                                    variant):
     cases = [(pub, msg, sig)]
     if msg:
         cases += [(pub, flip(msg, 0), sig), (pub, flip(msg, len(msg) * 4 - 1), sig)]
@@ -221,7 +232,7 @@ def test_rfc8032_signature_verifies_and_any_flipped_bit_is_rejected(name, pub, m
     cases += [(pub, msg, flip(sig, b)) for b in (0, 200, 255, 256, 300, 511)]
     cases += [(flip(pub, b), msg, sig) for b in (0, 100, 254, 255)]
     script = VERIFY + "".join(f"v({p!r}, {m!r}, {s!r})\n" for p, m, s in cases)
-    assert mpy_lines(with_word(script, bits)) == ["True"] + ["False"] * (len(cases) - 1)
+    assert mpy_lines(with_word(script, bits, variant)) == ["True"] + ["False"] * (len(cases) - 1)
 
 
 def test_s_at_or_above_group_order_is_rejected_even_though_the_equation_holds():
@@ -401,8 +412,9 @@ def run(op, a, b, bits, n=1):
 """
 
 
-def field_run(cases: list[tuple[str, list[int], list[int], int]], source: str = "") -> list[list[int]]:
-    script = source + FIELD + "".join(
+def field_run(cases: list[tuple[str, list[int], list[int], int]], source: str = "",
+              variant: str = "fast") -> list[list[int]]:
+    script = VARIANTS[variant] + source + FIELD + "".join(
         f"run(fe.{op}, {a!r}, {b!r}, {bits})\n" for op, a, b, bits in cases
     )
     return [[int(x) for x in line.split()] for line in run_lines(script)]
@@ -414,7 +426,8 @@ def run_lines(script: str) -> list[str]:
     return res.stdout.splitlines()
 
 
-def test_operands_at_the_limb_bound_never_carry_past_32_bits():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_operands_at_the_limb_bound_never_carry_past_32_bits(variant):
     # Every column sum grows with every limb, so operands with all limbs at LOOSE are the worst
     # case: computed exactly in 32 bits, with limbs back under 2**13 + 8, so is any operand.
     top = [12287] * 20
@@ -422,7 +435,7 @@ def test_operands_at_the_limb_bound_never_carry_past_32_bits():
     cases = [(op, a, b, bits) for op, a, b in
              (("MUL", top, top), ("MUL", top, other), ("SQR", top, top), ("ADD", top, top),
               ("SUB", top, top), ("SUB", other, top)) for bits in WORDS]
-    out = field_run(cases)
+    out = field_run(cases, variant=variant)
     want = {"MUL": lambda a, b: a * b, "SQR": lambda a, b: a * a, "ADD": lambda a, b: a + b,
             "SUB": lambda a, b: a - b}
     for (op, a, b, _bits), r in zip(cases, out, strict=True):
@@ -431,26 +444,30 @@ def test_operands_at_the_limb_bound_never_carry_past_32_bits():
     assert out[0::2] == out[1::2]  # 32-bit and 64-bit words agree
 
 
-def test_x86_in_32_bit_mode_computes_what_a_32_bit_machine_does():
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_x86_in_32_bit_mode_computes_what_a_32_bit_machine_does(variant):
     # Above the bound the two word sizes differ, and the x86 run in 32-bit mode must match the
     # 32-bit model bit for bit (so every carry really is masked) and 64-bit mode the 64-bit one.
     big = [0xFFFF] * 20
     mixed = [(i * 40503 + 7) & 0xFFFF for i in range(20)]
     cases = [(op, a, b, bits) for a, b in ((big, big), (mixed, big)) for op in ("MUL", "SQR")
              for bits in WORDS]
-    out = field_run(cases)
+    out = field_run(cases, variant=variant)
     for (op, a, b, bits), r in zip(cases, out, strict=True):
         assert r == _model_mul(a, a if op == "SQR" else b, bits), (op, bits)
     assert out[0] != out[1]
 
 
-def test_a_missing_mask_is_caught():
+@pytest.mark.parametrize("module", ["fe25519_native", "fe25519_small"])
+def test_a_missing_mask_is_caught(module):
     # The same check fails for a copy of the native source with one carry left unmasked (limb
-    # 9 of MUL, whose column of 10 products passes 2**32 with these operands).
-    src = (FIRMWARE / "fe25519_native.py").read_text()
+    # 9 of MUL in the fast source, whose column of 10 products passes 2**32 with these operands;
+    # the compact source has one such line for every limb).
+    src = (FIRMWARE / f"{module}.py").read_text()
     parts = src.split("l = (l & w) >> 13")
-    assert len(parts) == 41
-    broken = "l = (l & w) >> 13".join(parts[:10]) + "l = l >> 13" + "l = (l & w) >> 13".join(parts[10:])
+    assert len(parts) == (41 if module == "fe25519_native" else 2)
+    at = min(10, len(parts) - 1)
+    broken = "l = (l & w) >> 13".join(parts[:at]) + "l = l >> 13" + "l = (l & w) >> 13".join(parts[at:])
     prelude = (
         "import sys\n"
         "exec(" + repr(broken) + ")\n"
@@ -461,6 +478,8 @@ def test_a_missing_mask_is_caught():
     big = [0xFFFF] * 20
     [r] = field_run([("MUL", big, big, 32)], source=prelude)
     assert r != _model_mul(big, big, 32)
+    [r] = field_run([("MUL", big, big, 32)], variant="small" if module == "fe25519_small" else "fast")
+    assert r == _model_mul(big, big, 32)
 
 
 # --- Ed25519: against cryptography ------------------------------------------
@@ -528,7 +547,7 @@ def test_rfc8032_baseline_agrees_on_the_rfc_vectors():
 @pytest.mark.parametrize(
     "src",
     ["firmware/sha512.py", "firmware/ed25519.py", "firmware/fe25519.py",
-     "firmware/fe25519_native.py", "bench/ed25519_rfc8032.py"],
+     "firmware/fe25519_native.py", "firmware/fe25519_small.py", "bench/ed25519_rfc8032.py"],
 )
 def test_crypto_modules_compile_with_mpy_cross(src, tmp_path):
     out = tmp_path / "out.mpy"
@@ -542,7 +561,9 @@ def test_crypto_modules_compile_with_mpy_cross(src, tmp_path):
     assert out.stat().st_size > 0
 
 
-@pytest.mark.parametrize("src", ["firmware/fe25519_native.py", "firmware/ed25519.py"])
+@pytest.mark.parametrize(
+    "src", ["firmware/fe25519_native.py", "firmware/fe25519_small.py", "firmware/ed25519.py"]
+)
 def test_native_sources_compile_for_the_esp32(src, tmp_path):
     # The _NATIVE source as the ESP32 would compile it at import (Xtensa, 31-bit small ints).
     tree = ast.parse((ROOT / src).read_text())
