@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -23,6 +24,9 @@ def heap_text(n: int) -> str:
     return f"{n // MIB}m" if n % MIB == 0 else f"{n // KIB}k" if n % KIB == 0 else str(n)
 
 
+MAX_OFFSET_S = 366 * 86400  # a year either way: enough for any schedule's dates
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("emu", help="emulated terminals (the real firmware under MicroPython)")
     es = p.add_subparsers(dest="emu_cmd", metavar="{run,ctl,fleet}")
@@ -34,6 +38,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     r.add_argument("--heap", type=HEAP, default=DEFAULT_HEAP,
                    help=f"MicroPython heap, 16k..64m (default {DEFAULT_HEAP})")
     r.add_argument("--reflash", action="store_true", help="copy firmware and config again")
+    r.add_argument("--clock-offset", type=number(float, -MAX_OFFSET_S, MAX_OFFSET_S), default=0,
+                   metavar="SECONDS",
+                   help="run the terminal's clock this far ahead of the host's (negative: "
+                        "behind), e.g. to reach a programme's start time (docs/broadcast.md)")
     r.set_defaults(func=cmd_run)
 
     c = es.add_parser("ctl", help="act on a running terminal: press [--long] [--hold-ms N] | adc NAME VALUE | "
@@ -85,13 +93,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         folder(args.dir, "--dir")
         flash(args.dir, cfg, args.reflash, args.config.parent)
+        if args.clock_offset:
+            os.environ["CX_CLOCK_OFFSET"] = repr(args.clock_offset)  # board_emu.epoch() adds it
         term = Terminal(args.dir, heap)
     except EmuError as e:
         print(f"cx: error: {e}", file=sys.stderr)
         return ExitCode.USAGE
     except OSError as e:
         raise _unusable(args.dir, e) from None
-    print(f"emu: terminal {cfg['id']} in {args.dir} (heap {heap}); Ctrl-C stops it", flush=True)
+    shifted = f", clock {args.clock_offset:+g} s" if args.clock_offset else ""
+    print(f"emu: terminal {cfg['id']} in {args.dir} (heap {heap}{shifted}); Ctrl-C stops it",
+          flush=True)
     return _serve([term])
 
 

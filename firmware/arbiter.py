@@ -8,7 +8,9 @@ MAX_WAITING = const(16)  # alerts queued behind the one playing; beyond, the low
 
 # a fleet self-test yields to every alert and test, the operator's own items (firmware/local.py)
 # to everything (alerts.md §5: local broadcast below alerts and tests)
-_KIND_RANK = {"alert": 0, "test": 1, "selftest": 2, "local": 3}
+# and below them live announcements and scheduled programmes (docs/broadcast.md §5)
+_KIND_RANK = {"alert": 0, "test": 1, "selftest": 2, "live": 3, "daily": 4, "local": 5}
+_NO_RESUME = ("local", "daily")  # the operator starts it again; a programme's time has passed
 
 
 def rank(item):
@@ -44,8 +46,9 @@ class Arbiter:
         cur = self.current
         if cur is not None and rank(item) < rank(cur):
             self.log("preempt", alert=cur.id, by=item.id)
+            cur.preempted_by = item  # a programme's receipt says by what (docs/broadcast.md §4)
             self._say(cur, "preempted", None)
-            if cur.payload["kind"] != "local":  # the operator starts it again, if at all
+            if cur.payload["kind"] not in _NO_RESUME:
                 self.resumable = cur
             self.current = None
             if self._task:

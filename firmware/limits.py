@@ -36,3 +36,15 @@ MAX_OTA_FILES = 256  # entries in `files`
 MAX_OTA_PATH = 64  # chars of a file's path
 MAX_VERSION_PART = 9999  # each of MAJOR.MINOR.PATCH
 MAX_FILE_BYTES = 2147483647  # a file's `bytes` above this is not a size: bad_field
+
+# docs/broadcast.md §2 (a daily schedule) and its bounds
+MAX_SCHEDULE = 16384  # bytes of the whole schedule envelope (rule 1)
+MAX_PROGRAMMES = 32  # programmes in one schedule
+MAX_PROG_ID = 32  # chars of a programme id
+MAX_TITLE = 64  # chars of a programme's title
+MAX_EXCEPT = 64  # dates in an `except` list
+MAX_DURATION = 7200  # s of one programme
+MAX_VALID_DAYS = 366  # until - from, in days
+MAX_SCHED_VERSION = 2147483647
+DAILY_VOLUME = 60  # a programme's volume when it names none
+TZ_OFFSET = 28800  # s: "+08:00", the one time zone a schedule may name

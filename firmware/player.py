@@ -8,6 +8,7 @@ from tones import CHUNK, TONES, play_beeps, play_tone
 
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
 FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
+UNTIL_REPEAT = const(10000)  # a programme's clip repeats until its end time, not a count
 
 
 class Player:
@@ -57,25 +58,19 @@ class Player:
             self.source = source
             self._live = [volume]
             out.begin(source, aid)
-            for _ in range(repeat):
-                if path:
-                    try:
-                        await self._clips.play(path, out, volume, self._live)
-                        continue
-                    except Exception as e:
-                        # vanished or damaged since the fetch; the siren carries the alert
-                        self._note("clip_play_failed", alert=aid, error=repr(e))
-                        if isinstance(e, ClipError) and e.reason == "clip_bad_format" and \
-                                source.startswith("clip:"):
-                            self._clips.discard(path, "bad header")
-                        path = None
-                        # out.begin() already named the clip as the source; a local file
-                        # that fails is silence, never a siren that would sound like a warning
-                        tone = FALLBACK if source.startswith("clip:") else []
-                if isinstance(tone, list):
-                    await play_beeps(out, tone, volume, self._tone_buf)
-                else:
-                    await play_tone(out, tone, volume, self._tone_buf)
+            until = alert.get("until")
+            if until is None:
+                await self._sounds(aid, tone, path, source, volume, repeat)
+            else:
+                # a programme (docs/broadcast.md §2): its clip again and again until its end
+                import board
+
+                left = int((until - board.epoch()) * 1000)
+                try:
+                    await asyncio.wait_for_ms(self._sounds(aid, tone, path, source, volume,
+                                                           UNTIL_REPEAT), max(left, 1))
+                except asyncio.TimeoutError:
+                    pass
             await out.drain()
             self._end(me, "done")
             return None
@@ -92,6 +87,30 @@ class Player:
                 warm.cancel()
             if claimed:
                 self._amp.release()
+
+    async def _sounds(self, aid, tone, path, source, volume, repeat):
+        out = self._out
+        for _ in range(repeat):
+            if path:
+                try:
+                    await self._clips.play(path, out, volume, self._live)
+                    continue
+                except Exception as e:
+                    # vanished or damaged since the fetch; the siren carries the alert
+                    self._note("clip_play_failed", alert=aid, error=repr(e))
+                    if isinstance(e, ClipError) and e.reason == "clip_bad_format" and \
+                            source.startswith("clip:"):
+                        self._clips.discard(path, "bad header")
+                    path = None
+                    # out.begin() already named the clip as the source; a local file
+                    # that fails is silence, never a siren that would sound like a warning
+                    tone = FALLBACK if source.startswith("clip:") else []
+            if isinstance(tone, list):
+                if not tone:
+                    return  # silence: nothing more to play
+                await play_beeps(out, tone, volume, self._tone_buf)
+            else:
+                await play_tone(out, tone, volume, self._tone_buf)
 
     def set_volume(self, v):
         """Apply volume v at once: to the output (its `volume` event) and to the clip playing

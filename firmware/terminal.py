@@ -89,8 +89,10 @@ class Terminal:
             log=log,
         )
         self.link.attach(self.mqtt)
-        for p in region.prefixes(cfg["region"]):  # alerts.md §6
+        for p in region.prefixes(cfg["region"]):  # alerts.md §6, docs/broadcast.md §4
             self.mqtt.subscribe("eb/alert/" + p, 1)
+        for p in region.prefixes(cfg["region"]):
+            self.mqtt.subscribe("eb/daily/" + p, 1)
         self._cmd_topic = "eb/dev/%s/cmd" % self.id
         self.mqtt.subscribe(self._cmd_topic, 1)
         import ota
@@ -107,6 +109,15 @@ class Terminal:
         self.local = local.Local(cfg, self.arbiter, self.player, self.clock, log, self.lights,
                                  lambda: self.link.path if self.mqtt.connected else "none",
                                  self.agent.faults, self.intake.send_event)
+        import daily
+        import programme
+        from ring import Ring
+
+        self.schedules = daily.Schedules(cfg["trust"], cfg["region"], self.clock, log)
+        self.programmes = programme.Programmes(self.schedules, self.arbiter, self.clips,
+                                               self.clock, log, self.intake.send_event)
+        self._daily_in = Ring(4)  # schedules waiting to be verified (retained: one per tier)
+        self._daily_ev = asyncio.Event()
         from button import Button
 
         self.button = Button(board.button(), self.local.press)
@@ -118,6 +129,10 @@ class Terminal:
             self.agent.on_cmd(payload)
         elif topic.startswith("eb/alert/"):
             self.intake.put(payload)
+        elif topic.startswith("eb/daily/"):
+            if self._daily_in.put(payload):
+                self.log("daily_full")
+            self._daily_ev.set()
 
     def _on_oversize(self, topic, length):
         if topic is None or topic.startswith("eb/alert/"):
@@ -171,8 +186,37 @@ class Terminal:
             tasks.append(asyncio.create_task(self.modem.run()))
         if held_ms is not None:
             tasks.append(asyncio.create_task(self.local.recovery_task(self.button, held_ms)))
+        tasks.append(asyncio.create_task(self._daily()))
+        tasks.append(asyncio.create_task(self.programmes.run()))
         tasks.append(asyncio.create_task(self._web()))  # the last: after alert intake is up
         await asyncio.gather(*tasks)
+
+    async def _daily(self):
+        # Schedules (docs/broadcast.md §3): those on flash verified again first, then each one
+        # the broker delivers, one at a time, never while an alert waits to be verified.
+        await asyncio.sleep_ms(0)
+        self.schedules.load()
+        while True:
+            if not len(self._daily_in):
+                self._daily_ev.clear()
+                await self._daily_ev.wait()
+                continue
+            while self.intake.pending():
+                await asyncio.sleep_ms(20)
+            env = self._daily_in.get()
+            try:
+                v = self.schedules.check(env)
+            except MemoryError:
+                self.log("daily_no_memory", bytes=len(env))
+                continue
+            del env
+            self.log("schedule_" + v.status, schedule=v.id, kid=v.kid, reason=v.reason)
+            self.intake.send_event({"schedule": v.id, "kid": v.kid, "area": v.area,
+                                    "version": v.version, "status": v.status,
+                                    "reason": v.reason, "t": self.clock.now()})
+            if v.sched is not None:
+                self.programmes.accepted(v.sched)
+            await asyncio.sleep_ms(0)
 
     def _pressure(self):
         # a verification ran out of heap: the page lets go of its connections (web.Web.shed)

@@ -31,9 +31,11 @@ HOLD_MS = 300
 PRELUDE = """
 import asyncio, gc, json, os, time
 import board_emu as board
+gc.collect()  # between the imports: compiling from source needs blocks that .mpy files do not
+from clip import ClipCache, ClipError
+gc.collect()
 from amp import Amplifier
 from player import Player
-from clip import ClipCache, ClipError
 import tones
 os.chdir(%(dir)r)
 A = json.loads(%(args)r)

@@ -1,0 +1,200 @@
+"""Daily programmes end to end (docs/broadcast.md): signed schedules published retained on the real
+broker, an emulated terminal whose clock runs at an offset (`cx emu run --clock-offset`, here
+through its environment variable) so that a seven o'clock programme starts within seconds, the
+clip fetched ahead and played from flash with both links down, receipts to the fleet."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rig import REGION, Rig, Term
+from test_e2e_playback import ClipServer, wav_bytes
+
+from tools.envelope import b64e, make_alert_payload, pub_bytes, region_prefix, sign_jws
+
+TZ = 8 * 3600
+LEAD_S = 35  # the terminal boots this long before local 07:00:00 (its offset clock)
+
+
+class DailyKey:
+    """A key with use `daily` only, a trust anchor for `scope` (certificates: test_daily_mpy)."""
+
+    def __init__(self, kid: str, scope: str) -> None:
+        self.priv = Ed25519PrivateKey.generate()
+        self.kid = kid
+        self.anchor = {"kid": kid, "pub": b64e(pub_bytes(self.priv)), "scope": [scope],
+                       "use": ["daily"]}
+
+    def schedule(self, area: str, programmes: list[dict[str, Any]], *, version: int = 1,
+                 first: int = 0, last: int = 30, sid: str | None = None,
+                 excepted: list[str] | None = None) -> str:
+        today = local_date(offset_now())
+        p: dict[str, Any] = {"id": sid or f"s-{area}-{version}", "area": area,
+                             "version": version, "issued": int(time.time()), "tz": "+08:00",
+                             "from": day(today + first), "until": day(today + last),
+                             "programmes": programmes}
+        if excepted:
+            p["except"] = excepted
+        return sign_jws(self.priv, {"alg": "EdDSA", "typ": "eb-schedule", "kid": self.kid}, p)
+
+
+OFFSET = 0.0  # set by offset_for_seven(): the terminal's clock minus the host's
+
+
+def offset_for_seven() -> float:
+    """The clock offset that puts the terminal LEAD_S before the next local 07:00:00: ahead of
+    the host, never behind (an alert or probe the rig signs now is then never from the future;
+    the warning below is given a long life so it has not expired on the terminal's clock)."""
+    local = time.time() + TZ
+    seven = (local // 86400) * 86400 + 7 * 3600
+    while seven - LEAD_S - local < 60:
+        seven += 86400
+    return seven - LEAD_S - local
+
+
+def offset_now() -> float:
+    return time.time() + OFFSET
+
+
+def local_date(epoch: float) -> int:
+    return int(epoch + TZ) // 86400
+
+
+def day(z: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(z * 86400))
+
+
+def clip_prog(pid: str, start: str, clip: bytes, url: str, **kw: Any) -> dict[str, Any]:
+    return {"id": pid, "days": [1, 2, 3, 4, 5, 6, 7], "start": start,
+            "audio": {"clip": {"url": url, "sha256": hashlib.sha256(clip).hexdigest(),
+                               "bytes": len(clip)}}, **kw}
+
+
+def publish(rig: Rig, env: str, prefix: str) -> None:
+    rig.pub.publish(f"eb/daily/{prefix}", env.encode(), qos=1, retain=True).wait_for_publish(5)
+
+
+def receipt(rig: Rig, pred: Any, timeout: float = 60) -> dict[str, Any]:
+    return rig.rx.wait(pred, timeout)
+
+
+def programme_receipts(rig: Rig, name: str) -> list[tuple[str, Any]]:
+    with rig.rx.cond:
+        return [(r["status"], r["reason"]) for r in rig.rx.items if r.get("programme") == name]
+
+
+def tone_power(samples: list[int], rate: int, freq: float) -> float:
+    w = 2 * math.pi * freq / rate
+    c = 2 * math.cos(w)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + c * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - c * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def terminal(rig: Rig, keys: list[DailyKey], **cfg: Any) -> Term:
+    global OFFSET
+    OFFSET = offset_for_seven()
+    trust = [rig.root.anchor()] + [k.anchor for k in keys]
+    return rig.terminal("t1", env={"CX_CLOCK_OFFSET": repr(OFFSET)}, trust=trust,
+                        hold_ms=200, **cfg)
+
+
+def test_a_seven_oclock_programme_plays_from_flash_with_both_links_down(rig: Rig) -> None:
+    county = DailyKey("county-341122-daily", "341122")
+    clip = wav_bytes(2.0, 440.0)
+    srv = ClipServer({"/news.wav": clip})
+    try:
+        t = terminal(rig, [county])
+        today = day(local_date(offset_now()))
+        env = county.schedule("341122000000", [
+            clip_prog("news", "07:00", clip, srv.url("/news.wav"), title="三农新闻"),
+            # due at 06:59 (the terminal boots at 06:59:25): but not today, a holiday
+            clip_prog("early", "06:59", clip, srv.url("/news.wav"), duration=20,
+                      **{"except": [today]}),
+        ], sid="county-day")
+        publish(rig, env, "341122")
+        r = receipt(rig, lambda r: r.get("schedule") == "county-day")
+        assert (r["status"], r["reason"], r["version"]) == ("accepted", None, 1), r
+        # a schedule of the county's whose last day has passed plays nothing
+        publish(rig, county.schedule("341122100000", [clip_prog("old", "07:00", clip,
+                                                                srv.url("/news.wav"))],
+                                     first=-10, last=-1, sid="town-old"), "341122100")
+        r = receipt(rig, lambda r: r.get("schedule") == "town-old")
+        assert (r["status"], r["reason"]) == ("rejected", "expired"), r
+        # the clip is fetched ahead; then both links go down before seven
+        cached = t.dir / "flash" / "clips" / f"{hashlib.sha256(clip).hexdigest()}.wav"
+        deadline = time.monotonic() + 20
+        while not cached.exists():
+            assert time.monotonic() < deadline, "the programme's clip was never fetched"
+            time.sleep(0.2)
+    finally:
+        srv.stop()
+    assert t.ctl("link", "ip", "down") == "ok" and t.ctl("link", "4g", "down") == "ok"
+    n = len(t.events())
+    start = t.wait_event(lambda e: e["dev"] == "audio" and e["value"]["state"] == "start",
+                         LEAD_S + 30, n)
+    assert start["value"]["source"].endswith(cached.name), start
+    t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 30, n)
+    # its receipts reach the fleet once a link is back
+    assert t.ctl("link", "ip", "up") == "ok"
+    receipt(rig, lambda r: r.get("programme") == "county-day/news" and r["status"] == "done")
+    assert programme_receipts(rig, "county-day/news") == [("playing", None), ("done", None)]
+    assert programme_receipts(rig, "county-day/early") == [], "a holiday plays nothing"
+    rate, s = t.samples()
+    assert tone_power(s[-rate:], rate, 440.0) > 100 * tone_power(s[-rate:], rate, 3000.0)
+
+
+def test_the_county_wins_over_the_village_and_a_warning_over_both(rig: Rig) -> None:
+    county = DailyKey("county-341122-daily", "341122")
+    town = DailyKey("town-341122100-daily", "341122100")
+    village = DailyKey("village-341122100201-daily", "341122100201")
+    clip = wav_bytes(1.0, 440.0)
+    srv = ClipServer({"/c.wav": clip})
+    try:
+        t = terminal(rig, [county, town, village])
+        url = srv.url("/c.wav")
+        # the village's runs from 06:59 across seven; the county's starts at seven; the town's
+        # at seven too, below the county
+        for k, area, prog, sid in [
+            (village, REGION, clip_prog("v", "06:59", clip, url, duration=90), "vil"),
+            (town, "341122100000", clip_prog("t", "07:00", clip, url, duration=30), "town"),
+            (county, "341122000000", clip_prog("c", "07:00", clip, url, duration=30), "cty"),
+        ]:
+            publish(rig, k.schedule(area, [prog], sid=sid), region_prefix(area))
+            r = receipt(rig, lambda r, sid=sid: r.get("schedule") == sid)
+            assert r["status"] == "accepted", r
+        # a daily key cannot sound a warning
+        p = make_alert_payload(kind="alert", level=1, tone="siren", regions=[REGION])
+        forged = sign_jws(village.priv, {"alg": "EdDSA", "typ": "eb-alert", "kid": village.kid},
+                          p)
+        rig.send(forged, [f"eb/alert/{REGION}"])
+        r = receipt(rig, lambda r: "alert" in r and r.get("kid") == village.kid)
+        assert (r["status"], r["reason"], r["alert"]) == ("rejected", "unknown_key", None), r
+        # an unsigned (badly signed) schedule is refused
+        bad = county.schedule("341122000000", [], version=9, sid="cty-forged")
+        h, pl, _s = bad.split(".")
+        publish(rig, f"{h}.{pl}.{b64e(bytes(64))}", "341122")
+        # its id is not read before its signature holds (as an alert's): the receipt names none
+        r = receipt(rig, lambda r: "schedule" in r and r["schedule"] is None)
+        assert (r["status"], r["reason"], r["kid"]) == ("rejected", "bad_signature",
+                                                        county.kid), r
+        receipt(rig, lambda r: r.get("programme") == "vil/v" and r["status"] == "playing",
+                LEAD_S + 30)
+        receipt(rig, lambda r: r.get("programme") == "cty/c" and r["status"] == "playing",
+                LEAD_S + 60)
+        # a warning during the county's programme takes the horn
+        w = rig.send_alert(level=2, tone="siren", expires_in=2 * 86400)
+        receipt(rig, lambda r: r.get("alert") == w["id"] and r["status"] == "playing")
+        receipt(rig, lambda r: r.get("programme") == "cty/c" and r["status"] == "preempted")
+    finally:
+        srv.stop()
+    assert programme_receipts(rig, "vil/v") == [("playing", None), ("preempted", "higher_tier")]
+    assert programme_receipts(rig, "town/t") == [("skipped", "higher_tier")]
+    assert programme_receipts(rig, "cty/c") == [("playing", None), ("preempted", "alert")]
+    log = [e for e in t.log() if e.get("ev") == "resume"]
+    assert not log, "a preempted programme is not resumed"
