@@ -305,7 +305,26 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
         return Fault(device, fault, bool(obj["active"]), t, received_at)
     if "ota" in obj:
         return _parse_ota(device, obj, received_at)
+    if "schedule" in obj or "programme" in obj:
+        return _parse_daily(device, obj)
     return _parse_receipt(device, obj, received_at)
+
+
+_SCHEDULE_STATUS = {"accepted", "rejected", "ignored"}
+_PROGRAMME_STATUS = {"playing", "done", "preempted", "skipped"}
+
+
+def _parse_daily(device: str, obj: dict[str, Any]) -> Ignored:
+    """A schedule's or a programme's receipt (docs/broadcast.md §4): checked for its shape, not
+    stored yet (the fleet's programme receipts and `cx broadcast status` are still to come)."""
+    status, reason = obj.get("status"), obj.get("reason")
+    ok = _SCHEDULE_STATUS if "schedule" in obj else _PROGRAMME_STATUS
+    name = obj.get("schedule", obj.get("programme"))
+    if (not isinstance(status, str) or status not in ok
+            or not (reason is None or (isinstance(reason, str) and len(reason) <= MAX_STR))
+            or not (name is None or (isinstance(name, str) and len(name) <= 2 * MAX_ID + 1))):
+        raise _WrongType()
+    return Ignored(device)
 
 
 def _parse_ota(device: str, obj: dict[str, Any], received_at: float) -> OtaEvent:

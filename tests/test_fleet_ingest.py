@@ -177,3 +177,23 @@ def test_an_impossible_receipt_is_counted_as_bad_and_not_stored(url: str) -> Non
             ("rejected", 1)]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("body", [
+    {"schedule": "cty", "kid": "k", "area": "341122000000", "version": 1, "status": "accepted",
+     "reason": None, "t": 1},
+    {"schedule": None, "kid": "k", "area": None, "version": None, "status": "rejected",
+     "reason": "bad_signature", "t": 1},
+    {"programme": "cty/news", "kid": "k", "date": "2026-12-03", "start": "07:00",
+     "status": "skipped", "reason": "higher_tier", "t": 1},
+])
+def test_schedule_and_programme_receipts_are_taken_not_refused(body: dict[str, Any]) -> None:
+    # docs/broadcast.md §4: a terminal's daily receipts are not malformed alert receipts
+    r = parse(f"eb/dev/{DEV}/event", json.dumps(body).encode(), 5.0)
+    assert type(r).__name__ == "Ignored", r
+
+
+def test_a_programme_receipt_with_an_unknown_status_is_wrong_types() -> None:
+    body = {"programme": "cty/news", "status": "sounding", "reason": None, "t": 1}
+    r = parse(f"eb/dev/{DEV}/event", json.dumps(body).encode(), 5.0)
+    assert isinstance(r, Bad) and r.kind == BadKind.WRONG_TYPES, r
