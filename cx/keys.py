@@ -123,7 +123,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = sub.add_parser("root", help="make a root key (trust anchor)")
     p.add_argument("--kid", required=True, help="key id, e.g. prov-34-root-2026")
     p.add_argument("--scope", required=True, help="region prefixes, comma-separated: 34[,35]")
-    p.add_argument("--use", default="alert", help="alert[,ota] (default alert)")
+    p.add_argument("--use", default="alert",
+                   help="what the key signs, comma-separated: alert, ota (releases), daily "
+                        "(broadcast schedules); e.g. alert,daily (default alert)")
     p.add_argument("--out", required=True, help="key file to write (0600)")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(func=cmd_root)
@@ -132,7 +134,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--kid", required=True, help="key id, e.g. cty-341122-2026")
     p.add_argument("--root", required=True, help="root key file that certifies it")
     p.add_argument("--scope", required=True, help="region prefixes within the root's scope")
-    p.add_argument("--use", default="alert", help="alert[,ota] (default alert)")
+    p.add_argument("--use", default="alert",
+                   help="what the key signs, comma-separated: alert, ota (releases), daily "
+                        "(broadcast schedules); e.g. alert,daily (default alert)")
     p.add_argument("--days", type=number(int, 1, MAX_DAYS),
                    help=f"validity in days from --nbf, 1..{MAX_DAYS} (default 365)")
     p.add_argument("--nbf", type=EPOCH, metavar="EPOCH",

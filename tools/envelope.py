@@ -85,7 +85,7 @@ VOLUMES = range(_L.VOLUME_MAX + 1)
 REPEATS = range(_L.REPEAT_MIN, _L.REPEAT_MAX + 1)
 KINDS = ("alert", "test", "cancel")
 AUDIO_TONES = ("siren", "alarm", "chime")
-USES = ("alert", "ota")
+USES = ("alert", "ota", "daily")  # alerts.md §2, ota.md §1, broadcast.md §1
 PREFIX_LENGTHS = regions.PREFIX_LENGTHS  # alerts.md §3 "Region codes": group boundaries
 
 _ID_RE = regions.ID_RE
