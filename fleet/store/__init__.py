@@ -7,7 +7,7 @@ database (row updates are guarded by arrival time, alarm inserts by a partial un
 sweeps and batches are idempotent). SQLite serialises writers (BEGIN IMMEDIATE, WAL).
 
 Modules: `core` (connection, `Store.transaction()`), `dialects`, `schema`, `registry`,
-`ingestion`, `alarms`, `reports`, `alerts`, `ota`, `retention`, `limits`.
+`ingestion`, `alarms`, `reports`, `alerts`, `ota`, `schedules`, `retention`, `limits`.
 """
 
 from fleet.store.alarms import SweepStats
@@ -22,18 +22,20 @@ from fleet.store.limits import (
 )
 from fleet.store.ota import OtaRecords
 from fleet.store.reports import Reports
+from fleet.store.schedules import ScheduleRecords
 from fleet.store.schema import MIGRATIONS
 from fleet.store.transaction import Transaction
 from tools.regions import prefix as region_prefix
 
 
-class Store(Ingestion, Reports, AlertRecords, OtaRecords):
+class Store(Ingestion, Reports, AlertRecords, OtaRecords, ScheduleRecords):
     """The fleet database. `Store.open(url)` connects and migrates; one Store per thread.
 
     Connection and `transaction()`: core; `upsert_devices`, `device`, `devices`, `history`:
     registry; `ingest`: ingestion; `sweep`, `alarms`, `ack_alarm`: alarms; `report`,
     `bad_counts`: reports; `record_alert`, `alert_record`, `alert_targets`, `receipts`: alerts;
-    `add_release`, `create_rollout`, `set_rollout`, `step`, `rollout_status`: ota.
+    `add_release`, `create_rollout`, `set_rollout`, `step`, `rollout_status`: ota;
+    `add_programme`, `programmes`, `remove_programme`, `record_push`, `last_pushes`: schedules.
     """
 
 

@@ -139,6 +139,33 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         "CREATE INDEX ota_targets_state ON ota_targets (version, state, wave)",
         "CREATE INDEX ota_targets_device ON ota_targets (device, state)",
     ]),
+    (3, "daily-broadcast programme drafts and schedule pushes", [
+        # An area's programmes as `cx broadcast schedule add` checked them: `body` is the
+        # programme object of broadcast.md §2 (JSON); `area` a 12-digit region code.
+        """CREATE TABLE schedule_programmes (
+            area TEXT NOT NULL,
+            id TEXT NOT NULL,
+            body TEXT NOT NULL,
+            added_at DOUBLE PRECISION NOT NULL,
+            updated_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (area, id))""",
+        # Every schedule `cx broadcast schedule push` signed, so the next one of the area has a
+        # higher version; published_at NULL: signed (--out) but not published.
+        """CREATE TABLE schedule_pushes (
+            area TEXT NOT NULL,
+            version BIGINT NOT NULL,
+            kid TEXT NOT NULL,
+            schedule_id TEXT NOT NULL,
+            issued BIGINT NOT NULL,
+            from_date TEXT NOT NULL,
+            until_date TEXT NOT NULL,
+            programmes INTEGER NOT NULL,
+            topic TEXT NOT NULL,
+            envelope TEXT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            published_at DOUBLE PRECISION,
+            PRIMARY KEY (area, version))""",
+    ]),
 ]
 
 
