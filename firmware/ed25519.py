@@ -6,13 +6,14 @@
 # - one shared doubling chain for [S]B + [k](-A) (Straus): width-5 wNAF for the key (8 odd
 #   multiples of -A, built per call), width-6 wNAF for the base point (16 affine odd multiples,
 #   built once by precompute()); the digits are computed natively from the scalar's bytes;
-# - each point operation is one program of fe25519.run (one native call), so one verification
-#   is about 340 native calls and a handful of Python objects (the hash, k mod L);
+# - each point operation is one program of fe25519.run (one native call; a doubling and the
+#   addition after it one call), so one verification is about 300 native calls and a handful of
+#   Python objects (the hash, k mod L: ~1.4 KB);
 # - a single inversion at the end, to encode the result and compare it with R byte for byte.
 #
 # Checks: lengths, S < L (malleability), A and R with y >= p, A not on the curve or x = 0 with
-# the sign bit set, and A of small order (its 8 points: [8]A is the identity): such a key
-# would make any R = [S]B verify for some message. Verification is cofactorless,
+# the sign bit set, and A of small order (its 8 points: [8]A is the identity): [k]A then takes at
+# most 8 values, and anyone can make R = [S]B - [k]A hold (docs/verify.md). Cofactorless:
 # encode([S]B - [k]A) == R; an R that is no canonical encoding never equals an encoded point.
 
 from array import array
