@@ -8,6 +8,7 @@ from tones import CHUNK, TONES, play_beeps, play_tone
 
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
 FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
+RAMP_MS = const(20)  # a preempted programme's fade to silence (one 20 ms chunk at most)
 UNTIL_REPEAT = const(10000)  # a programme's clip repeats until its end time, not a count
 
 
@@ -75,6 +76,8 @@ class Player:
             self._end(me, "done")
             return None
         except asyncio.CancelledError:
+            if self._owner is me and alert.get("kind") not in ("alert", "test"):
+                await self._ramp()  # a programme or the operator's own: never a click
             self._end(me, "preempted")
             raise
         except Exception as e:
@@ -111,6 +114,28 @@ class Player:
                 await play_beeps(out, tone, volume, self._tone_buf)
             else:
                 await play_tone(out, tone, volume, self._tone_buf)
+
+    async def _ramp(self):
+        # From the last sample written down to zero over RAMP_MS (docs/broadcast.md §5), so a
+        # preempted programme ends in a ramp, not a step; costs the warning RAMP_MS.
+        out = self._out
+        v = getattr(out, "last", 0)
+        if v & 0x8000:
+            v -= 0x10000
+        if not v:
+            return
+        n = out.rate * RAMP_MS // 1000
+        if n > CHUNK:
+            n = CHUNK
+        buf = self._tone_buf
+        for i in range(n):
+            x = v * (n - 1 - i) // n
+            buf[2 * i] = x & 0xFF
+            buf[2 * i + 1] = (x >> 8) & 0xFF
+        try:
+            await out.write(buf[:2 * n])
+        except Exception:
+            pass
 
     def set_volume(self, v):
         """Apply volume v at once: to the output (its `volume` event) and to the clip playing

@@ -202,6 +202,8 @@ class AudioOut:
     def volume(self, v):
         event("volume", v)
 
+    last = 0  # the last sample written, as its 16-bit pattern (the player ramps down from it)
+
     def begin(self, source, alert):
         self._source = source
         self._alert = alert
@@ -211,6 +213,8 @@ class AudioOut:
 
     async def write(self, buf):
         f = self._f
+        if len(buf) >= 2:
+            self.last = buf[len(buf) - 2] | buf[len(buf) - 1] << 8  # the last sample (a ramp's start)
         f.seek(44 + self._data)
         f.write(buf)
         self._data += len(buf)

@@ -338,7 +338,11 @@ class AudioOut:
         self._alert = alert
         event("audio", {"state": "start", "source": source, "alert": alert})
 
+    last = 0  # the last sample written, as its 16-bit pattern (the player ramps down from it)
+
     async def write(self, buf):
+        if len(buf) >= 2:
+            self.last = buf[len(buf) - 2] | buf[len(buf) - 1] << 8
         self._w.write(buf)
         await self._w.drain()  # returns once the I2S buffer has taken it all
 

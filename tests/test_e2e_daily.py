@@ -198,3 +198,8 @@ def test_the_county_wins_over_the_village_and_a_warning_over_both(rig: Rig) -> N
     assert programme_receipts(rig, "cty/c") == [("playing", None), ("preempted", "alert")]
     log = [e for e in t.log() if e.get("ev") == "resume"]
     assert not log, "a preempted programme is not resumed"
+    # each preemption ramps down to silence: the first step in speaker.wav larger than the 440 Hz
+    # clip's own (about 1,250 at volume 60) is the siren's onset, from a sample at zero
+    _rate, sp = t.samples()
+    first = next(i for i in range(1, len(sp)) if abs(sp[i] - sp[i - 1]) > 2000)
+    assert sp[first - 1] == 0 and abs(sp[first - 2]) < 100, sp[first - 40:first + 2]
