@@ -292,7 +292,11 @@ async def _main():
     gc.collect()
     term = Terminal(cfg, log, tls_ctx, lit)
     gc.collect()
-    log("ready", id=cfg["id"], region=cfg["region"], alloc=gc.mem_alloc(), free=gc.mem_free())
+    import fe25519
+
+    # fast: the unrolled native field, or the small fallback when IRAM was short (docs/verify.md)
+    log("ready", id=cfg["id"], region=cfg["region"], alloc=gc.mem_alloc(), free=gc.mem_free(),
+        field="fast" if fe25519.FAST else "small")
     asyncio.create_task(_feed(wdt))
     await term.run(held_ms)
 
