@@ -56,6 +56,7 @@ MAX_VERSION = 2**31 - 1
 MAX_DURATION = 7200  # s
 DEFAULT_VOLUME = 60
 MAX_FUTURE = 300  # s: rule 10, issued <= now + 300
+MIN_YEAR, MAX_YEAR = 2000, 2099  # of every date: the terminal's calendar (firmware/daily.py)
 WAV_HEADER = 44  # bytes: the length assumption above
 WAV_RATE = 16000  # Hz: the terminal's I2S rate (firmware/clip.py)
 WAV_BYTES_PER_S = WAV_RATE * 2  # 16-bit mono
@@ -119,13 +120,15 @@ def _int(where: str, value: object, lo: int, hi: int) -> int:
 
 
 def check_date(value: object, where: str) -> dt.date:
-    """A local date YYYY-MM-DD that exists."""
+    """A local date YYYY-MM-DD that exists, years 2000..2099 (firmware/daily.py parse_date)."""
     if isinstance(value, str) and _DATE_RE.match(value):
         try:
-            return dt.date.fromisoformat(value)
+            d = dt.date.fromisoformat(value)
         except ValueError:
-            pass
-    raise _fail(where, f"must be a date YYYY-MM-DD, got {value!r}")
+            d = None
+        if d is not None and MIN_YEAR <= d.year <= MAX_YEAR:
+            return d
+    raise _fail(where, f"must be a date YYYY-MM-DD in {MIN_YEAR}..{MAX_YEAR}, got {value!r}")
 
 
 def check_time(value: object, where: str) -> int:
@@ -165,14 +168,15 @@ def check_clip(value: object, where: str) -> dict[str, Any]:
                                     f"ASCII chars without spaces, got {url!r}")
     if not isinstance(sha, str) or not _HEX64_RE.match(sha):
         raise _fail(f"{where}.sha256", f"must be 64 hex digits, got {sha!r}")
-    _int(f"{where}.bytes", size, MIN_CLIP, MAX_CLIP)
+    # more than a bare header (the terminal's bad_field), at most what it caches
+    _int(f"{where}.bytes", size, MIN_CLIP + 1, MAX_CLIP)
     return value
 
 
 def clip_seconds(nbytes: int) -> int:
-    """The length of a clip of `nbytes` in whole seconds, rounded up (the module's assumption:
-    16 kHz 16-bit mono with a 44-byte header)."""
-    return -(-max(0, nbytes - WAV_HEADER) // WAV_BYTES_PER_S)
+    """The length of a clip of `nbytes` in whole seconds, rounded up, at least 1 (the module's
+    assumption: 16 kHz 16-bit mono with a 44-byte header; firmware/daily.py length_s)."""
+    return max(1, -(-(nbytes - WAV_HEADER) // WAV_BYTES_PER_S))
 
 
 def programme_length(p: dict[str, Any]) -> int:
@@ -197,11 +201,11 @@ def check_programme(p: object, where: str) -> dict[str, Any]:
     check_days(p.get("days"), f"{where}.days")
     check_time(p.get("start"), f"{where}.start")
     audio = p.get("audio")
-    if not isinstance(audio, dict) or "clip" not in audio:
-        raise _fail(f"{where}.audio", 'must be {"clip": {url, sha256, bytes}}')
-    if "tone" in audio:
+    if isinstance(audio, dict) and "tone" in audio:
         raise _fail(f"{where}.audio", "a programme plays a clip, never a tone (a daily "
                                       "programme must not sound like a warning)")
+    if not isinstance(audio, dict) or list(audio) != ["clip"]:
+        raise _fail(f"{where}.audio", 'must be {"clip": {url, sha256, bytes}} and nothing else')
     check_clip(audio["clip"], f"{where}.audio.clip")
     if p.get("duration") is not None:
         _int(f"{where}.duration", p["duration"], 1, MAX_DURATION)
