@@ -66,11 +66,13 @@ def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
 
 
 def publish(envelope: str, topics: list[str], host: str, port: int,
-            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None) -> None:
-    """tools.alertsend.publish: exit 3 when the broker is unreachable, 4 when it refuses the
-    login or a publish as not authorized, 1 for any other refusal."""
+            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None, *,
+            retain: bool = False, what: str = "alert") -> None:
+    """tools.alertsend.publish (also for `cx broadcast schedule push`: retained): exit 3 when
+    the broker is unreachable, 4 when it refuses the login or a publish as not authorized, 1 for
+    any other refusal."""
     try:
-        alertsend.publish(envelope, topics, host, port, timeout, auth)
+        alertsend.publish(envelope, topics, host, port, timeout, auth, retain=retain, what=what)
     except NotAuthorized as e:
         raise CliError(str(e), ExitCode.NOT_AUTHORIZED) from None
     except ConnectRefused as e:

@@ -66,15 +66,17 @@ def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
 
 
 def publish(envelope: str, topics: list[str], host: str, port: int,
-            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None) -> None:
-    """Publish QoS 1 to every topic and wait for each PUBACK (tools/mqttsession.py). Raises the
-    session's errors when the broker is not reached or refuses the login, PublishRefused when it
-    refuses a topic."""
-    with Session(host, port, auth, name="cx-alert", timeout=timeout, login_hint=LOGIN_HINT) as s:
-        refused = s.publish(topics, envelope)
+            timeout: float = DEFAULT_TIMEOUT, auth: BrokerAuth | None = None, *,
+            retain: bool = False, what: str = "alert") -> None:
+    """Publish QoS 1 to every topic and wait for each PUBACK (tools/mqttsession.py); `retain`
+    for a schedule (broadcast.md §4), `what` it is in messages. Raises the session's errors when
+    the broker is not reached or refuses the login, PublishRefused when it refuses a topic."""
+    with Session(host, port, auth, name=f"cx-{what}", timeout=timeout,
+                 login_hint=LOGIN_HINT) as s:
+        refused = s.publish(topics, envelope, retain=retain)
     if refused:
         sent = len(topics) - len(refused)
-        raise PublishRefused(f"broker {s.where} refused the alert on "
+        raise PublishRefused(f"broker {s.where} refused the {what} on "
                              f"{', '.join(t for t, _ in refused)}: {refused[0][1]} ({s.user}; "
-                             "only the dispatcher credential may publish alerts)"
+                             f"only the dispatcher credential may publish {what}s)"
                              + (f"; {sent} other topic(s) were sent" if sent else ""), refused)

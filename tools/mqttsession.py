@@ -195,10 +195,12 @@ class Session:
                 raise NotAuthorized(f"{text}; {self.login_hint}")
             raise BrokerUnavailable(text)
 
-    def publish(self, topics: list[str], payload: str | bytes) -> list[tuple[str, Any]]:
-        """Publish QoS 1 to every topic and wait for each PUBACK (BrokerUnavailable when one
-        does not come in time); the (topic, reason code) of those the broker refused."""
-        infos = [self._client.publish(t, payload, qos=1) for t in topics]
+    def publish(self, topics: list[str], payload: str | bytes, *, retain: bool = False
+                ) -> list[tuple[str, Any]]:
+        """Publish QoS 1 (`retain`: retained) to every topic and wait for each PUBACK
+        (BrokerUnavailable when one does not come in time); the (topic, reason code) of those
+        the broker refused."""
+        infos = [self._client.publish(t, payload, qos=1, retain=retain) for t in topics]
         for topic, info in zip(topics, infos, strict=True):
             try:
                 info.wait_for_publish(self._left())
