@@ -1,4 +1,4 @@
-"""`cx`, the one host command line (`cx keys`, `cx alert`, `cx fleet`, `cx emu`, `cx flash`, …):
+"""`cx`, the one host command line (`cx keys`, `cx alert`, `cx broadcast`, `cx fleet`, …):
 the parser of every group and the end of a run (one-line errors, closed stdout, bad paths).
 
 Each group module exposes `register(subparsers)`, adds its parser and sets
@@ -16,10 +16,10 @@ import sys
 import threading
 from collections.abc import Iterator, Sequence
 
-from cx import alert, demo, emu, flash, fleet, keys, ota
+from cx import alert, broadcast, demo, emu, flash, fleet, keys, ota
 from cx.common import CliError, ExitCode, Parser
 
-GROUPS = (keys, alert, ota, demo, flash, emu, fleet)
+GROUPS = (keys, alert, broadcast, ota, demo, flash, emu, fleet)
 """Every group, in the order `cx --help` lists them. All are imported as any module is: each
 ships with the others, so a broken one is a bug the tests catch, not a state to run in."""
 

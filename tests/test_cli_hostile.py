@@ -47,6 +47,12 @@ FOLDER_DESTS = ("dir", "out")
 # and, for those in PRINTS, a cheap run that prints on stdout. {w}: the world folder; {new}: a
 # fresh path in it for every run; {closed}: a loopback port nobody listens on.
 KEY = ["--key", "{w}/issuer.json"]
+COUNTY = REGION[:6] + "000000"
+PROGRAMME = ["--area", COUNTY, "--id", "p1", "--days", "1-5", "--start", "07:00", "--clip-url",
+             "http://10.0.0.5/p1.wav", "--sha256", "ab" * 32, "--bytes", "32044"]
+_TODAY = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 8 * 3600))  # +08:00
+PUSH = ["--area", COUNTY, "--key", "{w}/daily.json", "--from", _TODAY, "--until", _TODAY,
+        "--clear"]
 ARGS: dict[str, list[str]] = {
     "keys root": ["--kid", "r2", "--scope", "34", "--out", "{new}"],
     "keys issuer": ["--kid", "i2", "--root", "{w}/root.json", "--scope", "341122",
@@ -87,11 +93,17 @@ ARGS: dict[str, list[str]] = {
     "ota pause": ["1.2.3", "--db", "{w}/fleet.sqlite"],
     "ota resume": ["1.2.3", "--db", "{w}/fleet.sqlite"],
     "ota abort": ["1.2.3", "--db", "{w}/fleet.sqlite"],
+    "broadcast schedule add": [*PROGRAMME, "--db", "{new}"],
+    "broadcast schedule list": ["--db", "{w}/fleet.sqlite"],
+    "broadcast schedule remove": ["--area", COUNTY, "--id", "p1", "--db", "{w}/fleet.sqlite"],
+    "broadcast schedule push": [*PUSH, "--out", "{new}", "--db", "{w}/fleet.sqlite"],
+    "broadcast schedule show": ["{w}/envelope.txt"],
 }
 PRINTS = ("keys root", "keys issuer", "keys anchors", "keys show", "alert send",
           "alert from-cap", "alert verify", "alert status", "ota build", "ota verify", "flash",
           "fleet devices", "fleet show", "fleet alarms", "fleet report", "fleet prune", "fleet provision",
-          "fleet broker-config")
+          "fleet broker-config", "broadcast schedule add", "broadcast schedule list",
+          "broadcast schedule push", "broadcast schedule show")
 
 # The bad path goes in as {bad}; {broker}: a live Mosquitto (an alert is recorded only once sent).
 PATHS: dict[str, list[list[str]]] = {
@@ -141,6 +153,11 @@ PATHS: dict[str, list[list[str]]] = {
     "ota pause": [["1.2.3", "--db", "{bad}"]],
     "ota resume": [["1.2.3", "--db", "{bad}"]],
     "ota abort": [["1.2.3", "--db", "{bad}"]],
+    "broadcast schedule add": [[*PROGRAMME, "--db", "{bad}"]],
+    "broadcast schedule list": [["--db", "{bad}"]],
+    "broadcast schedule remove": [["--area", COUNTY, "--id", "p1", "--db", "{bad}"]],
+    "broadcast schedule push": [[*PUSH, "--out", "{new}", "--db", "{bad}"],
+                                [*PUSH, "--out", "{bad}", "--db", "{w}/fleet.sqlite"]],
 }
 SKIP_PATHS: dict[str, str] = {}
 
@@ -195,6 +212,8 @@ def _world(w: Path) -> None:
     save_keyfile(w / "root.json", root)
     save_keyfile(w / "issuer.json", issuer)
     save_keyfile(w / "ota.json", KeyPair.generate("root", "prov-34-ota", ["34"], ["ota"]))
+    save_keyfile(w / "daily.json", KeyPair.generate("root", "cty-341122-daily", ["341122"],
+                                                    ["daily"]))
     (w / "trust.json").write_text(json.dumps([root.anchor()]))
     (w / "envelope.txt").write_text(sign_alert(issuer, make_alert_payload(
         regions=[REGION], kind="alert", level=2, tone="siren")))
