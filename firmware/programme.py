@@ -72,20 +72,33 @@ class Programmes:
         return out
 
     async def run(self):
+        # the planner's tick and the clip fetches are two tasks: a download over a slow 4G link
+        # never holds a programme's start
+        asyncio.create_task(self._fetch_task())
         while True:
             try:
-                await self._tick()
+                self._tick()
             except MemoryError:
                 pass  # the next tick tries again: a programme is never worth a crash
             except Exception as e:
                 self.log("programme_error", error=repr(e))
+            await asyncio.sleep_ms(TICK_MS)
+
+    async def _fetch_task(self):
+        while True:
+            try:
+                await self._prefetch()
+            except MemoryError:
+                pass
+            except Exception as e:
+                self.log("programme_error", where="fetch", error=repr(e))
             self._wake.clear()
             try:
-                await asyncio.wait_for_ms(self._wake.wait(), TICK_MS)
+                await asyncio.wait_for_ms(self._wake.wait(), TICK_MS * 10)
             except asyncio.TimeoutError:
                 pass
 
-    async def _tick(self):
+    def _tick(self):
         now = self.clock.now()
         z = daily.local_day(now)[0]
         occs = self.occurrences(z - 1) + self.occurrences(z)
@@ -107,7 +120,6 @@ class Programmes:
                 self._mark(o)
                 self.log("programme", schedule=o.s.id, programme=o.g["id"], tier=o.s.tier)
                 self.arbiter.submit(_Item(o, path, self._report))
-        await self._prefetch(now, occs)
 
     def _higher(self, o, occs, now):
         for x in occs:
@@ -125,7 +137,7 @@ class Programmes:
             pass
         return None
 
-    async def _prefetch(self, now, occs):
+    async def _prefetch(self):
         # every clip of every held schedule, before it is due (both links may be down then)
         import time
 
