@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tools import regions
+from tools import firmware, regions
 from tools.envelope import (
     ALG,
     MAX_CLIP,
@@ -41,21 +41,22 @@ from tools.envelope import (
     verify_jws,
 )
 
+_L = firmware.load("limits")  # the terminal's limits: docs/decisions.md "Limits"
 TYP_SCHEDULE = "eb-schedule"
 USE = "daily"
-MAX_ENVELOPE = 16384  # broadcast.md §2: the whole envelope, in bytes (rule 1)
+MAX_ENVELOPE: int = _L.MAX_SCHEDULE  # broadcast.md §2: the whole envelope, in bytes (rule 1)
 TZ = "+08:00"  # §2: China Standard Time, no daylight saving (rule 8)
-TZINFO = dt.timezone(dt.timedelta(hours=8))
-MAX_ID = 64  # chars of the schedule id
-MAX_PROGRAMME_ID = 32
-MAX_TITLE = 64
-MAX_PROGRAMMES = 32
-MAX_EXCEPT = 64  # dates in each except list
-MAX_SPAN_DAYS = 366  # until <= from + 366 days
-MAX_VERSION = 2**31 - 1
-MAX_DURATION = 7200  # s
-DEFAULT_VOLUME = 60
-MAX_FUTURE = 300  # s: rule 10, issued <= now + 300
+TZINFO = dt.timezone(dt.timedelta(seconds=_L.TZ_OFFSET))
+MAX_ID: int = _L.MAX_ID  # chars of the schedule id
+MAX_PROGRAMME_ID: int = _L.MAX_PROG_ID
+MAX_TITLE: int = _L.MAX_TITLE
+MAX_PROGRAMMES: int = _L.MAX_PROGRAMMES
+MAX_EXCEPT: int = _L.MAX_EXCEPT  # dates in each except list
+MAX_SPAN_DAYS: int = _L.MAX_VALID_DAYS  # until <= from + 366 days
+MAX_VERSION: int = _L.MAX_SCHED_VERSION
+MAX_DURATION: int = _L.MAX_DURATION  # s
+DEFAULT_VOLUME: int = _L.DAILY_VOLUME
+MAX_FUTURE: int = _L.MAX_FUTURE  # s: rule 10, issued <= now + 300
 MIN_YEAR, MAX_YEAR = 2000, 2099  # of every date: the terminal's calendar (firmware/daily.py)
 WAV_HEADER = 44  # bytes: the length assumption above
 WAV_RATE = 16000  # Hz: the terminal's I2S rate (firmware/clip.py)
