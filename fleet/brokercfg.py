@@ -3,8 +3,9 @@
 Who may do what (ARCHITECTURE.md "Security model", docs/provisioning.md):
 
 - a terminal (MQTT user = its id) writes only `eb/dev/<id>/{hb,state,event,ack}` and reads only
-  `eb/dev/<id>/cmd` and its five `eb/alert/<prefix>` topics (alerts.md §6);
-- the dispatcher user alone writes `eb/alert/#`;
+  `eb/dev/<id>/cmd` and its five `eb/alert/<prefix>` and `eb/daily/<prefix>` topics (alerts.md
+  §6, broadcast.md §4);
+- the dispatcher user alone writes `eb/alert/#` and `eb/daily/#` (`cx broadcast schedule push`);
 - the fleet user alone writes `eb/dev/+/cmd`, and reads `eb/dev/#` (also through
   `$share/fleet/…`: Mosquitto checks a shared subscription against its underlying topic).
 
@@ -35,7 +36,8 @@ PASSWORD_BYTES = 24
 """Random bytes per generated password (32 URL-safe characters)."""
 
 # ID_RE (tools/regions.py): device ids and MQTT users never hold `/`, `+`, `#` or spaces, so `%u`
-# in an ACL pattern is safe. A terminal reads the five eb/alert/<prefix> of its code (alerts.md §6).
+# in an ACL pattern is safe. A terminal reads the five eb/alert/<prefix> and eb/daily/<prefix> of
+# its code (alerts.md §6, broadcast.md §4).
 DEVICE_WRITES = ("hb", "state", "event", "ack")
 """fleet-protocol.md: what a terminal publishes under eb/dev/<id>/ (never its own cmd)."""
 
@@ -127,13 +129,14 @@ def acl_text(devices: Mapping[str, DeviceCred], dispatcher: str, fleet: str) -> 
         "",
         f"user {dispatcher}",
         "topic write eb/alert/#",
+        "topic write eb/daily/#",
         "",
         f"user {fleet}",
         "topic read eb/dev/#",
         "topic write eb/dev/+/cmd",
     ]
     for d in sorted(devices.values(), key=lambda d: d.id):
-        lines += ["", f"user {d.id}", *(f"topic read eb/alert/{p}"
+        lines += ["", f"user {d.id}", *(f"topic read eb/{kind}/{p}" for kind in ("alert", "daily")
                                          for p in prefixes(d.region))]
     return "\n".join(lines) + "\n"
 

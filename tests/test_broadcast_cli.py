@@ -19,9 +19,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from aclbroker import AclBroker
 from conftest import run_mpy
 from paho.mqtt.enums import CallbackAPIVersion
 
+from fleet.provision import Device
 from tools import schedule
 from tools.broker import Broker
 from tools.envelope import KeyPair, decode_jws, sign_jws
@@ -111,13 +113,17 @@ def push(url: str, key: Path, *extra: str | Path, area: str = COUNTY,
               "--from", TOMORROW, "--until", UNTIL, *extra, ok=ok)
 
 
-def retained(broker: Broker, topic: str, timeout: float = 10.0) -> mqtt.MQTTMessage:
+def retained(broker: Broker | tuple[str, int], topic: str, timeout: float = 10.0,
+             login: tuple[str, str] | None = None) -> mqtt.MQTTMessage:
     """What a terminal that subscribes now (after the push) receives on `topic`."""
     got: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="late-terminal")
+    host, port = (broker.host, broker.port) if isinstance(broker, Broker) else broker
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=login[0] if login else "late")
+    if login:
+        c.username_pw_set(*login)
     c.on_message = lambda _c, _u, m: got.put(m)
     c.on_connect = lambda cl, _u, _f, _rc, _p: cl.subscribe(topic, 1)
-    c.connect(broker.host, broker.port)
+    c.connect(host, port)
     c.loop_start()
     try:
         return got.get(timeout=timeout)
@@ -521,3 +527,30 @@ def test_the_terminal_accepts_what_push_signs_and_agrees_with_show(world: World,
     assert host[7:] == [("rejected", "out_of_scope"), ("rejected", "not_yet_valid"),
                         ("ignored", "not_for_me")]
     assert terminal_verdicts(tmp_path, world.anchors(), envs, now) == host
+
+
+def test_on_the_fleets_broker_only_the_dispatcher_pushes_and_terminals_read(
+        world: World, tmp_path: Path) -> None:
+    """`cx fleet broker-config`'s ACL: the dispatcher writes eb/daily/#, a terminal reads the
+    eb/daily/<prefix> of its code and cannot write there."""
+    a, b = Device("T341122100201-01", VILLAGE), Device("T341122100202-01", "341122100202")
+    (tmp_path / "acl").mkdir()
+    acl = AclBroker(tmp_path / "acl", [a, b], trust=world.anchors())
+    try:
+        db = str(tmp_path / "f.sqlite")
+        add(db, world, "news", "1-5", "07:00")
+        stolen = tmp_path / "device.cred"
+        stolen.write_text(json.dumps({"user": b.id, "password": acl.password(b)}))
+        r = push(db, world.county, "--broker", acl.terminals, "--cred", stolen, ok=False)
+        refused(r, 4, "schedule", "eb/daily/341122")
+        r = push(db, world.county, "--broker", acl.services, "--cred",
+                 acl.tmp / "conf" / "dispatcher.cred")
+        assert "version 2" in r.stdout  # the refused push used version 1
+        msg = retained(("127.0.0.1", acl.port), "eb/daily/341122",
+                       login=(a.id, acl.password(a)))
+        v = schedule.verify_schedule(msg.payload, world.anchors(), int(time.time()),
+                                     region=VILLAGE)
+        assert msg.retain and v.status == "accepted" and v.payload is not None
+        assert v.payload["version"] == 2
+    finally:
+        acl.stop()
