@@ -28,17 +28,40 @@ RATE = const(16000)
 BLOCK_SAMPLES = const(320)
 BLOCK_BYTES = const(164)
 PCM_BYTES = const(640)
+_STEPS = const(89)  # step indexes 0..88
 
-_STEP = array("H", (
-    7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45, 50, 55, 60, 66,
-    73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230, 253, 279, 307, 337, 371, 408,
-    449, 494, 544, 598, 658, 724, 796, 876, 963, 1060, 1166, 1282, 1411, 1552, 1707, 1878, 2066,
-    2272, 2499, 2749, 3024, 3327, 3660, 4026, 4428, 4871, 5358, 5894, 6484, 7132, 7845, 8630,
-    9493, 10442, 11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623, 27086, 29794,
-    32767,
-))
 
-_ns: dict = {"_STEP": _STEP}
+
+def _table():
+    # _decode's table (adpcm_native.py): at 8 * index + code (0..7), the difference the code makes
+    # (low 16 bits) and 8 * the next index (above), from the IMA step table.
+    step = (
+        7, 8, 9, 10, 11, 12, 13, 14, 16, 17, 19, 21, 23, 25, 28, 31, 34, 37, 41, 45, 50, 55, 60,
+        66, 73, 80, 88, 97, 107, 118, 130, 143, 157, 173, 190, 209, 230, 253, 279, 307, 337, 371,
+        408, 449, 494, 544, 598, 658, 724, 796, 876, 963, 1060, 1166, 1282, 1411, 1552, 1707,
+        1878, 2066, 2272, 2499, 2749, 3024, 3327, 3660, 4026, 4428, 4871, 5358, 5894, 6484, 7132,
+        7845, 8630, 9493, 10442, 11487, 12635, 13899, 15289, 16818, 18500, 20350, 22385, 24623,
+        27086, 29794, 32767,
+    )
+    tab = array("I", bytes(4 * 8 * _STEPS))
+    for x in range(_STEPS):
+        s = step[x]
+        for c in range(8):
+            d = s >> 3
+            if c & 4:
+                d += s
+            if c & 2:
+                d += s >> 1
+            if c & 1:
+                d += s >> 2
+            n = x - 1 if c < 4 else x + 2 * (c - 3)
+            n = 0 if n < 0 else 88 if n > 88 else n
+            tab[8 * x + c] = (8 * n) << 16 | d
+    return tab
+
+
+_ns: dict = {"_TAB": _table()}
+del _table  # its bytecode and the step table with it
 exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see adpcm_native.py)
 _decode = _ns["_decode"]
 del _src
