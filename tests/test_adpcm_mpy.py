@@ -220,3 +220,16 @@ def test_modules_compile_with_mpy_cross(src, tmp_path):
                          check=False, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert out.stat().st_size > 0
+
+
+def test_the_benchmark_finds_the_loop():
+    # bench/bench_adpcm.py prices the loop by cutting it out of the native source
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_adpcm
+    finally:
+        sys.path.remove(str(BENCH))
+    native, stub = bench_adpcm.native_source()
+    assert native == native_source()[0] and "while" not in stub
+    xb = bench_adpcm.xtensa_bytes(native, stub)
+    assert 0 < xb["loop"] < xb["total"]
