@@ -79,9 +79,9 @@ class AdpcmError(ValueError):
 
 
 def decode(block, out):
-    """Decode one 164-byte block into out (a buffer of at least 640 bytes); returns 320, the
-    samples written. Raises AdpcmError for a block that is not one of ours (out is then
-    untouched)."""
+    """Decode one 164-byte block into out (a bytearray or a writable memoryview, at least 640
+    bytes: never bytes, the native code writes into it); returns 320, the samples written.
+    Raises AdpcmError for a block that is not one of ours (out is then untouched)."""
     n = _decode(block, out)
     if n < 0:
         _refuse(n, block, out)

@@ -233,3 +233,17 @@ def test_the_benchmark_finds_the_loop():
     assert native == native_source()[0] and "while" not in stub
     xb = bench_adpcm.xtensa_bytes(native, stub)
     assert 0 < xb["loop"] < xb["total"]
+
+
+def test_the_native_table_is_the_ima_tables_and_fits_32_bits():
+    res = run_mpy("import adpcm\nprint(list(adpcm._ns['_TAB']))", path=PATHS)
+    assert res.returncode == 0, res.stderr
+    tab = ast.literal_eval(res.stdout.strip())
+    want = []
+    for x, s in enumerate(adpcm.STEPS):
+        for c in range(8):
+            d = (s >> 3) + (s if c & 4 else 0) + (s >> 1 if c & 2 else 0) + (s >> 2 if c & 1 else 0)
+            want.append((8 * min(max(x + adpcm.INDEX[c], 0), 88)) << 16 | d)
+    assert tab == want
+    # the predictor plus or minus the largest difference stays far inside a 32-bit int
+    assert max(tab) < 1 << 26 and 32767 + max(e & 0xFFFF for e in tab) < 1 << 17
