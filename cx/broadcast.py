@@ -455,7 +455,8 @@ def _register_push(sub: Any, parents: list[Any]) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    bc = subparsers.add_parser("broadcast", help="daily-broadcast schedules (docs/broadcast.md)")
+    bc = subparsers.add_parser("broadcast", help="daily-broadcast schedules and live "
+                                                 "announcements (docs/broadcast.md)")
     sub = bc.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sc = sub.add_parser("schedule", help="an area's programmes: add, list, remove, push, show")
     ss = sc.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -472,6 +473,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=cmd_remove)
 
     _register_push(ss, [db, js])
+    from cx import live
+
+    live.register(sub)
 
     p = ss.add_parser("show", parents=[js], help="check a schedule envelope as a terminal "
                                                  "would (broadcast.md §3) and list it")

@@ -10,7 +10,9 @@ MAX_WAITING = const(16)  # alerts queued behind the one playing; beyond, the low
 # to everything (alerts.md §5: local broadcast below alerts and tests)
 # and below them live announcements and scheduled programmes (docs/broadcast.md §5)
 _KIND_RANK = {"alert": 0, "test": 1, "selftest": 2, "live": 3, "daily": 4, "local": 5}
-_NO_RESUME = ("local", "daily")  # the operator starts it again; a programme's time has passed
+# the operator starts it again; a programme's time has passed; a live announcement went on
+# without the terminal (docs/broadcast.md §5)
+_NO_RESUME = ("local", "daily", "live")
 
 
 def rank(item):

@@ -9,7 +9,8 @@ from tones import CHUNK, TONES, play_beeps, play_tone
 MAX_REPEAT = const(20)  # alerts.md §3 `repeat` 1..20
 FALLBACK = "siren"  # what plays when the clip cannot (alerts.md §5)
 RAMP_MS = const(20)  # a preempted programme's fade to silence (one 20 ms chunk at most)
-UNTIL_REPEAT = const(10000)  # a programme's clip repeats until its end time, not a count
+UNTIL_REPEAT = const(10000)
+_BLANK = bytes(CHUNK * 2)  # 20 ms of silence: a live chunk lost or late  # a programme's clip repeats until its end time, not a count
 
 
 class Player:
@@ -60,7 +61,10 @@ class Player:
             self._live = [volume]
             out.begin(source, aid)
             until = alert.get("until")
-            if until is None:
+            if source.startswith("live:"):  # a live announcement (live.py): until it ends
+                s = audio["live"]
+                s.why = await s.play(out, volume, self._tone_buf, _BLANK)
+            elif until is None:
                 await self._sounds(aid, tone, path, source, volume, repeat)
             else:
                 # a programme (docs/broadcast.md §2): its clip again and again until its end
@@ -150,6 +154,8 @@ class Player:
         # (firmware/local.py) names a file on flash ("file") or a list of beeps ("beeps").
         if isinstance(audio, dict) and "file" in audio:
             return [], audio["file"], "file:" + audio["file"], None
+        if isinstance(audio, dict) and "live" in audio:
+            return None, None, "live:" + audio["live"].id, None
         if isinstance(audio, dict) and "beeps" in audio:
             return audio["beeps"], None, "tone:beeps", None
         if isinstance(audio, dict) and "clip" in audio:

@@ -93,6 +93,7 @@ class Terminal:
             self.mqtt.subscribe("eb/alert/" + p, 1)
         for p in region.prefixes(cfg["region"]):
             self.mqtt.subscribe("eb/daily/" + p, 1)
+            self.mqtt.subscribe("eb/live/" + p, 0)  # chunks are QoS 0: late is lost anyway
         self._cmd_topic = "eb/dev/%s/cmd" % self.id
         self.mqtt.subscribe(self._cmd_topic, 1)
         import ota
@@ -116,6 +117,10 @@ class Terminal:
         self.schedules = daily.Schedules(cfg["trust"], cfg["region"], self.clock, log)
         self.programmes = programme.Programmes(self.schedules, self.arbiter, self.clips,
                                                self.clock, log, self.intake.send_event)
+        import live
+
+        self.live = live.Live(cfg["trust"], cfg["region"], verifier.seen, self.clock,
+                              self.arbiter, log, self.intake.send_event)
         self._daily_in = Ring(4)  # schedules waiting to be verified (retained: one per tier)
         self._daily_ev = asyncio.Event()
         from button import Button
@@ -129,6 +134,13 @@ class Terminal:
             self.agent.on_cmd(payload)
         elif topic.startswith("eb/alert/"):
             self.intake.put(payload)
+        elif topic.startswith("eb/live/"):
+            try:
+                self.live.take(payload)  # a chunk is stored, a header or batch verified now
+            except MemoryError:
+                pass  # a lost chunk is 20 ms of silence
+            except Exception as e:
+                self.log("live_error", error=repr(e))
         elif topic.startswith("eb/daily/"):
             if self._daily_in.put(payload):
                 self.log("daily_full")
@@ -187,6 +199,7 @@ class Terminal:
         if held_ms is not None:
             tasks.append(asyncio.create_task(self.local.recovery_task(self.button, held_ms)))
         tasks.append(asyncio.create_task(self._daily()))
+        tasks.append(asyncio.create_task(self.live.task(self.intake.pending)))
         tasks.append(asyncio.create_task(self.programmes.run()))
         tasks.append(asyncio.create_task(self._web()))  # the last: after alert intake is up
         await asyncio.gather(*tasks)

@@ -3,9 +3,9 @@
 Who may do what (ARCHITECTURE.md "Security model", docs/provisioning.md):
 
 - a terminal (MQTT user = its id) writes only `eb/dev/<id>/{hb,state,event,ack}` and reads only
-  `eb/dev/<id>/cmd` and its five `eb/alert/<prefix>` and `eb/daily/<prefix>` topics (alerts.md
-  §6, broadcast.md §4);
-- the dispatcher user alone writes `eb/alert/#` and `eb/daily/#` (`cx broadcast schedule push`);
+  `eb/dev/<id>/cmd` and its five `eb/alert/<prefix>`, `eb/daily/<prefix>` and `eb/live/<prefix>`
+  topics (alerts.md §6, broadcast.md §4, §7);
+- the dispatcher user alone writes `eb/alert/#`, `eb/daily/#` and `eb/live/#` (`cx broadcast`);
 - the fleet user alone writes `eb/dev/+/cmd`, and reads `eb/dev/#` (also through
   `$share/fleet/…`: Mosquitto checks a shared subscription against its underlying topic).
 
@@ -130,13 +130,14 @@ def acl_text(devices: Mapping[str, DeviceCred], dispatcher: str, fleet: str) -> 
         f"user {dispatcher}",
         "topic write eb/alert/#",
         "topic write eb/daily/#",
+        "topic write eb/live/#",
         "",
         f"user {fleet}",
         "topic read eb/dev/#",
         "topic write eb/dev/+/cmd",
     ]
     for d in sorted(devices.values(), key=lambda d: d.id):
-        lines += ["", f"user {d.id}", *(f"topic read eb/{kind}/{p}" for kind in ("alert", "daily")
+        lines += ["", f"user {d.id}", *(f"topic read eb/{kind}/{p}" for kind in ("alert", "daily", "live")
                                          for p in prefixes(d.region))]
     return "\n".join(lines) + "\n"
 

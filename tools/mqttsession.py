@@ -212,6 +212,11 @@ class Session:
         return [(t, self._acks[i.mid]) for t, i in zip(topics, infos, strict=True)
                 if i.mid in self._acks and self._acks[i.mid].is_failure]
 
+    def fire(self, topics: list[str], payload: str | bytes) -> None:
+        """Publish QoS 0 to every topic, waiting for nothing (a live chunk: late is lost)."""
+        for t in topics:
+            self._client.publish(t, payload, qos=0)
+
     def wait_reply(self) -> Any:
         """The reply `subscribe` asked for, or None when the deadline passes first."""
         return self._reply if self._replied.wait(self._left()) else None

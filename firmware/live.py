@@ -1,0 +1,318 @@
+# Live announcements (docs/broadcast.md §7, docs/decisions.md "Live announcements"): a signed
+# stream header, IMA ADPCM chunks of 20 ms, and every `batch` chunks a signed list of the
+# chunks' hashes. A chunk reaches the speaker only when a verified batch names its hash; a
+# chunk that is missing or late when its turn comes is 20 ms of silence, never noise.
+import asyncio
+import binascii
+import hashlib
+import time
+
+import adpcm
+import b64
+import ed25519
+import region
+import trust
+from clip import _gain, _scale
+from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_ID, MAX_REGIONS, VOLUME_MAX
+from micropython import const
+from ring import Ring
+from trust import Reject
+
+CHUNK = const(1)  # first byte of a chunk message; a JWS starts with "e" ("eyJ")
+TAG = const(8)  # bytes of SHA-256(stream id) that name a chunk's stream
+HASH = const(16)  # bytes of a chunk's SHA-256 in a batch
+CHUNK_BYTES = const(177)  # 1 + TAG + 4 (sequence, big-endian) + adpcm.BLOCK_BYTES
+MAX_LIFE = const(14400)  # s: a stream's expires <= issued + 4 h
+MAX_BATCH = const(50)
+JITTER_MS = const(150)  # a chunk whose hash is not known yet is waited for this long
+STALL_MS = const(3000)  # no chunk for this long: the stream has ended
+MAX_HELD = const(120)  # chunks held (2.4 s): beyond, the oldest unplayed go
+MAX_STREAMS = const(2)
+
+
+def tag_of(sid):
+    return hashlib.sha256(sid.encode()).digest()[:TAG]
+
+
+class Stream:
+    def __init__(self, p, kid, pub, scope):
+        self.p = p
+        self.id = p["id"]
+        self.kid = kid
+        self.pub = pub
+        self.scope = scope
+        self.tag = tag_of(self.id)
+        self.batch = p["batch"]
+        self.hashes = {}  # seq -> 16-byte hash from a verified batch
+        self.chunks = {}  # seq -> chunk bytes as received (checked when played)
+        self.last = None  # the last sequence number, once the end batch verified
+        self.next = 0  # the sequence number to play next
+        self.rx_ms = time.ticks_ms()
+        self.played = self.silent = self.refused = 0
+        self.why = None  # how it ended: "ended" or "stalled"
+
+    def take(self, seq, msg):
+        # Up to two candidates per number: a forged chunk that arrives first cannot shut the
+        # genuine one out (the batch's hash picks); a third is dropped, as a repeat is.
+        if seq < self.next:
+            return  # played already
+        c = self.chunks.get(seq)
+        if c is None:
+            if len(self.chunks) >= MAX_HELD:
+                self.chunks.pop(min(self.chunks))
+            self.chunks[seq] = [msg]
+        elif len(c) < 2 and msg not in c:
+            c.append(msg)
+        else:
+            return
+        self.rx_ms = time.ticks_ms()
+
+    async def play(self, out, volume, buf, blank):
+        """Write the stream to out until its end marker or a stall; returns why it ended."""
+        g = _gain(volume)
+        if self.hashes:  # it waited behind a warning: from the newest batch on, not the past
+            self.next = max(self.next, max(self.hashes) + 1 - self.batch)
+        while self.next not in self.hashes:  # the first batch, or a stall before it
+            if self._stalled():
+                return "stalled"
+            await asyncio.sleep_ms(10)
+        while True:
+            seq = self.next
+            if self.last is not None and seq > self.last:
+                return "ended"
+            if self._stalled():
+                return "stalled"
+            t0 = time.ticks_ms()
+            while seq not in self.hashes and time.ticks_diff(time.ticks_ms(), t0) < JITTER_MS:
+                await asyncio.sleep_ms(10)
+            got = self.chunks.pop(seq, ())
+            h = self.hashes.pop(seq, None)
+            self.next = seq + 1
+            msg = None
+            for m in got:
+                if h is not None and hashlib.sha256(m).digest()[:HASH] == h:
+                    msg = m
+            if msg is not None:
+                try:
+                    adpcm.decode(memoryview(msg)[1 + TAG + 4:], buf)
+                    if g != 0x8000:
+                        _scale(buf, len(buf), g)  # the volume, as a clip's (clip.py)
+                    await out.write(buf)
+                    self.played += 1
+                    continue
+                except adpcm.AdpcmError:
+                    pass
+            if got and msg is None:
+                self.refused += 1  # no candidate has the signed hash (or none was signed)
+            self.silent += 1
+            await out.write(blank)
+
+    def _stalled(self):
+        return time.ticks_diff(time.ticks_ms(), self.rx_ms) > STALL_MS
+
+
+class _Item:
+    # an arbiter item (arbiter.py: "live" ranks below alerts and tests, above programmes)
+    def __init__(self, s, report):
+        p = s.p
+        self.s = s
+        self.id = "live-" + s.id
+        self.kid = s.kid
+        self.scope = s.scope
+        self.report = report
+        self.preempted_by = None
+        self.payload = {"id": self.id, "kind": "live", "level": 4, "issued": p["issued"],
+                        "expires": p["expires"], "audio": {"live": s},
+                        "volume": p.get("volume", 80), "repeat": 1}
+
+
+class Live:
+    """Stream headers verified by the rules of docs/broadcast.md §7 (the `daily` chain), their
+    batches by the header's key, chunks held until played."""
+
+    def __init__(self, anchors, my_region, seen, clock, arbiter, log, send_event):
+        self.chain = trust.Chain(anchors, "daily", clock)
+        self.region = my_region
+        self.seen = seen
+        self.clock = clock
+        self.arbiter = arbiter
+        self.log = log
+        self._send = send_event
+        self.streams = {}  # tag -> Stream
+        self.dropped = 0  # chunks and batches of no stream here, or refused
+        self._q = Ring(8)
+        self._ev = asyncio.Event()
+
+    def take(self, msg):
+        """One message from eb/live/<p>: a chunk (bytes from CHUNK on) or a JWS."""
+        if len(msg) and msg[0] == CHUNK:
+            s = self.streams.get(bytes(msg[1:1 + TAG])) if len(msg) == CHUNK_BYTES else None
+            if s is None:
+                self.dropped += 1
+                return
+            s.take(int.from_bytes(msg[1 + TAG:1 + TAG + 4], "big"), msg)
+            return
+        if self._q.put(msg):  # headers and batches: verified by task(), alerts first
+            self.dropped += 1
+        self._ev.set()
+
+    async def task(self, pending):
+        """Verify the headers and batches taken in, one at a time, never while an alert waits
+        to be verified (pending(): intake.py)."""
+        while True:
+            if not len(self._q):
+                self._ev.clear()
+                await self._ev.wait()
+                continue
+            while pending():
+                await asyncio.sleep_ms(5)
+            msg = self._q.get()
+            try:
+                self._jws(msg)
+            except MemoryError:
+                self.dropped += 1
+            except Exception as e:
+                self.log("live_error", error=repr(e))
+            await asyncio.sleep_ms(0)
+
+    def _jws(self, msg):
+        parts = trust.split(msg) if len(msg) <= MAX_ENVELOPE else None
+        hdr = trust.json_obj(parts[1]) if parts is not None else None
+        typ = hdr.get("typ") if hdr is not None else None
+        if typ == "eb-live-batch":
+            self._batch(parts, hdr)
+        else:
+            self._header(msg, parts, hdr)
+
+    def _batch(self, parts, hdr):
+        signing_input, _h, payload_b64, sig = parts
+        s = None
+        for x in self.streams.values():
+            if x.kid == hdr.get("kid"):
+                s = x
+        if s is None or len(sig) != 64 or not ed25519.verify(s.pub, signing_input, sig):
+            self.dropped += 1
+            return
+        p = trust.json_obj(b64.decode(payload_b64))
+        if p is None or p.get("stream") != s.id or not trust.is_int(p.get("first")):
+            self.dropped += 1
+            return
+        try:
+            hs = b64.decode(p.get("h") or "")
+        except b64.B64Error:
+            hs = b""
+        n = len(hs) // HASH
+        if not 1 <= n <= s.batch or len(hs) != n * HASH:
+            self.dropped += 1
+            return
+        first = p["first"]
+        if not s.played and not s.silent and first > s.next:
+            s.next = first  # joined during the stream: its first batch here starts it
+        for i in range(n):
+            if first + i >= s.next:
+                s.hashes[first + i] = hs[i * HASH:(i + 1) * HASH]
+        while len(s.hashes) > MAX_HELD:
+            s.hashes.pop(min(s.hashes))
+        if p.get("end") is True:
+            s.last = first + n - 1
+
+    def _header(self, env, parts, hdr):
+        kid = sid = None
+        try:
+            if len(env) > MAX_ENVELOPE:
+                raise Reject("rejected", "too_large")
+            if parts is None or hdr is None:
+                raise Reject("rejected", "malformed")
+            if hdr.get("alg") != "EdDSA" or hdr.get("typ") != "eb-live":
+                raise Reject("rejected", "bad_alg")
+            kid = hdr.get("kid")
+            if not trust.valid_kid(kid):
+                kid = None
+                raise Reject("rejected", "unknown_key")
+            pub, scope = self.chain.signer(kid, hdr.get("crt"))
+            signing_input, _h, payload_b64, sig = parts
+            if len(sig) != 64 or not ed25519.verify(pub, signing_input, sig):
+                raise Reject("rejected", "bad_signature")
+            p = trust.json_obj(b64.decode(payload_b64))
+            if p is None:
+                raise Reject("rejected", "bad_field")
+            sid = p.get("id") if _valid_id(p.get("id")) else None
+            _fields(p)
+            sid = p["id"]
+            if not trust.in_scope(p["regions"], scope):
+                raise Reject("rejected", "out_of_scope")
+            now = self.clock.now()
+            if self.clock.synced and p["issued"] > now + MAX_FUTURE:
+                raise Reject("rejected", "not_yet_valid")
+            if now >= p["expires"]:
+                raise Reject("rejected", "expired")
+            tag = tag_of(sid)
+            if tag in self.streams or self.seen.has(kid, "live:" + sid, now):
+                return  # the header again (it is repeated for late joiners): nothing to say
+            mine = False
+            for r in p["regions"]:
+                if region.covers(r, self.region):
+                    mine = True
+            if not mine:
+                raise Reject("ignored", "not_for_me")
+            if len(self.streams) >= MAX_STREAMS:
+                raise Reject("ignored", "busy")
+            s = Stream(p, kid, pub, scope)
+            self.seen.add(kid, "live:" + sid, p["expires"], binascii.hexlify(s.tag).decode(),
+                          now)
+            self.streams[tag] = s
+            self._say(s.id, kid, "accepted", None)
+            self.arbiter.submit(_Item(s, self._report))
+        except Reject as r:
+            self._say(sid, kid, r.status, r.reason)
+
+    def _report(self, item, status, reason):
+        s = item.s
+        if status == "preempted":
+            by = item.preempted_by
+            reason = "alert" if by is None or by.payload.get("kind") in ("alert", "test") \
+                else "higher_tier"
+        if status in ("done", "cancelled", "preempted"):
+            self.streams.pop(s.tag, None)
+            if status == "done" and reason is None:
+                reason = s.why
+        self._say(s.id, s.kid, status, reason, s if status != "playing" else None)
+
+    def _say(self, sid, kid, status, reason, s=None):
+        ev = {"live": sid, "kid": kid, "status": status, "reason": reason, "t": self.clock.now()}
+        if s is not None:
+            ev["chunks"] = s.played
+            ev["silent"] = s.silent
+            ev["refused"] = s.refused
+        self.log("live_" + status, stream=sid, reason=reason)
+        self._send(ev)
+
+
+def _valid_id(s):
+    if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
+        return False
+    for c in s:
+        if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
+            return False
+    return True
+
+
+def _fields(p):
+    bad = Reject("rejected", "bad_field")
+    if not _valid_id(p.get("id")):
+        raise bad
+    regions = p.get("regions")
+    if not trust.str_list(regions, 1, MAX_REGIONS) or not all(region.valid_code(r) for r in regions):
+        raise bad
+    issued, expires = p.get("issued"), p.get("expires")
+    if not trust.epoch(issued) or not trust.epoch(expires) or \
+            not issued < expires <= issued + MAX_LIFE:
+        raise bad
+    if p.get("codec") != "ima-adpcm-16k" or p.get("chunk_ms") != 20:
+        raise bad
+    b = p.get("batch")
+    if not trust.is_int(b) or not 1 <= b <= MAX_BATCH:
+        raise bad
+    v = p.get("volume")
+    if v is not None and (not trust.is_int(v) or not 0 <= v <= VOLUME_MAX):
+        raise bad

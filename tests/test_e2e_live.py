@@ -1,0 +1,168 @@
+"""Live announcements end to end (docs/broadcast.md §7): a stream of IMA ADPCM chunks with signed
+batches of their hashes, sent in real time through the real broker to an emulated terminal.
+Forged, replayed and out-of-scope chunks never reach the speaker (a 440 Hz stream with 3 kHz
+chunks injected: no 3 kHz in speaker.wav); lost chunks are silence; a stalled stream ends."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import wave
+from pathlib import Path
+from typing import Any
+
+from rig import CX, REGION, Rig, Term
+
+from tools import adpcm, live
+from tools.envelope import KeyPair
+
+RATE = 16000
+
+
+def tone(seconds: float, freq: float, amp: int = 8000) -> list[bytes]:
+    n = int(seconds * RATE)
+    pcm = b"".join(int(amp * math.sin(2 * math.pi * freq * i / RATE)).to_bytes(2, "little",
+                                                                                signed=True)
+                   for i in range(n))
+    return [pcm[i:i + live.PCM_BYTES].ljust(live.PCM_BYTES, b"\0")
+            for i in range(0, len(pcm), live.PCM_BYTES)]
+
+
+def power(samples: list[int], freq: float) -> float:
+    w = 2 * math.pi * freq / RATE
+    c = 2 * math.cos(w)
+    s1 = s2 = 0.0
+    for x in samples:
+        s1, s2 = x + c * s1 - s2, s1
+    return (s1 * s1 + s2 * s2 - c * s1 * s2) / max(1, len(samples)) ** 2
+
+
+def live_terminal(rig: Rig) -> tuple[Term, KeyPair, KeyPair]:
+    county = KeyPair.generate("root", "county-341122-live", ["341122"], ["daily"])
+    village = KeyPair.generate("root", "village-341122100201-live", ["341122100201"], ["daily"])
+    t = rig.terminal("t1", trust=[rig.root.anchor(), county.anchor(), village.anchor()],
+                     hold_ms=200)
+    return t, county, village
+
+
+def publisher(rig: Rig, topics: list[str]) -> Any:
+    def pub(payload: bytes | str, qos: int) -> None:
+        data = payload.encode() if isinstance(payload, str) else payload
+        for tp in topics:
+            info = rig.pub.publish(tp, data, qos=qos)
+            if qos:
+                info.wait_for_publish(5)
+    return pub
+
+
+def done(rig: Rig, sid: str, timeout: float = 30) -> dict[str, Any]:
+    return rig.rx.wait(lambda r: r.get("live") == sid and r["status"] in ("done", "preempted"),
+                       timeout)
+
+
+def test_forged_replayed_and_out_of_scope_chunks_never_reach_the_speaker(rig: Rig) -> None:
+    t, county, village = live_terminal(rig)
+    s = live.Stream(county, ["341122000000"], volume=100)
+    msgs = list(s.messages(tone(3.0, 440.0)))
+    forged_blocks = adpcm.encode(b"".join(tone(0.4, 3000.0, 12000)))
+    # a village key may not address the county: its stream is refused out_of_scope
+    wide = live.Stream(village, ["341122000000"])
+    pub = publisher(rig, s.topics)
+    pub(wide.header, 1)
+    r = rig.rx.wait(lambda r: r.get("live") == wide.id)
+    assert (r["status"], r["reason"]) == ("rejected", "out_of_scope"), r
+
+    sent: list[bytes] = []
+
+    def with_attacks(m: list[tuple[float, bytes | str, int]]) -> Any:
+        for due, payload, qos in m:
+            if isinstance(payload, bytes) and payload[0] == live.CHUNK_TYPE:
+                seq = int.from_bytes(payload[1 + live.TAG:1 + live.TAG + 4], "big")
+                if 20 <= seq < 40:  # a forged 3 kHz chunk with the stream's own tag, first
+                    yield due, live.chunk(s.tag, seq, forged_blocks[seq - 20]), 0
+                if seq in (60, 61) and sent:  # an old genuine chunk again, under a new number
+                    yield due, sent[0][:1 + live.TAG] + seq.to_bytes(4, "big") + sent[0][13:], 0
+                sent.append(payload)
+                if 45 <= seq < 55:  # the genuine chunk twice: a replay plays once
+                    yield due, payload, 0
+            yield due, payload, qos
+        # a whole batch forged by a key that is not the header's
+        yield 0, live.batch(village, s.id, 0, sent[:25]), 1
+
+    live.send(with_attacks(msgs), pub)
+    r = done(rig, s.id)
+    assert (r["status"], r["reason"]) == ("done", "ended"), r
+    statuses = [x["status"] for x in rig.rx.items if x.get("live") == s.id]
+    assert statuses == ["accepted", "playing", "done"], statuses
+    rate, samples = t.samples()
+    tail = samples[-int(3.2 * rate):]
+    assert power(tail, 3000.0) * 1000 < power(tail, 440.0), "3 kHz reached the speaker"
+    assert r["chunks"] >= 140 and r["refused"] <= 2, r  # 150 chunks: the two re-numbered ones
+
+
+def test_lost_chunks_are_silence_and_a_stalled_stream_ends_by_itself(rig: Rig) -> None:
+    t, county, _village = live_terminal(rig)
+    s = live.Stream(county, [REGION], volume=100)
+    msgs = list(s.messages(tone(2.0, 440.0)))
+    rnd = random.Random(7)
+    lossy = [(d, p, q) for d, p, q in msgs
+             if not (q == 0 and rnd.random() < 0.10)]  # 10 % of the chunks lost
+    live.send(lossy, publisher(rig, s.topics))
+    r = done(rig, s.id)
+    assert (r["status"], r["reason"]) == ("done", "ended"), r
+    lost = sum(1 for d, p, q in msgs if q == 0) - sum(1 for d, p, q in lossy if q == 0)
+    assert r["silent"] == lost and r["chunks"] == 100 - lost, (r, lost)
+    # silence, not noise: nothing louder than the tone, and whole 20 ms runs of zeros
+    rate, samples = t.samples()
+    tail = samples[-int(2.2 * rate):]
+    assert max(abs(x) for x in tail) <= 8800  # the tone is 8000; ADPCM overshoots a little
+    zero_runs = sum(1 for i in range(0, len(tail) - 320, 320) if not any(tail[i:i + 320]))
+    assert zero_runs >= lost // 2, zero_runs
+
+    # a stream whose sender stops without its end marker ends after its stall time
+    s2 = live.Stream(county, [REGION], volume=100)
+    cut = [m for m in s2.messages(tone(2.0, 440.0))][:40]
+    n = len(t.events())
+    live.send(cut, publisher(rig, s2.topics))
+    r = done(rig, s2.id, 20)
+    assert (r["status"], r["reason"]) == ("done", "stalled"), r
+    t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 10, n)
+
+
+def test_cx_broadcast_live_streams_a_wav_file_the_terminal_plays(rig: Rig, tmp_path: Path) -> None:
+    # the county's key of use alert,daily made by `cx keys`, certified by a province root
+    root, key, trust = tmp_path / "root.json", tmp_path / "county.json", tmp_path / "trust.json"
+    cx("keys", "root", "--kid", "prov-34-root-live", "--scope", "34", "--use", "alert,daily",
+       "--out", root)
+    cx("keys", "issuer", "--kid", "cty-341122-live", "--root", root, "--scope", "341122",
+       "--use", "alert,daily", "--out", key)
+    cx("keys", "anchors", root, "--out", trust)
+    rig.terminal("t1", trust=[rig.root.anchor(), *json.loads(trust.read_text())], hold_ms=200)
+    wav = tmp_path / "notice.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(RATE)
+        w.writeframes(b"".join(tone(1.5, 440.0)))
+    r = cx("broadcast", "live", "--regions", "341122000000", "--input", wav, "--key", key,
+           "--id", "live-cli-1", "--broker", f"{rig.broker.host}:{rig.broker.port}")
+    assert "live live-cli-1:" in r.stdout and "messages sent" in r.stdout, r.stdout
+    got = done(rig, "live-cli-1")
+    assert (got["status"], got["reason"]) == ("done", "ended") and got["chunks"] >= 70, got
+    # a key without use daily is refused before anything is sent
+    alerts_only = tmp_path / "alerts.json"
+    cx("keys", "issuer", "--kid", "cty-341122-alerts", "--root", root, "--scope", "341122",
+       "--use", "alert", "--out", alerts_only)
+    r = cx("broadcast", "live", "--regions", "341122000000", "--input", wav, "--key",
+           alerts_only, "--broker", f"{rig.broker.host}:{rig.broker.port}", ok=False)
+    assert r.returncode == 1 and "not for daily" in r.stderr, r.stderr
+
+
+def cx(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run([str(CX), *map(str, args)], capture_output=True, text=True, timeout=60,
+                       check=False)
+    if ok:
+        assert r.returncode == 0, r.stderr
+    return r
