@@ -305,21 +305,23 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
         return Fault(device, fault, bool(obj["active"]), t, received_at)
     if "ota" in obj:
         return _parse_ota(device, obj, received_at)
-    if "schedule" in obj or "programme" in obj:
+    if "schedule" in obj or "programme" in obj or "live" in obj:
         return _parse_daily(device, obj)
     return _parse_receipt(device, obj, received_at)
 
 
 _SCHEDULE_STATUS = {"accepted", "rejected", "ignored"}
 _PROGRAMME_STATUS = {"playing", "done", "preempted", "skipped"}
+_LIVE_STATUS = _SCHEDULE_STATUS | {"playing", "done", "preempted"}
 
 
 def _parse_daily(device: str, obj: dict[str, Any]) -> Ignored:
-    """A schedule's or a programme's receipt (docs/broadcast.md §4): checked for its shape, not
-    stored yet (the fleet's programme receipts and `cx broadcast status` are still to come)."""
+    """A schedule's, a programme's or a live announcement's receipt (docs/broadcast.md §4, §7):
+    checked for its shape, not stored yet (`cx broadcast status` is still to come)."""
     status, reason = obj.get("status"), obj.get("reason")
-    ok = _SCHEDULE_STATUS if "schedule" in obj else _PROGRAMME_STATUS
-    name = obj.get("schedule", obj.get("programme"))
+    ok = _SCHEDULE_STATUS if "schedule" in obj else (
+        _PROGRAMME_STATUS if "programme" in obj else _LIVE_STATUS)
+    name = obj.get("schedule", obj.get("programme", obj.get("live")))
     if (not isinstance(status, str) or status not in ok
             or not (reason is None or (isinstance(reason, str) and len(reason) <= MAX_STR))
             or not (name is None or (isinstance(name, str) and len(name) <= 2 * MAX_ID + 1))):

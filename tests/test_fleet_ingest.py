@@ -186,6 +186,8 @@ def test_an_impossible_receipt_is_counted_as_bad_and_not_stored(url: str) -> Non
      "reason": "bad_signature", "t": 1},
     {"programme": "cty/news", "kid": "k", "date": "2026-12-03", "start": "07:00",
      "status": "skipped", "reason": "higher_tier", "t": 1},
+    {"live": "live-1", "kid": "k", "status": "done", "reason": "ended", "t": 1, "chunks": 150,
+     "silent": 0, "refused": 0},
 ])
 def test_schedule_and_programme_receipts_are_taken_not_refused(body: dict[str, Any]) -> None:
     # docs/broadcast.md §4: a terminal's daily receipts are not malformed alert receipts
