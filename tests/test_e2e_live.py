@@ -166,3 +166,28 @@ def cx(*args: str | Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
     if ok:
         assert r.returncode == 0, r.stderr
     return r
+
+
+def test_a_warning_takes_the_horn_from_a_live_announcement_with_a_ramp(rig: Rig) -> None:
+    t, county, _village = live_terminal(rig)
+    s = live.Stream(county, [REGION], volume=100)
+    sent: dict[str, Any] = {}
+
+    def with_warning(m: list[tuple[float, bytes | str, int]]) -> Any:
+        for due, payload, qos in m:
+            yield due, payload, qos
+            if isinstance(payload, bytes) and payload[0] == live.CHUNK_TYPE and not sent \
+                    and int.from_bytes(payload[1 + live.TAG:1 + live.TAG + 4], "big") == 100:
+                sent["alert"] = rig.send_alert(level=2, tone="siren")
+
+    live.send(with_warning(list(s.messages(tone(4.0, 440.0)))), publisher(rig, s.topics))
+    r = done(rig, s.id)
+    assert (r["status"], r["reason"]) == ("preempted", "alert"), r
+    aid = sent["alert"]["id"]
+    rig.rx.wait(lambda x: x.get("alert") == aid and x["status"] == "done", 30)
+    assert rig.rx.statuses(aid) == ["accepted", "playing", "done"]
+    # the announcement ramps down to silence before the siren starts (no click); from 0.5 s in
+    # (the first played sample starts wherever the waveform is: the amplifier just came on)
+    rate, sp = t.samples()
+    first = next(i for i in range(rate // 2, len(sp)) if abs(sp[i] - sp[i - 1]) > 2500)
+    assert sp[first - 1] == 0 and abs(sp[first - 2]) < 100, sp[first - 40:first + 2]
