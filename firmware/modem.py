@@ -244,7 +244,10 @@ class Modem(ATEngine):
             return  # OK without a header: nothing
         s._i = 0
         s._n = n
-        s._pending = self._raw_rest > 0
+        # `or`: a +CIPRXGET: 1 URC that came while this read was under way (new data after the
+        # module's buffer ran empty) set _pending; the module sends it once, so losing it here
+        # stalled the link until the 5 s poll (a live stream over 4G found it: docs/modem.md)
+        s._pending = self._raw_rest > 0 or s._pending
         self.bytes_in += n
 
     async def _send(self, s, mv):

@@ -191,3 +191,20 @@ def test_a_warning_takes_the_horn_from_a_live_announcement_with_a_ramp(rig: Rig)
     rate, sp = t.samples()
     first = next(i for i in range(rate // 2, len(sp)) if abs(sp[i] - sp[i - 1]) > 2500)
     assert sp[first - 1] == 0 and abs(sp[first - 2]) < 100, sp[first - 40:first + 2]
+
+
+def test_a_live_announcement_plays_whole_over_4g_with_the_village_line_cut(rig: Rig) -> None:
+    # Before the modem driver kept a +CIPRXGET: 1 that came during a read, the link went quiet
+    # until its 5 s poll and the stream ended `stalled` after a few dozen chunks.
+    t, county, _village = live_terminal(rig)
+    n = len(t.events())
+    assert t.ctl("link", "ip", "down") == "ok"
+    t.wait_event(lambda e: e["dev"] == "link" and e["value"] == "4g", 90, n)
+    rig.wait_answering(t.id, t.cfg["region"])
+    s = live.Stream(county, [REGION], volume=100)
+    live.send(list(s.messages(tone(4.0, 440.0))), publisher(rig, s.topics))
+    r = done(rig, s.id, 40)
+    assert (r["status"], r["reason"]) == ("done", "ended"), r
+    assert r["chunks"] >= 190 and r["silent"] <= 10, r  # 200 chunks over the emulated SIM7600
+    modem = json.loads(t.ctl("modem", "status"))
+    assert modem["bytes_down"] > 4 * 8200, modem  # the audio did come over 4G
