@@ -260,7 +260,8 @@ def speech_like(n: int, seed: int = 1) -> list[int]:
 
 
 def _main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m tools.adpcm", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m tools.adpcm",
+                                 description=(__doc__ or "").splitlines()[0])
     ap.add_argument("op", choices=("encode", "decode"))
     ap.add_argument("src")
     ap.add_argument("dst")

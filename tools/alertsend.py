@@ -9,10 +9,9 @@ refuses the login.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tools.envelope import KeyPair, decode_jws, region_prefix, scope_covers
+from tools.envelope import KeyPair, region_prefix, scope_covers, signer_problem
 from tools.mqttsession import BrokerAuth, Session, not_authorized
 
 DEFAULT_TIMEOUT = 10.0  # s: connect + every PUBACK
@@ -40,25 +39,9 @@ class PublishRefused(Exception):
 
 def check_signer(key: KeyPair, regions: list[str], now: int) -> None:
     """Refuse what every terminal would reject: out of scope, bad or expired certificate."""
-    if key.priv is None:
-        raise SignerError(f"key {key.kid} has no private key")
-    if "alert" not in key.use:
-        raise SignerError(f"key {key.kid} is not for alerts (use {','.join(key.use)})")
-    if key.kind == "issuer":
-        if not key.crt:
-            raise SignerError(f"issuer key {key.kid} has no certificate")
-        try:
-            _, body, _ = decode_jws(key.crt)
-            cert = json.loads(body)
-        except ValueError as e:
-            raise SignerError(f"certificate of {key.kid} is unreadable: {e}") from None
-        if cert.get("kid") != key.kid or cert.get("pub") != key.pub_b64:
-            raise SignerError(f"certificate of {key.kid} is for another key")
-        nbf, exp = cert.get("nbf", 0), cert.get("exp", 0)
-        if now < nbf:
-            raise SignerError(f"certificate of {key.kid} is not valid before {nbf} (now {now})")
-        if now >= exp:
-            raise SignerError(f"certificate of {key.kid} expired at {exp} (now {now})")
+    why = signer_problem(key, "alert", "alerts", now)
+    if why is not None:
+        raise SignerError(why)
     for r in regions:
         if not scope_covers(key.scope, region_prefix(r)):
             raise OutOfScope(f"region {r} lies outside key {key.kid}'s scope "

@@ -267,6 +267,38 @@ class KeyPair:
                 "use": list(self.use)}
 
 
+def signer_problem(key: KeyPair, use: str, purpose: str, now: int) -> str | None:
+    """Why every terminal would refuse what `key` signs for `use` (alerts.md §2: `purpose` names
+    it in the message): no private key, the use missing from the key file or its certificate, a
+    certificate that is missing, unreadable, for another key, not yet or no longer valid; None
+    when the key may sign. The scope is the caller's to check (regions or an area)."""
+    if key.priv is None:
+        return f"key {key.kid} has no private key"
+    if use not in key.use:
+        return (f"key {key.kid} is not for {purpose} (use {','.join(key.use)}): sign with a key "
+                f"certified with --use {use}")
+    if key.kind != "issuer":
+        return None
+    if not key.crt:
+        return f"issuer key {key.kid} has no certificate"
+    try:
+        _, body, _ = decode_jws(key.crt)
+        cert = json.loads(body)
+    except ValueError as e:
+        return f"certificate of {key.kid} is unreadable: {e}"
+    if not isinstance(cert, dict) or cert.get("kid") != key.kid or cert.get("pub") != key.pub_b64:
+        return f"certificate of {key.kid} is for another key"
+    if use not in (cert.get("use") or ()):
+        return (f"certificate of {key.kid} does not grant use {use}: certify the key again with "
+                f"--use {use}")
+    nbf, exp = cert.get("nbf", 0), cert.get("exp", 0)
+    if now < nbf:
+        return f"certificate of {key.kid} is not valid before {nbf} (now {now})"
+    if now >= exp:
+        return f"certificate of {key.kid} expired at {exp} (now {now})"
+    return None
+
+
 def make_cert(
     root: KeyPair,
     kid: str,

@@ -38,6 +38,7 @@ from tools.envelope import (
     region_prefix,
     scope_covers,
     sign_jws,
+    signer_problem,
     verify_jws,
 )
 
@@ -368,30 +369,9 @@ def topic_for(area: str) -> str:
 def check_signer(key: KeyPair, area: str, now: int) -> None:
     """Refuse a key every terminal would: no private key, not for use daily (in the key file
     and in its certificate), a bad, foreign or expired certificate, or a scope without `area`."""
-    if key.priv is None:
-        raise SignerError(f"key {key.kid} has no private key")
-    if USE not in key.use:
-        raise SignerError(f"key {key.kid} is not for daily schedules (use {','.join(key.use)}): "
-                          "sign with a key certified with --use daily")
-    if key.kind == "issuer":
-        if not key.crt:
-            raise SignerError(f"issuer key {key.kid} has no certificate")
-        try:
-            _, body, _ = decode_jws(key.crt)
-            cert = json.loads(body)
-        except ValueError as e:
-            raise SignerError(f"certificate of {key.kid} is unreadable: {e}") from None
-        if not isinstance(cert, dict) or cert.get("kid") != key.kid \
-                or cert.get("pub") != key.pub_b64:
-            raise SignerError(f"certificate of {key.kid} is for another key")
-        if USE not in (cert.get("use") or ()):
-            raise SignerError(f"certificate of {key.kid} does not grant use daily: certify the "
-                              "key again with --use daily")
-        nbf, exp = cert.get("nbf", 0), cert.get("exp", 0)
-        if now < nbf:
-            raise SignerError(f"certificate of {key.kid} is not valid before {nbf} (now {now})")
-        if now >= exp:
-            raise SignerError(f"certificate of {key.kid} expired at {exp} (now {now})")
+    why = signer_problem(key, USE, "daily schedules", now)
+    if why is not None:
+        raise SignerError(why)
     prefix = region_prefix(area)
     if not scope_covers(key.scope, prefix):
         raise OutOfScope(f"area {area} lies outside key {key.kid}'s scope {','.join(key.scope)}: "
