@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet.model import BadKind
@@ -22,6 +22,7 @@ MAX_ID = 64
 """Device ids and alert ids: at most 64 characters (alerts.md §3 for alert ids)."""
 _ALERT_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 """An alert id (alerts.md §3): 1..64 of A-Z a-z 0-9 . _ : - (with `fullmatch`)."""
+_AREA = re.compile(r"\d{12}")
 DEFAULT_HB_S = 60
 """Heartbeat interval assumed when a heartbeat does not say (fleet-protocol.md)."""
 
@@ -129,6 +130,37 @@ class OtaEvent:
 
 
 @dataclass(frozen=True)
+class DailyReceipt:
+    """A schedule's, a programme's or a live announcement's receipt (broadcast.md §4, §7)."""
+
+    device: str
+    kind: str
+    """"schedule", "programme" or "live"."""
+    name: str | None
+    """The schedule id, `<schedule id>/<programme id>`, or the stream id; None only when a
+    schedule or header was rejected before its id could be read."""
+    kid: str | None
+    status: str
+    reason: str | None
+    t: int
+    received_at: float
+    date: str | None = None
+    """Programme: the local date `YYYY-MM-DD` it was due on."""
+    start: str | None = None
+    """Programme: its local start `HH:MM`."""
+    area: str | None = None
+    """Schedule: its 12-digit area, when the receipt names it."""
+    version: int | None = None
+    """Schedule: its version, when the receipt names it."""
+    chunks: int | None = None
+    """Live `done`/`preempted`: chunks played."""
+    silent: int | None = None
+    """Live `done`/`preempted`: chunks lost, late or refused (silence)."""
+    refused: int | None = None
+    """Live `done`/`preempted`: chunks received whose hash no batch signed."""
+
+
+@dataclass(frozen=True)
 class Bad:
     kind: BadKind
     device: str
@@ -145,7 +177,7 @@ class Ignored:
     device: str
 
 
-Record = Heartbeat | State | Fault | ReceiptMsg | Ack | OtaEvent | Bad | Ignored
+Record = Heartbeat | State | Fault | ReceiptMsg | DailyReceipt | Ack | OtaEvent | Bad | Ignored
 
 
 class _WrongType(ValueError):
@@ -306,27 +338,87 @@ def _parse_event(device: str, obj: dict[str, Any], received_at: float) -> Record
     if "ota" in obj:
         return _parse_ota(device, obj, received_at)
     if "schedule" in obj or "programme" in obj or "live" in obj:
-        return _parse_daily(device, obj)
+        return _parse_daily(device, obj, received_at)
     return _parse_receipt(device, obj, received_at)
 
 
-_SCHEDULE_STATUS = {"accepted", "rejected", "ignored"}
-_PROGRAMME_STATUS = {"playing", "done", "preempted", "skipped"}
-_LIVE_STATUS = _SCHEDULE_STATUS | {"playing", "done", "preempted"}
+# Daily-broadcast receipts (broadcast.md §3, §4, §7): status → the reasons it may carry.
+_HEADER_REJECTS = frozenset({
+    "too_large", "malformed", "bad_alg", "unknown_key", "bad_cert", "bad_signature", "bad_field",
+    "out_of_scope", "not_yet_valid", "expired"})
+"""`rejected` reasons a schedule (§3, with `bad_tz`) or a live header (§7) may carry."""
+DAILY_REASONS: dict[str, dict[str, frozenset[str | None]]] = {
+    "schedule": {
+        "accepted": frozenset({None}),
+        "rejected": _HEADER_REJECTS | {"bad_tz"},
+        "ignored": frozenset({"not_for_me", "stale", "duplicate"}),
+    },
+    "programme": {
+        "playing": frozenset({None}),
+        "done": frozenset({None, "play_failed"}),
+        "preempted": frozenset({"alert", "higher_tier", "live"}),
+        "skipped": frozenset({"no_clip", "late", "higher_tier", "busy", "clock_unsynced"}),
+    },
+    "live": {
+        "accepted": frozenset({None}),
+        "rejected": _HEADER_REJECTS,
+        "ignored": frozenset({"not_for_me", "busy"}),
+        "playing": frozenset({None}),
+        "done": frozenset({"ended", "stalled"}),
+        "preempted": frozenset({"alert", "higher_tier"}),
+    },
+}
+"""Kind → status → the reasons it may carry (None: `reason` null). Anything else: wrong_types."""
+_DATE = re.compile(r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])")
+_HHMM = re.compile(r"([01]\d|2[0-3]):[0-5]\d")
+_PROG_NAME = re.compile(r"[A-Za-z0-9._:-]{1,64}/[A-Za-z0-9._:-]{1,32}")
+"""`<schedule id>/<programme id>` (broadcast.md §2: 1..64 and 1..32 of A-Z a-z 0-9 . _ : -)."""
 
 
-def _parse_daily(device: str, obj: dict[str, Any]) -> Ignored:
-    """A schedule's, a programme's or a live announcement's receipt (docs/broadcast.md §4, §7):
-    checked for its shape, not stored yet (`cx broadcast status` is still to come)."""
+def _parse_daily(device: str, obj: dict[str, Any], received_at: float) -> DailyReceipt:
+    """A schedule's, a programme's or a live announcement's receipt (docs/broadcast.md §4, §7),
+    or `_WrongType`: a status and reason of DAILY_REASONS, bounded ids, a date and start for a
+    programme, the chunk counts for a live `done` or `preempted`. Unknown fields are ignored."""
+    kind = "schedule" if "schedule" in obj else ("programme" if "programme" in obj else "live")
     status, reason = obj.get("status"), obj.get("reason")
-    ok = _SCHEDULE_STATUS if "schedule" in obj else (
-        _PROGRAMME_STATUS if "programme" in obj else _LIVE_STATUS)
-    name = obj.get("schedule", obj.get("programme", obj.get("live")))
-    if (not isinstance(status, str) or status not in ok
-            or not (reason is None or (isinstance(reason, str) and len(reason) <= MAX_STR))
-            or not (name is None or (isinstance(name, str) and len(name) <= 2 * MAX_ID + 1))):
+    table = DAILY_REASONS[kind]
+    if not isinstance(status, str) or status not in table:
         raise _WrongType()
-    return Ignored(device)
+    if not (reason is None or isinstance(reason, str)) or reason not in table[status]:
+        raise _WrongType()
+    name = obj.get(kind)
+    if kind == "programme":
+        if not isinstance(name, str) or not _PROG_NAME.fullmatch(name):
+            raise _WrongType()
+    elif name is None:
+        if status != "rejected":  # only a refusal may not know the id
+            raise _WrongType()
+    elif not isinstance(name, str) or not _ALERT_ID.fullmatch(name):
+        raise _WrongType()
+    kid = obj.get("kid")
+    if kid is None:
+        if status != "rejected" or reason not in KEYLESS_REASONS:
+            raise _WrongType()
+    elif not isinstance(kid, str) or not 1 <= len(kid) <= MAX_ID or "\x00" in kid:
+        raise _WrongType()
+    t = _int(obj.get("t"), 0, RECEIPT_T_MAX)
+    rec = DailyReceipt(device, kind, name, kid, status, reason, t, received_at)
+    if kind == "programme":
+        date, start = obj.get("date"), obj.get("start")
+        if (not isinstance(date, str) or not _DATE.fullmatch(date)
+                or not isinstance(start, str) or not _HHMM.fullmatch(start)):
+            raise _WrongType()
+        return replace(rec, date=date, start=start)
+    if kind == "schedule":
+        area, version = obj.get("area"), obj.get("version")
+        if area is not None and (not isinstance(area, str) or not _AREA.fullmatch(area)):
+            raise _WrongType()
+        return replace(rec, area=area, version=_opt_int(version, 0, 2**31 - 1))
+    if status in ("done", "preempted"):
+        return replace(rec, chunks=_int(obj.get("chunks"), 0, _INT_HI),
+                       silent=_int(obj.get("silent"), 0, _INT_HI),
+                       refused=_int(obj.get("refused"), 0, _INT_HI))
+    return rec
 
 
 def _parse_ota(device: str, obj: dict[str, Any], received_at: float) -> OtaEvent:

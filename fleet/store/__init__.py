@@ -7,11 +7,12 @@ database (row updates are guarded by arrival time, alarm inserts by a partial un
 sweeps and batches are idempotent). SQLite serialises writers (BEGIN IMMEDIATE, WAL).
 
 Modules: `core` (connection, `Store.transaction()`), `dialects`, `schema`, `registry`,
-`ingestion`, `alarms`, `reports`, `alerts`, `ota`, `schedules`, `retention`, `limits`.
+`ingestion`, `alarms`, `reports`, `alerts`, `ota`, `schedules`, `daily`, `retention`, `limits`.
 """
 
 from fleet.store.alarms import SweepStats
 from fleet.store.alerts import AlertRecords
+from fleet.store.daily import DailyRecords
 from fleet.store.ingestion import Ingestion, IngestStats
 from fleet.store.limits import (
     DEFAULT_HB_S,
@@ -28,14 +29,15 @@ from fleet.store.transaction import Transaction
 from tools.regions import prefix as region_prefix
 
 
-class Store(Ingestion, Reports, AlertRecords, OtaRecords, ScheduleRecords):
+class Store(Ingestion, Reports, AlertRecords, OtaRecords, ScheduleRecords, DailyRecords):
     """The fleet database. `Store.open(url)` connects and migrates; one Store per thread.
 
     Connection and `transaction()`: core; `upsert_devices`, `device`, `devices`, `history`:
     registry; `ingest`: ingestion; `sweep`, `alarms`, `ack_alarm`: alarms; `report`,
     `bad_counts`: reports; `record_alert`, `alert_record`, `alert_targets`, `receipts`: alerts;
     `add_release`, `create_rollout`, `set_rollout`, `step`, `rollout_status`: ota;
-    `add_programme`, `programmes`, `remove_programme`, `record_push`, `last_pushes`: schedules.
+    `add_programme`, `programmes`, `remove_programme`, `record_push`, `last_pushes`: schedules;
+    `daily_receipts`, `daily_dates`: daily.
     """
 
 

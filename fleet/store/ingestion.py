@@ -8,9 +8,21 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from fleet.ingest import Ack, Bad, Fault, Heartbeat, Ignored, OtaEvent, ReceiptMsg, Record, State
+from fleet.ingest import (
+    Ack,
+    Bad,
+    DailyReceipt,
+    Fault,
+    Heartbeat,
+    Ignored,
+    OtaEvent,
+    ReceiptMsg,
+    Record,
+    State,
+)
 from fleet.model import AlarmKind, BadKind
 from fleet.store.alarms import AlarmRules
+from fleet.store.daily import insert_daily
 from fleet.store.ota import apply_ota
 from fleet.store.transaction import Transaction
 
@@ -20,6 +32,8 @@ class IngestStats:
     heartbeats: int = 0
     duplicates: int = 0
     receipts: int = 0
+    daily: int = 0
+    """Daily-broadcast receipts (schedules, programmes, live announcements) stored."""
     states: int = 0
     faults: int = 0
     acks: int = 0
@@ -69,6 +83,7 @@ class Ingestion(AlarmRules):
                                sorted((k, d, t, n, now) for (k, d, t), n in bad.items()))
             changed = self._apply_device_messages(tx, good, st, now)
             self._apply_receipts(tx, [r for r in good if isinstance(r, ReceiptMsg)], st, now)
+            st.daily = insert_daily(tx, [r for r in good if isinstance(r, DailyReceipt)])
             acks = [r for r in good if isinstance(r, Ack)]
             st.acks = len(acks)
             events = [r for r in good if isinstance(r, OtaEvent)]

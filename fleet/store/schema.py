@@ -166,6 +166,32 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             published_at DOUBLE PRECISION,
             PRIMARY KEY (area, version))""",
     ]),
+    (4, "daily-broadcast receipts: schedules, programmes, live announcements", [
+        # One row per receipt of broadcast.md §4 and §7 (fleet/store/daily.py). `kind` is
+        # schedule, programme or live; `name` the schedule id, `<schedule id>/<programme id>` or
+        # the stream id. Absent text fields are '' (as in `receipts`), so the unique index
+        # makes a redelivered receipt change nothing.
+        """CREATE TABLE daily_receipts (
+            seq {pk},
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            kid TEXT NOT NULL,
+            device TEXT NOT NULL,
+            status TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            t BIGINT NOT NULL,
+            day TEXT NOT NULL,
+            start TEXT NOT NULL,
+            area TEXT,
+            version BIGINT,
+            chunks BIGINT,
+            silent BIGINT,
+            refused BIGINT,
+            received_at DOUBLE PRECISION NOT NULL)""",
+        ("CREATE UNIQUE INDEX daily_receipts_once ON daily_receipts (device, kind, name, kid, "
+         "status, reason, t, day, start)"),
+        "CREATE INDEX daily_receipts_name ON daily_receipts (kind, name, day)",
+    ]),
 ]
 
 
