@@ -473,9 +473,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=cmd_remove)
 
     _register_push(ss, [db, js])
-    from cx import live
+    from cx import broadcast_status, live
 
     live.register(sub)
+    broadcast_status.register(sub)
 
     p = ss.add_parser("show", parents=[js], help="check a schedule envelope as a terminal "
                                                  "would (broadcast.md §3) and list it")

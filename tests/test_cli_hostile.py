@@ -98,6 +98,7 @@ ARGS: dict[str, list[str]] = {
     "broadcast schedule remove": ["--area", COUNTY, "--id", "p1", "--db", "{w}/fleet.sqlite"],
     "broadcast schedule push": [*PUSH, "--out", "{new}", "--db", "{w}/fleet.sqlite"],
     "broadcast schedule show": ["{w}/envelope.txt"],
+    "broadcast status": ["cty/news", "--db", "{w}/fleet.sqlite"],
 }
 PRINTS = ("keys root", "keys issuer", "keys anchors", "keys show", "alert send",
           "alert from-cap", "alert verify", "alert status", "ota build", "ota verify", "flash",
@@ -158,6 +159,7 @@ PATHS: dict[str, list[list[str]]] = {
     "broadcast schedule remove": [["--area", COUNTY, "--id", "p1", "--db", "{bad}"]],
     "broadcast schedule push": [[*PUSH, "--out", "{new}", "--db", "{bad}"],
                                 [*PUSH, "--out", "{bad}", "--db", "{w}/fleet.sqlite"]],
+    "broadcast status": [["cty/news", "--db", "{bad}"]],
 }
 SKIP_PATHS: dict[str, str] = {}
 
