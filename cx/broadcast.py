@@ -34,13 +34,12 @@ from cx.common import (
     table,
     when,
 )
-from cx.keys import EPOCH
+from cx.keys import EPOCH, signing_key
 from fleet.errors import FleetError, StoreUnavailable
 from fleet.store import Store
 from fleet.store.schedules import Push
 from tools import regions, schedule
-from tools.envelope import MAX_CLIP, MIN_CLIP, KeyPair, region_prefix
-from tools.keys import KeyFileError, load_keyfile
+from tools.envelope import MAX_CLIP, MIN_CLIP, region_prefix
 from tools.schedule import ScheduleError
 
 TIERS = {2: "province", 4: "city", 6: "county", 9: "town", 12: "village"}
@@ -225,20 +224,6 @@ def cmd_remove(args: argparse.Namespace) -> int:
 # --- push -----------------------------------------------------------------------------------------
 
 
-def _key(args: argparse.Namespace) -> KeyPair:
-    try:
-        key = load_keyfile(args.key)
-    except KeyFileError as e:
-        raise CliError(str(e)) from None
-    if args.crt is not None:
-        try:
-            key.crt = Path(args.crt).read_text(encoding="ascii").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise CliError(f"--crt {args.crt}: {getattr(e, 'strerror', None) or e}",
-                           ExitCode.USAGE) from None
-    return key
-
-
 def cmd_push(args: argparse.Namespace) -> int:
     area = _area(args.area)
     if not args.broker and not args.out:
@@ -249,7 +234,7 @@ def cmd_push(args: argparse.Namespace) -> int:
                        "over)", ExitCode.USAGE)
     except_ = _dates(args.except_, "--except")
     broker = alert.destination(args)
-    key = _key(args)
+    key = signing_key(args.key, args.crt)
     now = int(time.time())
     try:
         schedule.check_signer(key, area, now)

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from cx.common import CliError, ExitCode, number
@@ -28,6 +29,23 @@ MAX_DAYS = 36500  # --days: a century is already no expiry; more is a typo
 EPOCH = number(int, MIN_EPOCH, MAX_EPOCH)
 """--nbf, --exp, --issued, --now: epoch seconds a terminal accepts (firmware/limits.py)."""
 T = TypeVar("T")
+
+
+
+def signing_key(path: str, crt: str | None = None) -> KeyPair:
+    """A key file (`cx keys`), with --crt FILE as its certificate instead of its own: what
+    `cx broadcast schedule push` and `cx broadcast live` sign with."""
+    try:
+        key = load_keyfile(path)
+    except KeyFileError as e:
+        raise CliError(str(e)) from None
+    if crt is not None:
+        try:
+            key.crt = Path(crt).read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"--crt {crt}: {getattr(e, 'strerror', None) or e}",
+                           ExitCode.USAGE) from None
+    return key
 
 
 def _csv(text: str) -> list[str]:

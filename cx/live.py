@@ -11,6 +11,7 @@ from typing import Any
 
 from cx import alert
 from cx.common import CliError, ExitCode, number
+from cx.keys import signing_key
 from tools import live, schedule
 from tools.alertsend import LOGIN_HINT
 from tools.mqttsession import BrokerUnavailable, NotAuthorized, Session
@@ -38,12 +39,10 @@ def _blocks(args: argparse.Namespace) -> tuple[Iterator[bytes], bool]:
 
 
 def cmd_live(args: argparse.Namespace) -> int:
-    from cx.broadcast import _key  # the same key file and --crt handling as push
-
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     if not regions:
         raise CliError("give --regions CODE12[,CODE12...]", ExitCode.USAGE)
-    key = _key(args)
+    key = signing_key(args.key, args.crt)
     now = int(time.time())
     for r in regions:
         try:

@@ -10,16 +10,13 @@ import trust
 from limits import (
     LEVEL_MAX,
     LEVEL_MIN,
-    MAX_CLIP_FIELD,
     MAX_ENVELOPE,
     MAX_EVENT,
     MAX_FUTURE,
-    MAX_ID,
     MAX_LIFETIME,
     MAX_REFS,
     MAX_REGIONS,
     MAX_TEXT,
-    MAX_URL,
     REPEAT_MAX,
     REPEAT_MIN,
     VOLUME_MAX,
@@ -38,14 +35,7 @@ REJECTED = "rejected"
 IGNORED = "ignored"
 
 
-def valid_id(s):
-    """An alert id (alerts.md §3): 1..64 chars of A-Z a-z 0-9 . _ : -"""
-    if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
-        return False
-    for c in s:
-        if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
-            return False
-    return True
+valid_id = trust.valid_id  # alerts.md §3 (also the OTA manifest's and the agent's)
 
 
 class Verdict:
@@ -198,18 +188,5 @@ class Verifier:
             if a["tone"] not in TONES:
                 raise bad
             return
-        c = a["clip"]
-        if not isinstance(c, dict):
-            raise bad
-        url, sha, n = c.get("url"), c.get("sha256"), c.get("bytes")
-        if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL:
-            raise bad
-        if not isinstance(sha, str) or len(sha) != 64:
-            raise bad
-        try:
-            binascii.unhexlify(sha)
-        except ValueError:
-            raise bad
-        c["sha256"] = sha.lower()
-        if not trust.is_int(n) or not 0 < n <= MAX_CLIP_FIELD:  # type: ignore[operator]
+        if not trust.clip_ok(a["clip"]):
             raise bad

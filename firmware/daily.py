@@ -14,17 +14,14 @@ import trust
 from fsutil import read_bytes, write_atomic
 from limits import (
     DAILY_VOLUME,
-    MAX_CLIP_FIELD,
     MAX_DURATION,
     MAX_EXCEPT,
     MAX_FUTURE,
-    MAX_ID,
     MAX_PROG_ID,
     MAX_PROGRAMMES,
     MAX_SCHED_VERSION,
     MAX_SCHEDULE,
     MAX_TITLE,
-    MAX_URL,
     MAX_VALID_DAYS,
     TZ_OFFSET,
     VOLUME_MAX,
@@ -99,14 +96,7 @@ def weekday(z):
 
 
 def valid_pid(s):
-    return isinstance(s, str) and 1 <= len(s) <= MAX_PROG_ID and _id_chars(s)
-
-
-def _id_chars(s):
-    for c in s:
-        if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
-            return False
-    return True
+    return trust.valid_id(s, MAX_PROG_ID)
 
 
 def length_s(prog):
@@ -274,8 +264,7 @@ def _remove(path):
         pass
 
 
-def _valid_sid(s):
-    return isinstance(s, str) and 1 <= len(s) <= MAX_ID and _id_chars(s)
+_valid_sid = trust.valid_id
 
 
 def _dates(v):
@@ -333,20 +322,7 @@ def _programme(g, bad):
     if parse_hm(g.get("start")) is None:
         raise bad
     a = g.get("audio")
-    c = a.get("clip") if isinstance(a, dict) else None
-    if not isinstance(a, dict) or not isinstance(c, dict) or len(a) != 1:
-        raise bad
-    url, sha, n = c.get("url"), c.get("sha256"), c.get("bytes")
-    if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL:
-        raise bad
-    if not isinstance(sha, str) or len(sha) != 64:
-        raise bad
-    try:
-        binascii.unhexlify(sha)
-    except ValueError:
-        raise bad
-    c["sha256"] = sha.lower()
-    if not trust.is_int(n) or not _WAV_HEADER < n <= MAX_CLIP_FIELD:  # type: ignore[operator]
+    if not isinstance(a, dict) or len(a) != 1 or not trust.clip_ok(a.get("clip"), _WAV_HEADER):
         raise bad
     dur = g.get("duration")
     if dur is not None and (not trust.is_int(dur) or not 1 <= dur <= MAX_DURATION):

@@ -13,7 +13,7 @@ import ed25519
 import region
 import trust
 from clip import _gain, _scale
-from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_ID, MAX_REGIONS, VOLUME_MAX
+from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_REGIONS, VOLUME_MAX
 from micropython import const
 from ring import Ring
 from trust import Reject
@@ -288,13 +288,7 @@ class Live:
         self._send(ev)
 
 
-def _valid_id(s):
-    if not isinstance(s, str) or not 1 <= len(s) <= MAX_ID:
-        return False
-    for c in s:
-        if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
-            return False
-    return True
+_valid_id = trust.valid_id
 
 
 def _fields(p):

@@ -1,11 +1,22 @@
 # The key chain of alerts.md §2 for one use (`alert`; `ota` per ota.md §1; `daily` later):
 # trust anchors, issuer certificates, the verified-certificate cache and the signer's scope.
+import binascii
 import json
 
 import b64
 import ed25519
 import region
-from limits import MAX_ENVELOPE, MAX_EPOCH, MAX_KID, MAX_SCOPE, MAX_USES, MIN_EPOCH
+from limits import (
+    MAX_CLIP_FIELD,
+    MAX_ENVELOPE,
+    MAX_EPOCH,
+    MAX_ID,
+    MAX_KID,
+    MAX_SCOPE,
+    MAX_URL,
+    MAX_USES,
+    MIN_EPOCH,
+)
 from micropython import const
 
 _MAX_CERTS = const(8)  # verified certificates cached by their exact bytes (alerts.md §2)
@@ -75,6 +86,35 @@ def split(jws):
     except b64.B64Error:
         return None
     return jws[: len(parts[0]) + 1 + len(parts[1])], header, parts[1], sig
+
+
+def valid_id(s, most=MAX_ID):
+    """An id (alerts.md §3; a schedule's, a programme's, a stream's): 1..most chars of
+    A-Z a-z 0-9 . _ :"""
+    if not isinstance(s, str) or not 1 <= len(s) <= most:
+        return False
+    for c in s:
+        if not (c.isalpha() and ord(c) < 128 or c.isdigit() or c in "._:-"):
+            return False
+    return True
+
+
+def clip_ok(c, least=0):
+    """A clip object {"url", "sha256", "bytes"} as alerts.md §3 writes it, `bytes` above least;
+    its sha256 is lower-cased in place."""
+    if not isinstance(c, dict):
+        return False
+    url, sha, n = c.get("url"), c.get("sha256"), c.get("bytes")
+    if not isinstance(url, str) or not 1 <= len(url) <= MAX_URL:
+        return False
+    if not isinstance(sha, str) or len(sha) != 64:
+        return False
+    try:
+        binascii.unhexlify(sha)
+    except ValueError:
+        return False
+    c["sha256"] = sha.lower()
+    return is_int(n) and least < n <= MAX_CLIP_FIELD  # type: ignore[operator]
 
 
 def valid_kid(kid):
