@@ -142,10 +142,10 @@ def single(rig: Rig, n: int) -> list[float]:
 class Fleet:
     """`cx emu fleet` in its own session, so cleanup can reach every terminal it started."""
 
-    def __init__(self, rig: Rig, count: int, folder: Path) -> None:
+    def __init__(self, rig: Rig, count: int, folder: Path, **cfg: Any) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         tpl = folder / "template.json"
-        tpl.write_text(json.dumps(rig.config(hold_ms=HOLD_MS)))
+        tpl.write_text(json.dumps(rig.config(hold_ms=HOLD_MS, **cfg)))
         self.dirs = [folder / f"T{int(REGION) + i:012d}-01" for i in range(count)]
         self.out = open(folder / "fleet.out", "ab")
         self.proc = subprocess.Popen(

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_latency import bench_rig, pct
+from bench_latency import Fleet, bench_rig, pct
 from report import MICROPYTHON, ROOT, write_section
 
 sys.path.insert(0, str(ROOT))
@@ -106,6 +106,50 @@ def one_stream(rig: Rig, t: Term, key: KeyPair, seconds: int, path: str) -> dict
     return {"path": path, "receipt": r, "delays": delays, "beeps": (len(got), seconds),
             "bytes_down": m1 - m0, "seconds": seconds, "messages": len(msgs),
             "payload_bytes": sum(len(p) for _d, p, _q in msgs)}
+
+
+def fleet_stream(count: int, seconds: int) -> dict[str, Any]:
+    """`cx emu fleet --count N` on one live stream for the county: how many played it whole, and
+    the spread of the first beep's playing time between the first and the last terminal."""
+    with bench_rig("cx-bench-live-fleet-") as (tmp, _broker, rig):
+        key = KeyPair.generate("root", "county-341122-live-fleet", ["341122"], ["daily"])
+        fleet = Fleet(rig, count, tmp / "fleet", trust=[rig.root.anchor(), key.anchor()])
+        try:
+            up = fleet.wait_online(600)
+            for d in fleet.dirs:  # their SUBSCRIBEs are at the broker: each answers a probe
+                rig.wait_answering(d.name, d.name[1:13], 120)
+            s = live.Stream(key, [REGION[:6] + "000000"], volume=100)
+            since = {d: len(fleet.events(d)) for d in fleet.dirs}
+
+            def pub(payload: bytes | str, qos: int) -> None:
+                data = payload.encode() if isinstance(payload, str) else payload
+                for tp in s.topics:
+                    info = rig.pub.publish(tp, data, qos=qos)
+                    if qos:
+                        info.wait_for_publish(10)
+
+            start = time.time()
+            live.send(s.messages(beeps(seconds)), pub)
+            got = {}
+            deadline = time.monotonic() + seconds + 60
+            while len(got) < count and time.monotonic() < deadline:
+                for r in list(rig.rx.items):
+                    if r.get("live") == s.id and r["status"] in ("done", "preempted"):
+                        got[r["_dev"]] = r
+                time.sleep(0.2)
+            firsts = []
+            for d in fleet.dirs:
+                ev = next((e for e in fleet.events(d)[since[d]:] if e["dev"] == "audio"
+                           and str(e["value"].get("source", "")).startswith("live:")), None)
+                if ev is not None:
+                    firsts.append(ev["t"] - start)
+        finally:
+            fleet.stop()
+    whole = [r for r in got.values() if r["reason"] == "ended" and r["silent"] <= seconds * 2]
+    return {"count": count, "online_s": up, "receipts": len(got), "whole": len(whole),
+            "chunks": sorted(r["chunks"] for r in got.values()),
+            "start_spread_ms": (max(firsts) - min(firsts)) * 1000 if firsts else None,
+            "starts": len(firsts)}
 
 
 def end_to_end(seconds: int) -> list[dict[str, Any]]:
@@ -230,7 +274,7 @@ def receiver_cost(minutes: float, tmp: Path) -> dict[str, Any]:
 
 
 def report(e2e: list[dict[str, Any]], cost: dict[str, Any], short: dict[str, Any],
-           load: tuple[float, float]) -> str:
+           load: tuple[float, float], fl: dict[str, Any] | None = None) -> str:
     rows = []
     for d in e2e:
         ms = [x * 1000 for x in d["delays"]]
@@ -295,6 +339,20 @@ def report(e2e: list[dict[str, Any]], cost: dict[str, Any], short: dict[str, Any
         "collection, every tenth of the run): " + ", ".join(
             f"{k // 2} s: {a / 1024:.1f} KB" for k, a in heap) + ".",
     ]
+    if fl is not None:
+        lines += [
+            "",
+            f"### {fl['count']} terminals on one stream",
+            "",
+            (f"`cx emu fleet --count {fl['count']}` (default heap each, all on this machine's 2 "
+             f"cores, online in {fl['online_s']:.0f} s), one stream to the county: "
+             f"{fl['receipts']} terminals reported its end, {fl['whole']} played it whole "
+             f"(`ended`, at most two chunks a second silent); chunks played per terminal "
+             f"{fl['chunks'][0] if fl['chunks'] else 0}..{fl['chunks'][-1] if fl['chunks'] else 0}. "
+             f"Spread of the start of playback between the first and the last terminal: "
+             + (f"{fl['start_spread_ms']:.0f} ms" if fl["start_spread_ms"] is not None
+                else "not measured") + f" ({fl['starts']} starts seen)."),
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -302,6 +360,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=int, default=20, help="length of each timed stream")
     ap.add_argument("--long-min", type=float, default=30, help="minutes of the heap run")
+    ap.add_argument("--fleet", type=int, default=50, help="terminals on one stream (0: skip)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     load0 = os.getloadavg()[0]
@@ -313,7 +372,11 @@ def main() -> None:
         cost = receiver_cost(args.long_min, Path(tmp))
     print("(a) mouth-to-horn over IP and 4G", flush=True)
     e2e = end_to_end(args.seconds)
-    md = report(e2e, cost, short, (load0, os.getloadavg()[0]))
+    fl = None
+    if args.fleet:
+        print(f"(c) {args.fleet} terminals on one stream", flush=True)
+        fl = fleet_stream(args.fleet, 10)
+    md = report(e2e, cost, short, (load0, os.getloadavg()[0]), fl)
     print(md)
     if not args.no_write:
         write_section(TITLE, md)
