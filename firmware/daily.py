@@ -9,6 +9,7 @@ import hashlib
 import os
 
 import b64
+import ed25519
 import region
 import trust
 from fsutil import read_bytes, write_atomic
@@ -126,6 +127,9 @@ class Schedule:
         self.first = parse_date(p["from"]) or 0  # valid: rule 7
         self.last = parse_date(p["until"]) or 0
         self.skip = {parse_date(d) for d in p.get("except", ())}
+        # per programme, parsed once: (programme, start s after midnight, length s, its except)
+        self.plan = [(g, (parse_hm(g["start"]) or 0) * 60, length_s(g),
+                      {parse_date(d) for d in g.get("except", ())}) for g in p["programmes"]]
 
 
 class Verdict:
@@ -155,21 +159,26 @@ class Schedules:
         except OSError:
             pass
 
-    def load(self):
-        """The schedules kept on flash, verified again (a damaged or expired one is dropped)."""
+    def stored(self):
+        """The names of the schedules kept on flash (load_one each: one signature apiece, so
+        the caller can yield to alert intake between them)."""
         try:
-            names = os.listdir(FOLDER)
+            return [n for n in os.listdir(FOLDER) if n.endswith(".jws")]
         except OSError:
-            return
-        for name in names:
-            path = FOLDER + "/" + name
-            if not name.endswith(".jws"):
-                continue
-            env = read_bytes(path)
-            v = self.check(env) if env is not None else None
-            if v is None or v.status != "accepted":
-                self.log("daily_dropped", file=name, reason=v.reason if v else "unreadable")
-                _remove(path)
+            return []
+
+    def load_one(self, name):
+        """A schedule kept on flash, verified again (a damaged or expired one is dropped)."""
+        path = FOLDER + "/" + name
+        env = read_bytes(path)
+        v = self.check(env) if env is not None else None
+        if v is None or v.status != "accepted":
+            self.log("daily_dropped", file=name, reason=v.reason if v else "unreadable")
+            _remove(path)
+
+    def load(self):
+        for name in self.stored():
+            self.load_one(name)
 
     def all(self):
         return list(self.held.values())
@@ -199,8 +208,6 @@ class Schedules:
                 if s.hash == h and s.kid == kid:
                     return Verdict("ignored", "duplicate", kid, s.id, None, s.area, s.version)
             pub, scope = self.chain.signer(kid, hdr.get("crt"))  # rules 4, 5
-            import ed25519
-
             if len(sig) != 64 or not ed25519.verify(pub, signing_input, sig):  # rule 6
                 raise Reject("rejected", "bad_signature")
             p = trust.json_obj(b64.decode(payload_b64))  # only now (alerts.md §4)

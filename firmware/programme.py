@@ -16,12 +16,12 @@ MAX_DONE = const(256)  # occurrences remembered as handled (a day holds at most 
 class Occurrence:
     """One programme on one local date: [start, end) in epoch seconds."""
 
-    def __init__(self, s, g, z):
+    def __init__(self, s, g, z, start, end):
         self.s = s
         self.g = g
         self.z = z
-        self.start = z * 86400 - daily.TZ_OFFSET + (daily.parse_hm(g["start"]) or 0) * 60
-        self.end = self.start + daily.length_s(g)
+        self.start = start
+        self.end = end
         self.key = "%s/%s/%s/%d" % (s.kid, s.id, g["id"], z)
 
     def order(self):
@@ -60,15 +60,19 @@ class Programmes:
         """A schedule was just accepted: fetch its clips now rather than at the next tick."""
         self._wake.set()
 
-    def occurrences(self, z):
+    def occurrences(self, z, now):
+        """The programmes of local date z whose interval holds now (objects only for those: the
+        planner asks every second)."""
         out = []
-        for s in self.schedules.all():
+        base = z * 86400 - daily.TZ_OFFSET
+        wd = daily.weekday(z)
+        for s in self.schedules.held.values():
             if not s.first <= z <= s.last or z in s.skip:
                 continue
-            wd = daily.weekday(z)
-            for g in s.p["programmes"]:
-                if wd in g["days"] and z not in _except(g):
-                    out.append(Occurrence(s, g, z))
+            for g, start, n, skip in s.plan:
+                t0 = base + start
+                if t0 <= now < t0 + n and wd in g["days"] and z not in skip:
+                    out.append(Occurrence(s, g, z, t0, t0 + n))
         return out
 
     async def run(self):
@@ -101,9 +105,9 @@ class Programmes:
     def _tick(self):
         now = self.clock.now()
         z = daily.local_day(now)[0]
-        occs = self.occurrences(z - 1) + self.occurrences(z)
+        occs = self.occurrences(z - 1, now) + self.occurrences(z, now)
         for o in occs:
-            if o.key in self._done or not o.start <= now < o.end:
+            if o.key in self._done:
                 continue
             path = self._cached(o.g)
             if not self.clock.synced:
@@ -189,10 +193,3 @@ class Programmes:
         self._send({"programme": o.s.id + "/" + o.g["id"], "kid": o.s.kid,
                     "date": daily.date_str(o.z), "start": o.g["start"], "status": status,
                     "reason": reason, "t": self.clock.now()})
-
-
-def _except(g):
-    out = []
-    for d in g.get("except", ()):
-        out.append(daily.parse_date(d))
-    return out

@@ -207,8 +207,11 @@ class Terminal:
     async def _daily(self):
         # Schedules (docs/broadcast.md §3): those on flash verified again first, then each one
         # the broker delivers, one at a time, never while an alert waits to be verified.
-        await asyncio.sleep_ms(0)
-        self.schedules.load()
+        for name in self.schedules.stored():  # one signature each, alerts first between them
+            while self.intake.pending():
+                await asyncio.sleep_ms(20)
+            await asyncio.sleep_ms(0)
+            self.schedules.load_one(name)
         while True:
             if not len(self._daily_in):
                 self._daily_ev.clear()
