@@ -166,7 +166,15 @@ class ClipCache:
         tmp = "%s/%s.%d.tmp" % (self.folder, sha[:16], self._seq)
         ok = False
         try:
-            got = await self._download(host, port, rpath, url, tmp, nbytes)
+            end = time.ticks_add(time.ticks_ms(), FETCH_MS)  # both tries together
+            try:
+                got = await self._download(host, port, rpath, tmp, nbytes, end)
+            except ClipError as e:  # the link, not the server's answer: once more (decisions.md)
+                if not str(e.detail).startswith(("connect", "io", "short", "closed")) or \
+                        time.ticks_diff(end, time.ticks_ms()) < CONNECT_MS:
+                    raise
+                self._log("clip_retry", sha256=sha, detail=e.detail)
+                got = await self._download(host, port, rpath, tmp, nbytes, end)
             if got != sha:
                 raise ClipError("clip_hash_mismatch", got)
             f = open(tmp, "rb")
@@ -184,9 +192,8 @@ class ClipCache:
         self._log("clip_cached", sha256=sha, bytes=nbytes)
         return path
 
-    async def _download(self, host, port, rpath, url, tmp, nbytes):
+    async def _download(self, host, port, rpath, tmp, nbytes, deadline):
         # streams the body into tmp while hashing; returns the body's sha256 hex
-        deadline = time.ticks_add(time.ticks_ms(), FETCH_MS)
         open_tcp = self._open_tcp
         if open_tcp is None:
             raise ClipError("clip_fetch_failed", "no link")

@@ -92,10 +92,14 @@ class Modem(ATEngine):
             if f[1]:
                 raise ModemError("open_failed", f[1])
         except BaseException as ex:
-            self._links[i] = None
             s._kill("closed")
-            if isinstance(ex, ModemError) and ex.reason in ("timeout", "garbled"):
-                asyncio.create_task(self._close_link(i))  # it may open later: free it
+            if isinstance(ex, ModemError) and ex.reason not in ("timeout", "garbled"):
+                self._links[i] = None  # the module answered: the link is not open there
+            else:
+                # No answer (timeout, garble, or the caller gave up: CancelledError), so the
+                # module may open it yet; a link open there but free here refuses every later
+                # CIPOPEN on its number (+CIPOPEN: i,4). The slot stays taken until it is closed.
+                asyncio.create_task(s._release())
             raise
         return s, s
 

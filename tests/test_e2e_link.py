@@ -148,7 +148,7 @@ def test_clip_alert_over_4g_is_fetched_through_the_modem(rig: Rig) -> None:
         p = rig.send_alert(level=2, clip={"url": srv.url("/c.wav"), "sha256": sha,
                                           "bytes": len(clip)})
         r = rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "playing", 40)
-        assert r["reason"] is None
+        assert r["reason"] is None, [e for e in t.log() if e.get("ev", "").startswith(("clip", "modem"))]
         rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "done", 30)
     finally:
         srv.stop()

@@ -138,12 +138,27 @@ def wav_bytes(seconds: float, freq: float = 440.0, rate: int = 16000) -> bytes:
 
 
 class ClipServer:
-    def __init__(self, files: dict[str, bytes]) -> None:
+    """Serves `files`; the first `cut` requests of each path get half the body, then the
+    connection is closed (a link that broke mid-download)."""
+
+    def __init__(self, files: dict[str, bytes], cut: int = 0) -> None:
         files_ = files
+        cuts = dict.fromkeys(files, cut)
+        self.requests: list[str] = []
+        requests = self.requests
 
         class H(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                requests.append(self.path)
                 body = files_.get(self.path)
+                if body is not None and cuts[self.path] > 0:
+                    cuts[self.path] -= 1
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body[: len(body) // 2])
+                    self.close_connection = True
+                    return
                 if body is None:
                     self.send_error(404)
                     return
@@ -200,6 +215,39 @@ def test_clip_plays_and_wrong_hash_falls_back_to_siren(rig: Rig) -> None:
     got = s[: len(want)]
     assert len(got) == len(want)
     assert max(abs(a - b) for a, b in zip(got, want)) <= abs(max(want)) * 0.25
+
+
+def test_a_clip_download_cut_once_is_fetched_again_and_plays(rig: Rig) -> None:
+    t = rig.terminal("t1", hold_ms=300)
+    clip = wav_bytes(1.0, 660.0)
+    srv = ClipServer({"/c.wav": clip}, cut=1)
+    try:
+        sha = hashlib.sha256(clip).hexdigest()
+        p = rig.send_alert(level=2, clip={"url": srv.url("/c.wav"), "sha256": sha,
+                                          "bytes": len(clip)})
+        r = wait_status(rig, p["id"], "playing")
+        assert r["reason"] is None
+        wait_status(rig, p["id"], "done", 20)
+        assert srv.requests == ["/c.wav", "/c.wav"]
+        retry = [e for e in t.log() if e.get("ev") == "clip_retry"]
+        assert len(retry) == 1 and retry[0]["detail"].startswith("short")
+        # cut every time: the siren after the second try, not a third
+        clip2 = wav_bytes(1.0, 770.0)
+        srv2 = ClipServer({"/d.wav": clip2}, cut=5)
+        try:
+            p = rig.send_alert(level=2, clip={"url": srv2.url("/d.wav"),
+                                              "sha256": hashlib.sha256(clip2).hexdigest(),
+                                              "bytes": len(clip2)})
+            r = wait_status(rig, p["id"], "playing", 20)
+            assert r["reason"] == "clip_fetch_failed"
+            assert srv2.requests == ["/d.wav", "/d.wav"]
+        finally:
+            srv2.stop()
+    finally:
+        srv.stop()
+    starts = [e["value"]["source"] for e in t.events() if e["dev"] == "audio"
+              and e["value"]["state"] == "start"]
+    assert starts[-2:] == [f"clip:{sha}", "tone:siren"]
 
 
 def test_duplicate_after_power_cut_is_ignored(rig: Rig) -> None:
