@@ -119,6 +119,7 @@ class ClipCache:
         # The player synthesises its tones in it too (a clip and a tone never play at once).
         self.play_buf = bytearray(BUF)
         self._busy = {}  # path -> plays in progress, never evicted
+        self.pinned = ()  # sha256 of the clips of held schedules (programme.py), evicted last
         self._seq = 0
         try:
             os.mkdir(folder)
@@ -161,7 +162,7 @@ class ClipCache:
             _remove(path)
         if self._open_tcp is None:
             raise ClipError("clip_fetch_failed", "no link")
-        self._evict(nbytes)
+        self._evict(nbytes, sha)
         self._seq += 1
         tmp = "%s/%s.%d.tmp" % (self.folder, sha[:16], self._seq)
         ok = False
@@ -388,33 +389,31 @@ class ClipCache:
                 out.append((name, st))
         return out
 
-    def _evict(self, incoming):
-        # oldest written first, until the new clip fits in max_bytes
+    def _evict(self, incoming, sha):
+        # Oldest written first until the new clip fits in max_bytes, clips of held schedules
+        # (pinned) last; those go only for a clip that is not one: a warning's voice beats a
+        # programme's, which the planner fetches again. A programme's clip never evicts another.
         files = self._files(".wav")
         total = incoming
         for _, st in files:
             total += st[6]
-        if total <= self.max_bytes:
-            return
-        files.sort(key=lambda e: (e[1][8], e[0]))
+        keep = self.pinned
+        mine = sha in keep
+        files.sort(key=lambda e: (e[0][:-4] in keep, e[1][8], e[0]))
         for name, st in files:
-            p = self.folder + "/" + name
-            if p in self._busy:
-                continue
-            _remove(p)
-            self._log("clip_evicted", file=name)
-            total -= st[6]
             if total <= self.max_bytes:
                 return
+            p = self.folder + "/" + name
+            if p not in self._busy and not (mine and name[:-4] in keep):
+                _remove(p)
+                self._log("clip_evicted", file=name)
+                total -= st[6]
+        if mine and total > self.max_bytes:
+            raise ClipError("clip_too_large", "cache full of programmes")
 
 
 def _is_hash(s):
-    if len(s) != 64:
-        return False
-    for c in s:
-        if c not in "0123456789abcdef":
-            return False
-    return True
+    return len(s) == 64 and all(c in "0123456789abcdef" for c in s)
 
 
 def _gain(volume):

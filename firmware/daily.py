@@ -175,6 +175,8 @@ class Schedules:
         if v is None or v.status != "accepted":
             self.log("daily_dropped", file=name, reason=v.reason if v else "unreadable")
             _remove(path)
+        else:
+            self.log("schedule_loaded", schedule=v.id, area=v.area, version=v.version)
 
     def load(self):
         for name in self.stored():

@@ -145,6 +145,11 @@ class Programmes:
         # every clip of every held schedule, before it is due (both links may be down then)
         import time
 
+        pinned = set()  # evicted last from the clip cache, never for another programme's clip
+        for s in self.schedules.all():
+            for g in s.p["programmes"]:
+                pinned.add(g["audio"]["clip"]["sha256"])
+        self.clips.pinned = pinned
         for s in self.schedules.all():
             for g in s.p["programmes"]:
                 c = g["audio"]["clip"]

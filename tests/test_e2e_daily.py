@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 from typing import Any
 
@@ -45,15 +46,16 @@ class DailyKey:
 OFFSET = 0.0  # set by offset_for_seven(): the terminal's clock minus the host's
 
 
-def offset_for_seven() -> float:
-    """The clock offset that puts the terminal LEAD_S before the next local 07:00:00: ahead of
-    the host, never behind (an alert or probe the rig signs now is then never from the future;
-    the warning below is given a long life so it has not expired on the terminal's clock)."""
+def offset_for_seven(lead: float = LEAD_S) -> float:
+    """The clock offset that puts the terminal `lead` seconds before the next local 07:00:00:
+    ahead of the host, never behind (an alert or probe the rig signs now is then never from the
+    future; the warning below is given a long life so it has not expired on the terminal's
+    clock)."""
     local = time.time() + TZ
     seven = (local // 86400) * 86400 + 7 * 3600
-    while seven - LEAD_S - local < 60:
+    while seven - lead - local < 60:
         seven += 86400
-    return seven - LEAD_S - local
+    return seven - lead - local
 
 
 def offset_now() -> float:
@@ -96,9 +98,9 @@ def tone_power(samples: list[int], rate: int, freq: float) -> float:
     return (s1 * s1 + s2 * s2 - c * s1 * s2) / max(1, len(samples)) ** 2
 
 
-def terminal(rig: Rig, keys: list[DailyKey], **cfg: Any) -> Term:
+def terminal(rig: Rig, keys: list[DailyKey], lead: float = LEAD_S, **cfg: Any) -> Term:
     global OFFSET
-    OFFSET = offset_for_seven()
+    OFFSET = offset_for_seven(lead)
     trust = [rig.root.anchor()] + [k.anchor for k in keys]
     return rig.terminal("t1", env={"CX_CLOCK_OFFSET": repr(OFFSET)}, trust=trust,
                         hold_ms=200, **cfg)
@@ -147,6 +149,55 @@ def test_a_seven_oclock_programme_plays_from_flash_with_both_links_down(rig: Rig
     assert programme_receipts(rig, "county-day/early") == [], "a holiday plays nothing"
     rate, s = t.samples()
     assert tone_power(s[-rate:], rate, 440.0) > 100 * tone_power(s[-rate:], rate, 3000.0)
+
+
+def test_restarted_with_both_links_down_it_plays_from_the_schedule_and_clip_on_flash(
+        rig: Rig) -> None:
+    # The cache holds the programme's clip and one alert clip: two alerts with their own clips
+    # pass through it, and neither may push the programme's out (it is pinned). Then both links
+    # go down and the power is cut: the schedule comes back from flash, verified again.
+    county = DailyKey("county-341122-daily", "341122")
+    clip = wav_bytes(2.0, 440.0)
+    voices = [wav_bytes(0.5, 600.0 + 100 * i) for i in range(2)]
+    srv = ClipServer({"/news.wav": clip, "/v0.wav": voices[0], "/v1.wav": voices[1]})
+    try:
+        t = terminal(rig, [county], lead=60, clip_cache_bytes=len(clip) + len(voices[0]) + 100)
+        publish(rig, county.schedule("341122000000", [
+            clip_prog("news", "07:00", clip, srv.url("/news.wav"))], sid="cty-flash"), "341122")
+        r = receipt(rig, lambda r: r.get("schedule") == "cty-flash")
+        assert r["status"] == "accepted", r
+        cached = t.dir / "flash" / "clips" / f"{hashlib.sha256(clip).hexdigest()}.wav"
+        deadline = time.monotonic() + 20
+        while not cached.exists():
+            assert time.monotonic() < deadline, "the programme's clip was never fetched"
+            time.sleep(0.2)
+        old = time.time() - 3600  # cached an hour ago: the oldest file in the cache by far
+        os.utime(cached, (old, old))
+        for i, v in enumerate(voices):
+            a = rig.send_alert(level=2, expires_in=2 * 86400, clip={
+                "url": srv.url(f"/v{i}.wav"), "sha256": hashlib.sha256(v).hexdigest(),
+                "bytes": len(v)})
+            r = receipt(rig, lambda r, a=a: r.get("alert") == a["id"] and r["status"] == "playing")
+            assert r["reason"] is None, r
+            receipt(rig, lambda r, a=a: r.get("alert") == a["id"] and r["status"] == "done")
+    finally:
+        srv.stop()
+    assert cached.exists(), "an alert's clip pushed the programme's out of the cache"
+    evicted = [e["file"] for e in t.log() if e.get("ev") == "clip_evicted"]
+    assert evicted == [f"{hashlib.sha256(voices[0]).hexdigest()}.wav"], evicted
+    assert t.ctl("link", "ip", "down") == "ok" and t.ctl("link", "4g", "down") == "ok"
+    n = len(t.events())
+    t.ctl("power-cut")
+    t.wait_event(lambda e: e["dev"] == "boot" and e["value"]["cause"] == "power", 20, n)
+    start = t.wait_event(lambda e: e["dev"] == "audio" and e["value"]["state"] == "start",
+                         90, n)
+    assert start["value"]["source"].endswith(cached.name), start
+    t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 30, n)
+    assert t.ctl("link", "ip", "up") == "ok"
+    receipt(rig, lambda r: r.get("programme") == "cty-flash/news" and r["status"] == "done", 60)
+    assert programme_receipts(rig, "cty-flash/news") == [("playing", None), ("done", None)]
+    booted = [e for e in t.log() if e.get("ev") == "schedule_loaded"]
+    assert booted, "the schedule was not read back from flash at boot"
 
 
 def test_the_county_wins_over_the_village_and_a_warning_over_both(rig: Rig) -> None:
