@@ -99,11 +99,12 @@ class Intake:
                     arbiter.cancel(v)
                 else:
                     arbiter.submit(v)
-                    # Two turns of the loop: the arbiter's runner starts the play task, which
-                    # switches the amplifier on. Only then the collection below: its time grows
-                    # with the heap in use (an update downloading) and must not delay a warning.
+                    # No collection here: the play task switches the amplifier on a few turns
+                    # of the loop later (two sleeps were not enough: this collection ran first)
+                    # and collects itself once it is on (player.py). Its time grows with the
+                    # heap in use (an update downloading) and must not delay a warning.
                     await asyncio.sleep_ms(0)
-                    await asyncio.sleep_ms(0)
+                    continue
             else:
                 self.log("alert_" + v.status, alert=v.id, kid=v.kid, reason=v.reason)
             gc.collect()
