@@ -231,7 +231,8 @@ def _policy(args: argparse.Namespace) -> retention.Policy:
 
     return retention.Policy(pick(args.keep_alerts, d.alerts_days),
                             pick(args.keep_alarms, d.alarms_days),
-                            pick(args.keep_bad, d.bad_days))
+                            pick(args.keep_bad, d.bad_days),
+                            pick(args.keep_daily, d.daily_days))
 
 
 def _rule(days: float | None, now: float, text: str) -> str:
@@ -249,7 +250,7 @@ def cmd_prune(args: argparse.Namespace, store: Store) -> int:
     if args.json:
         dump({"dry_run": st.dry_run, "now": now,
                "policy": {"alerts_days": policy.alerts_days, "alarms_days": policy.alarms_days,
-                          "bad_days": policy.bad_days},
+                          "bad_days": policy.bad_days, "daily_days": policy.daily_days},
                "tables": st.tables(), "total": st.total})
         return 0
     alerts = _rule(policy.alerts_days, now, "published before {cut}, no receipt since")
@@ -259,7 +260,9 @@ def cmd_prune(args: argparse.Namespace, store: Store) -> int:
                                "alerts and received before {cut}"),
              "alarms": _rule(policy.alarms_days, now, "closed before {cut} (open and acked: "
                              "never)"),
-             "bad_messages": _rule(policy.bad_days, now, "last counted before {cut}")}
+             "bad_messages": _rule(policy.bad_days, now, "last counted before {cut}"),
+             "daily_receipts": _rule(policy.daily_days, now, "programme, live and schedule "
+                                     "receipts received before {cut}")}
     table(("table", "would delete" if st.dry_run else "deleted", "rule"),
            [[t, n, rules[t]] for t, n in st.tables().items()])
     print(f"total: {st.total} rows" + (" would be deleted (dry run: nothing was)"
@@ -323,7 +326,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     for flag, default, what in (
             ("--keep-alerts", d.alerts_days, "alert records and their receipts"),
             ("--keep-alarms", d.alarms_days, "closed alarms (open ones are always kept)"),
-            ("--keep-bad", d.bad_days, "bad-message counters not counted since")):
+            ("--keep-bad", d.bad_days, "bad-message counters not counted since"),
+            ("--keep-daily", d.daily_days, "programme, live and schedule receipts")):
         keep.add_argument(flag, type=KEEP_DAYS, default=_UNSET, metavar="DAYS",
                           help=f"days to keep {what} (default {default:g}; 'forever')")
 
@@ -380,12 +384,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("prune", parents=[db, keep, js],
-                       help="delete old alert records, receipts, closed alarms, counters",
+                       help="delete old alert records, receipts, closed alarms, counters, "
+                            "daily-broadcast receipts",
                        description="Apply the retention policy (docs/admin.md, Retention): what "
                                    "'cx fleet serve' also does every hour. Open alarms and the "
                                    "records of alerts with recent receipts are never deleted.")
     s.add_argument("--older-than", type=KEEP_DAYS, default=_UNSET, metavar="DAYS",
-                   help="one age for all three kinds (a --keep-* given too wins for its kind)")
+                   help="one age for every kind (a --keep-* given too wins for its kind)")
     s.add_argument("--dry-run", action="store_true",
                    help="count what would be deleted, delete nothing")
     s.set_defaults(func=cmd_prune)

@@ -7,6 +7,9 @@
   receipt outlives its alert's record.
 - A closed alarm goes `alarms_days` after it closed. Open and acknowledged alarms never go.
 - A bad-message counter goes when nothing was counted on it for `bad_days`.
+- A daily-broadcast receipt (`daily_receipts`: schedule, programme and live receipts, read by
+  `cx broadcast status`) goes `daily_days` after it arrived, each on its own: they are the
+  evidence that the morning programme played, worth a season, not the year an alert's is.
 - Heartbeat history is already bounded (the last 100 per device, `Store.ingest`).
 
 `prune` is set-based and idempotent, in short transactions of at most `BATCH` rows, so any
@@ -31,6 +34,10 @@ ALARMS_DAYS = 90.0
 """Closed alarms: a season of maintenance history per terminal."""
 BAD_DAYS = 90.0
 """Bad-message counters silent that long."""
+DAILY_DAYS = 90.0
+"""Daily-broadcast receipts: a season of "did the 7 o'clock programme play" per terminal. Not
+the year of alerts: no annual review asks for them, and they are the bulk of the store (a
+county's 2,200 terminals send ~15,000 a day)."""
 BATCH = 5000
 """Rows deleted per transaction: a writer waits at most one such batch for the store."""
 SERVE_EVERY = 3600.0
@@ -48,6 +55,7 @@ class Policy:
     alerts_days: float | None = ALERTS_DAYS
     alarms_days: float | None = ALARMS_DAYS
     bad_days: float | None = BAD_DAYS
+    daily_days: float | None = DAILY_DAYS
 
     def __post_init__(self) -> None:
         for name, days in asdict(self).items():
@@ -67,18 +75,19 @@ class PruneStats:
     receipts: int = 0
     alarms: int = 0
     bad_messages: int = 0
+    daily_receipts: int = 0
     dry_run: bool = False
     more: bool = False
 
     @property
     def total(self) -> int:
         return (self.alerts + self.alert_targets + self.receipts + self.alarms
-                + self.bad_messages)
+                + self.bad_messages + self.daily_receipts)
 
     def tables(self) -> dict[str, int]:
         return {"alerts": self.alerts, "alert_targets": self.alert_targets,
                 "receipts": self.receipts, "alarms": self.alarms,
-                "bad_messages": self.bad_messages}
+                "bad_messages": self.bad_messages, "daily_receipts": self.daily_receipts}
 
 
 # An alert record that may go: old, and no receipt of it arrived since the cutoff. `a` is the
@@ -120,6 +129,13 @@ def prune(store: Store, policy: Policy = DEFAULT, now: float | None = None, *,
             else:
                 st.bad_messages = max(0, tx.execute(
                     "DELETE FROM bad_messages WHERE last_at < ?", [cut]).rowcount)
+    if policy.daily_days is not None:
+        cut = now - policy.daily_days * DAY
+        st.daily_receipts, more = _batched(
+            store, "daily_receipts r", "seq", "r.received_at < ?", [cut], dry_run, budget,
+            bound=("SELECT seq FROM daily_receipts WHERE received_at >= ? ORDER BY seq LIMIT 1",
+                   [cut]))  # in seq order too, as receipts: a primary-key range per batch
+        st.more |= more
     return st
 
 
