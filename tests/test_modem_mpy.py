@@ -337,6 +337,53 @@ asyncio.run(main())
         srv.close()
 
 
+def test_the_network_latency_control_delays_each_way_and_keeps_the_order(model, run):
+    # `modem latency 200 100`: a round trip through the module takes at least 2 x 200 ms, and
+    # 30 writes echoed back under jitter come back whole and in order (a lower bound only: the
+    # machine's load can only add to it)
+    def handler(conn):
+        while d := conn.recv(4096):
+            conn.sendall(d)
+
+    srv = _server(handler)
+    port = srv.getsockname()[1]
+    try:
+        r = run(f"""
+async def main():
+    asyncio.create_task(m.run())
+    await asyncio.wait_for(m.ready.wait(), 15)
+    rd, wr = await m.open_tcp("127.0.0.1", {port})
+    say("OPEN")
+    await gate("slow")
+    t0 = time.ticks_ms()
+    wr.write(b"x")
+    await wr.drain()
+    got = await asyncio.wait_for(rd.read(16), 10)
+    say("RTT", time.ticks_diff(time.ticks_ms(), t0), got)
+    want = b"".join(b"<%d>" % i for i in range(30))
+    for i in range(30):
+        wr.write(b"<%d>" % i)
+        await wr.drain()
+    got = b""
+    while len(got) < len(want):
+        got += await asyncio.wait_for(rd.read(256), 10)
+    say("ORDER", got == want)
+    await asyncio.wait_for(wr.wait_closed(), 10)
+    m.deinit()
+asyncio.run(main())
+""")
+        r.expect(r"^OPEN$", 20)
+        assert model.control(["modem", "latency", "200", "100"]) == "ok"
+        assert model.status()["latency_ms"] == 200 and model.status()["jitter_ms"] == 100
+        r.gate("slow")
+        rtt = int(r.expect(r"^RTT (\d+) b'x'$", 20)[1])
+        assert rtt >= 400, rtt
+        r.expect(r"^ORDER True$", 30)
+        r.finish()
+    finally:
+        srv.close()
+
+
 def test_sim_out_and_registration_loss_go_down_and_recover(model, run):
     def handler(conn):
         while conn.recv(100):

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import serial
 
+from tools.emu.netdelay import DelayLine
+
 MAX_LINKS = 10  # SIM7600: links 0..9
 MAX_SEND = 1500  # AT+CIPSEND length limit
 MAX_RECV = 1500  # AT+CIPRXGET=2 length limit
@@ -43,6 +45,8 @@ class _Link:
         self.remote_closed = False
         self.closed = False
         self.notified = False  # +CIPRXGET: 1 sent since the buffer was last emptied
+        self.down: DelayLine | None = None  # the network's delay each way (`modem latency`)
+        self.up: DelayLine | None = None
 
 
 class ModemModel:
@@ -84,6 +88,7 @@ class ModemModel:
         self.link_up = True
         self.csq = 20
         self.delay_ms = 0
+        self.latency_ms = self.jitter_ms = 0  # one-way network delay, each direction
         self.garble = False
         self.garble_one_in = GARBLE_ONE_IN
         self._rng = random.Random(3)  # the same faults on every run of a test
@@ -160,6 +165,9 @@ class ModemModel:
                 self._reg_changed()
             elif cmd == "delay":
                 self.delay_ms = max(0, int(a[2]))
+            elif cmd == "latency":
+                self.latency_ms = max(0, int(a[2]))
+                self.jitter_ms = max(0, int(a[3])) if len(a) > 3 else 0
             elif cmd == "garble":
                 self.garble = _onoff(a[2])
                 if self.garble:
@@ -185,6 +193,8 @@ class ModemModel:
                 "link_4g": "up" if self.link_up else "down",
                 "net_open": self.net_open,
                 "delay_ms": self.delay_ms,
+                "latency_ms": self.latency_ms,
+                "jitter_ms": self.jitter_ms,
                 "garble": self.garble,
                 "split": self.split,
                 "mute": self.mute,
@@ -433,7 +443,7 @@ class ModemModel:
         # network -> held buffer; the firmware takes it with CIPRXGET=2
         while not self._stop.is_set():
             with self._lock:
-                full = len(k.rx) >= RX_HOLD
+                full = len(k.rx) + (k.down.queued if k.down else 0) >= RX_HOLD
             if full:
                 time.sleep(0.01)
                 continue
@@ -441,24 +451,43 @@ class ModemModel:
                 data = k.sock.recv(4096)
             except OSError:
                 data = b""
-            with self._lock:
-                if k.closed:
-                    return
-                if not data:
-                    k.remote_closed = True
-                    self._say(f"+IPCLOSE: {link},1", urc=True)
-                    return
-                k.rx += data
-                if not k.notified:
-                    k.notified = True
-                    self._say(f"+CIPRXGET: 1,{link}", urc=True)
+            if self.latency_ms or (k.down is not None and k.down.busy()):
+                if k.down is None:
+                    k.down = DelayLine(lambda d: self._arrive(link, k, d), f"modem-down{link}")
+                k.down.put(data, self._delay())
+            else:
+                self._arrive(link, k, data)
+            if not data:
+                return
+
+    def _delay(self) -> float:
+        return (self.latency_ms + self._rng.uniform(0, self.jitter_ms)) / 1000
+
+    def _arrive(self, link: int, k: _Link, data: bytes) -> None:
+        # what the network delivers (b"": the peer closed) reaches the module's buffer
+        with self._lock:
+            if k.closed:
+                return
+            if not data:
+                k.remote_closed = True
+                self._say(f"+IPCLOSE: {link},1", urc=True)
+                return
+            k.rx += data
+            if not k.notified:
+                k.notified = True
+                self._say(f"+CIPRXGET: 1,{link}", urc=True)
 
     def _send_data(self, link: int, data: bytes) -> None:
         k = self.links.get(link)
         if k is None or k.closed or k.remote_closed or not self.link_up:
             return self._reply("ERROR")
         try:
-            k.sock.sendall(data)
+            if self.latency_ms or (k.up is not None and k.up.busy()):
+                if k.up is None:
+                    k.up = DelayLine(k.sock.sendall, f"modem-up{link}")
+                k.up.put(data, self._delay())
+            else:
+                k.sock.sendall(data)
         except OSError as e:
             self._log(f"CIPSEND {link}: {e}")
             return self._reply("ERROR")
@@ -486,6 +515,9 @@ class ModemModel:
         if k is None:
             return
         k.closed = True
+        for line in (k.down, k.up):
+            if line is not None:
+                line.stop()
         try:
             k.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
