@@ -1,7 +1,9 @@
 # Live announcements (docs/broadcast.md §7, docs/decisions.md "Live announcements"): a signed
 # stream header, IMA ADPCM chunks of 20 ms, and every `batch` chunks a signed list of the
 # chunks' hashes. A chunk reaches the speaker only when a verified batch names its hash; a
-# chunk that is missing or late when its turn comes is 20 ms of silence, never noise.
+# chunk that is missing or late when its turn comes is 20 ms of silence, never noise: the last
+# signed sample fades to 0 over its first 4 ms (FADE), and the next block fades in over its own
+# first 4 ms, so neither edge of a gap is a step (a click).
 import asyncio
 import binascii
 import hashlib
@@ -15,6 +17,7 @@ import trust
 from clip import _gain, _scale
 from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_REGIONS, VOLUME_MAX
 from micropython import const
+from player import ramp_down
 from ring import Ring
 from trust import Reject
 
@@ -28,6 +31,20 @@ JITTER_MS = const(150)  # a chunk whose hash is not known yet is waited for this
 STALL_MS = const(3000)  # no chunk for this long: the stream has ended
 MAX_HELD = const(120)  # chunks held (2.4 s): beyond, the oldest unplayed go
 MAX_STREAMS = const(2)
+FADE = const(64)  # samples (4 ms): a gap's edges fade out and in, never a step (a click)
+
+
+def _fade_in(b, n):
+    # the first n samples of b (int16 little-endian) from 0 up to their own level in a straight
+    # line: the first block after a gap, or of the stream. |s * n| < 2**30; no allocation.
+    for i in range(n):
+        j = 2 * i
+        s = b[j] | (b[j + 1] << 8)
+        if s & 0x8000:
+            s -= 0x10000
+        s = s * i // n
+        b[j] = s & 0xFF
+        b[j + 1] = (s >> 8) & 0xFF
 
 
 def tag_of(sid):
@@ -68,8 +85,11 @@ class Stream:
         self.rx_ms = time.ticks_ms()
 
     async def play(self, out, volume, buf, blank):
-        """Write the stream to out until its end marker or a stall; returns why it ended."""
+        """Write the stream to out until its end marker or a stall; returns why it ended. buf:
+        the decode buffer (640 bytes, a memoryview); blank: 640 zero bytes."""
         g = _gain(volume)
+        fade = bytearray(len(blank))  # a gap's first 20 ms: a fade (rewritten), then zeros
+        quiet = True  # the output's last sample is 0: the next block fades in
         if self.hashes:  # it waited behind a warning: from the newest batch on, not the past
             self.next = max(self.next, max(self.hashes) + 1 - self.batch)
         while self.next not in self.hashes:  # the first batch, or a stall before it
@@ -78,10 +98,12 @@ class Stream:
             await asyncio.sleep_ms(10)
         while True:
             seq = self.next
-            if self.last is not None and seq > self.last:
-                return "ended"
-            if self._stalled():
-                return "stalled"
+            why = "ended" if self.last is not None and seq > self.last else \
+                "stalled" if self._stalled() else None
+            if why is not None:
+                if not quiet and ramp_down(fade, getattr(out, "last", 0), FADE):
+                    await out.write(fade)  # never stop on a step either
+                return why
             t0 = time.ticks_ms()
             while seq not in self.hashes and time.ticks_diff(time.ticks_ms(), t0) < JITTER_MS:
                 await asyncio.sleep_ms(10)
@@ -97,7 +119,10 @@ class Stream:
                     adpcm.decode(memoryview(msg)[1 + TAG + 4:], buf)
                     if g != 0x8000:
                         _scale(buf, len(buf), g)  # the volume, as a clip's (clip.py)
+                    if quiet:
+                        _fade_in(buf, FADE)
                     await out.write(buf)
+                    quiet = False
                     self.played += 1
                     continue
                 except adpcm.AdpcmError:
@@ -105,7 +130,10 @@ class Stream:
             if got and msg is None:
                 self.refused += 1  # no candidate has the signed hash (or none was signed)
             self.silent += 1
-            await out.write(blank)
+            # the last signed sample down to 0 over FADE, then zeros: never a step
+            v = not quiet and ramp_down(fade, getattr(out, "last", 0), FADE)
+            await out.write(fade if v else blank)
+            quiet = True
 
     def _stalled(self):
         return time.ticks_diff(time.ticks_ms(), self.rx_ms) > STALL_MS

@@ -123,19 +123,12 @@ class Player:
         # From the last sample written down to zero over RAMP_MS (docs/broadcast.md §5), so a
         # preempted programme ends in a ramp, not a step; costs the warning RAMP_MS.
         out = self._out
-        v = getattr(out, "last", 0)
-        if v & 0x8000:
-            v -= 0x10000
-        if not v:
-            return
         n = out.rate * RAMP_MS // 1000
         if n > CHUNK:
             n = CHUNK
         buf = self._tone_buf
-        for i in range(n):
-            x = v * (n - 1 - i) // n
-            buf[2 * i] = x & 0xFF
-            buf[2 * i + 1] = (x >> 8) & 0xFF
+        if not ramp_down(buf, getattr(out, "last", 0), n):
+            return
         try:
             await out.write(buf[:2 * n])
         except Exception:
@@ -190,6 +183,21 @@ class Player:
             self._owner = None
             self.source = None
             self._out.end(why)
+
+
+def ramp_down(buf, v, n):
+    """n samples into buf (int16 little-endian) from v, the output's `last` (a 16-bit pattern),
+    down to 0 in a straight line, the last one 0; returns v as a signed int (0: nothing written,
+    the output is silent already). A preemption's ramp (above) and a lost live chunk's (live.py).
+    |v * n| < 2**30: small ints on the ESP32; no allocation."""
+    if v & 0x8000:
+        v -= 0x10000
+    if v:
+        for i in range(n):
+            x = v * (n - 1 - i) // n
+            buf[2 * i] = x & 0xFF
+            buf[2 * i + 1] = (x >> 8) & 0xFF
+    return v
 
 
 def _clamp(v, lo, hi, default):

@@ -1,7 +1,8 @@
 """Live announcements end to end (docs/broadcast.md §7): a stream of IMA ADPCM chunks with signed
 batches of their hashes, sent in real time through the real broker to an emulated terminal.
 Forged, replayed and out-of-scope chunks never reach the speaker (a 440 Hz stream with 3 kHz
-chunks injected: no 3 kHz in speaker.wav); lost chunks are silence; a stalled stream ends."""
+chunks injected: no 3 kHz in speaker.wav); lost chunks are silence, faded out and in (no step
+at a gap's edges); a stalled stream ends."""
 
 from __future__ import annotations
 
@@ -104,24 +105,44 @@ def test_forged_replayed_and_out_of_scope_chunks_never_reach_the_speaker(rig: Ri
     assert r["chunks"] >= 140 and r["refused"] <= 2, r  # 150 chunks: the two re-numbered ones
 
 
-def test_lost_chunks_are_silence_and_a_stalled_stream_ends_by_itself(rig: Rig) -> None:
+def test_lost_chunks_are_silence_faded_in_and_out_and_a_stalled_stream_ends_by_itself(
+        rig: Rig) -> None:
     t, county, _village = live_terminal(rig)
     s = live.Stream(county, [REGION], volume=100)
     msgs = list(s.messages(tone(2.0, 440.0)))
     rnd = random.Random(7)
     lossy = [(d, p, q) for d, p, q in msgs
              if not (q == 0 and rnd.random() < 0.10)]  # 10 % of the chunks lost
+    j0 = t.sample_count()
     live.send(lossy, publisher(rig, s.topics))
     r = done(rig, s.id)
     assert (r["status"], r["reason"]) == ("done", "ended"), r
-    lost = sum(1 for d, p, q in msgs if q == 0) - sum(1 for d, p, q in lossy if q == 0)
-    assert r["silent"] == lost and r["chunks"] == 100 - lost, (r, lost)
-    # silence, not noise: nothing louder than the tone, and whole 20 ms runs of zeros
-    rate, samples = t.samples()
-    tail = samples[-int(2.2 * rate):]
-    assert max(abs(x) for x in tail) <= 8800  # the tone is 8000; ADPCM overshoots a little
-    zero_runs = sum(1 for i in range(0, len(tail) - 320, 320) if not any(tail[i:i + 320]))
-    assert zero_runs >= lost // 2, zero_runs
+    kept = {int.from_bytes(p[1 + live.TAG:1 + live.TAG + 4], "big") for _d, p, q in lossy
+            if q == 0}
+    lost = [k for k in range(100) if k not in kept]
+    assert lost and r["silent"] == len(lost) and r["chunks"] == 100 - len(lost), (r, lost)
+    # silence, not noise: nothing louder than the tone; chunk k is samples 320k.. of the stream
+    # (then at most one 20 ms fade after its last chunk)
+    _rate, sp = t.samples()
+    sp = sp[j0:]
+    assert 100 * 320 <= len(sp) <= 101 * 320, len(sp)
+    assert max(abs(x) for x in sp) <= 8800  # the tone is 8000; ADPCM overshoots a little
+    gaps = [k for k in lost if k - 1 not in lost]
+    after = {next(k for k in range(a, 101) if k not in lost) for a in gaps}
+    # the tone's own largest step: inside the played chunks, past any fade-in (a block's first
+    # 64 samples after a gap, and the stream's first)
+    step = max(abs(sp[i] - sp[i - 1]) for k in kept
+               for i in range(320 * k + (64 if k in after or k == 0 else 1), 320 * k + 320))
+    assert 1000 < step < 2000, step  # 440 Hz at 8000: 1382 between samples, ADPCM adds a bit
+    for a in gaps:
+        b = next(k for k in range(a, 101) if k not in lost)  # the first chunk played after
+        # a gap holds nothing but the last signed sample's fade (4 ms) and exact zeros
+        assert not any(sp[320 * a + 64:320 * b]), (a, b, sp[320 * a + 64:320 * b])
+        # no click at its edges: from the last played sample into the fade, and from the
+        # fade's end to the first samples after the gap, no step bigger than the tone's own
+        edges = [*range(max(1, 320 * a - 8), 320 * a + 72), *range(320 * b, 320 * b + 72)]
+        worst = max((abs(sp[i] - sp[i - 1]), i) for i in edges if i < len(sp))
+        assert worst[0] <= step, (a, b, worst, step)
 
     # a stream whose sender stops without its end marker ends after its stall time
     s2 = live.Stream(county, [REGION], volume=100)
@@ -188,8 +209,8 @@ def test_a_warning_takes_the_horn_from_a_live_announcement_with_a_ramp(rig: Rig)
     aid = sent["alert"]["id"]
     rig.rx.wait(lambda x: x.get("alert") == aid and x["status"] == "done", 30)
     assert rig.rx.statuses(aid) == ["accepted", "playing", "done"]
-    # the announcement ramps down to silence before the siren starts (no click); from 0.5 s in
-    # (the first played sample starts wherever the waveform is: the amplifier just came on)
+    # the announcement ramps down to silence before the siren starts (no click); from 0.5 s in,
+    # past the stream's own fade-in
     rate, sp = t.samples()
     first = next(i for i in range(rate // 2, len(sp)) if abs(sp[i] - sp[i - 1]) > 2500)
     assert sp[first - 1] == 0 and abs(sp[first - 2]) < 100, sp[first - 40:first + 2]
