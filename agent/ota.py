@@ -6,6 +6,7 @@ import binascii
 import hashlib
 import json
 import os
+import time
 
 import board
 import deflate
@@ -83,16 +84,13 @@ def _hex(h):
 
 class Updater:
     """Handed the config, the log, the clock (for the chain), the link (streams for downloads),
-    the MQTT client (reports, and `up` for the trial), the arbiter (alerts first) and the
-    agent's send_event (a refusal's report)."""
+    the MQTT client (reports, and `up` for the trial), the arbiter and the intake's `pending`
+    (alerts first) and the agent's send_event (a refusal's report)."""
 
-    def __init__(self, cfg, log, *, clock, link, mqtt, arbiter, send_event):
-        self.cfg = cfg
-        self.log = log
-        self.clock = clock
-        self.link = link
-        self.mqtt = mqtt
+    def __init__(self, cfg, log, *, clock, link, mqtt, arbiter, send_event, pending=None):
+        self.cfg, self.log, self.clock, self.link, self.mqtt = cfg, log, clock, link, mqtt
         self.arbiter = arbiter
+        self.pending = pending or (lambda: 0)  # envelopes the intake has still to verify
         self.send_event = send_event
         self.chain = trust.Chain(cfg["trust"], "ota", clock)
         self.topic = "eb/dev/%s/event" % cfg["id"]
@@ -138,7 +136,7 @@ class Updater:
             self.log("ota_refused", version=ver, reason=reason)
             self.send_event(self._report(ver, "refused", reason, 0, 0))
             return reason
-        self._task = asyncio.create_task(self._update(p, raw, base.rstrip("/")))
+        self._task = asyncio.create_task(self._update(p, raw, base.rstrip("/"), held))
         return None
 
     def resume(self):
@@ -160,10 +158,10 @@ class Updater:
 
     # --- download, staging, switch -------------------------------------------------------
 
-    async def _update(self, p, raw, base):
+    async def _update(self, p, raw, base, held=None):
         ver = p["version"]
         part = "v/%s.part" % ver
-        held = self._held()
+        held = self._held() if held is None else held  # the command's, else hashed again
         fetch = otacheck.to_fetch(p["files"], held)
         total = 0
         for f in fetch:
@@ -188,8 +186,7 @@ class Updater:
                         done += f["bytes"]
                     continue  # staged before a reboot
                 if f["sha256"] in held:
-                    self._copy(held[f["sha256"]], dest)
-                    if not self._file_ok(dest, f):
+                    if await self._copy(held[f["sha256"]], dest) != f["sha256"]:
                         raise Failed("io")
                     continue
                 await self._fetch(base, f, dest)
@@ -294,20 +291,25 @@ class Updater:
             src.close()
         return _hex(h)
 
-    def _copy(self, src_path, dest):
+    async def _copy(self, src_path, dest):
+        # In steps of the buffer (alerts first), hashed as written: the sha256 of the copy.
+        h = hashlib.sha256()
         src = open(src_path, "rb")
         try:
             out = open(dest, "wb")
             try:
                 while True:
+                    await self._quiet()
                     k = src.readinto(self._mv)
                     if not k:
                         break
+                    h.update(self._mv[:k])
                     out.write(self._mv[:k])
             finally:
                 out.close()
         finally:
             src.close()
+        return _hex(h)
 
     def _held(self):
         """sha256 -> path of every file of the running version (hashed in C: hardware SHA)."""
@@ -341,10 +343,15 @@ class Updater:
         self._task = None
 
     async def _quiet(self):
-        # Alerts first: nothing of the update runs while the arbiter plays or has a queue.
-        a = self.arbiter
-        while a.current is not None or a.waiting:
+        # Alerts first: nothing of the update runs while an envelope waits for its verdict or
+        # the arbiter plays or has a queue.
+        a, pending = self.arbiter, self.pending
+        t0 = None
+        while pending() or a.current is not None or a.waiting:
+            t0 = time.ticks_ms() if t0 is None else t0
             await asyncio.sleep_ms(200)
+        if t0 is not None:
+            self.log("ota_paused", ms=time.ticks_diff(time.ticks_ms(), t0))
         await asyncio.sleep_ms(0)
 
     # --- reports -------------------------------------------------------------------------

@@ -101,7 +101,8 @@ class Terminal:
         from agent import Agent
 
         self.ota = ota.Updater(cfg, log, clock=self.clock, link=self.link, mqtt=self.mqtt,
-                               arbiter=self.arbiter, send_event=self.intake.send_event)
+                               arbiter=self.arbiter, send_event=self.intake.send_event,
+                               pending=self.intake.pending)
         self.agent = Agent(cfg, log, mqtt=self.mqtt, link=self.link, clock=self.clock,
                            amp=self.amp, arbiter=self.arbiter, modem=self.modem,
                            counts=self.intake.counts, last_alert=lambda: self.intake.last_alert,
