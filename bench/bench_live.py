@@ -326,8 +326,8 @@ def report(e2e: list[dict[str, Any]], cost: dict[str, Any], short: dict[str, Any
         (f"Downlink bytes the emulated modem counted during the 4G stream: {per_min / 1000:.0f} kB "
         f"per minute of live audio (the stream's messages are {sent_min / 1000:.0f} kB per minute "
         "before MQTT and TCP framing; the ADPCM audio alone is 492 kB). A day of three "
-        "30-minute programmes whose clips are cached costs no audio bytes on the day; the "
-        "schedule itself is one retained message per tier."),
+        "30-minute programmes whose clips are cached costs no audio bytes on the day (measured: "
+        "see \"Daily programmes over 4G\")."),
         "",
         "### On the terminal, per second of live audio",
         "",
