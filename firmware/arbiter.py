@@ -15,15 +15,21 @@ _KIND_RANK = {"alert": 0, "test": 1, "selftest": 2, "live": 3, "daily": 4, "loca
 _NO_RESUME = ("local", "daily", "live")
 
 
-def rank(item):
-    """Sort key, smallest plays first: alert before test (before a local self-test), lower level,
-    shorter (higher) issuer scope prefix, later issued."""
-    p = item.payload
+def tier(scope):
+    """An issuer's tier: its shortest scope prefix, the smaller the higher (province 2, county 6,
+    town 9, village 12 digits)."""
     shortest = 12
-    for s in item.scope:
+    for s in scope:
         if len(s) < shortest:
             shortest = len(s)
-    return (_KIND_RANK.get(p["kind"], 0), p.get("level") or 4, shortest, -p["issued"])
+    return shortest
+
+
+def rank(item):
+    """Sort key, smallest plays first: alert before test (before a local self-test), lower level,
+    higher issuer tier (shorter scope prefix), later issued."""
+    p = item.payload
+    return (_KIND_RANK.get(p["kind"], 0), p.get("level") or 4, tier(item.scope), -p["issued"])
 
 
 class Arbiter:
@@ -78,9 +84,10 @@ class Arbiter:
                 else:
                     self.waiting.remove(item)
 
-    def stop(self, item):
-        """Stop `item` (playing or waiting) at once: its report hears `cancelled` `stopped`. For
-        the operator's own items only (firmware/local.py): alerts end by a cancel alone."""
+    def stop(self, item, reason="stopped"):
+        """Stop `item` (playing or waiting) at once: its report hears `cancelled` `reason`. For
+        the operator's own items (firmware/local.py) and a live stream a higher tier's displaces
+        (firmware/live.py) only: alerts end by a cancel alone."""
         if item is self.current:
             self.current = None
             if self._task:
@@ -90,7 +97,7 @@ class Arbiter:
         else:
             return
         self.log("stop", alert=item.id)
-        self._say(item, "cancelled", "stopped")
+        self._say(item, "cancelled", reason)
 
     def _all(self):
         out = list(self.waiting)

@@ -14,6 +14,7 @@ import b64
 import ed25519
 import region
 import trust
+from arbiter import tier
 from clip import _gain, _scale
 from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_REGIONS, VOLUME_MAX
 from micropython import const
@@ -67,6 +68,7 @@ class Stream:
         self.rx_ms = time.ticks_ms()
         self.played = self.silent = self.refused = 0
         self.why = None  # how it ended: "ended" or "stalled"
+        self.item = None  # type: _Item | None  # its arbiter item, once taken
 
     def take(self, seq, msg):
         # Up to two candidates per number: a forged chunk that arrives first cannot shut the
@@ -283,16 +285,36 @@ class Live:
                     mine = True
             if not mine:
                 raise Reject("ignored", "not_for_me")
+            out = None
             if len(self.streams) >= MAX_STREAMS:
-                raise Reject("ignored", "busy")
+                out = self._displaced(tier(scope))
+                if out is None:
+                    raise Reject("ignored", "busy")
             s = Stream(p, kid, pub, scope)
             self.seen.add(kid, "live:" + sid, p["expires"], binascii.hexlify(s.tag).decode(),
                           now)
+            if out is not None:  # its receipt first: `cancelled` `higher_tier`
+                self.log("live_displaced", stream=out.id, by=sid)
+                self.arbiter.stop(out.item, "higher_tier")
+                self.streams.pop(out.tag, None)
             self.streams[tag] = s
             self._say(s.id, kid, "accepted", None)
-            self.arbiter.submit(_Item(s, self._report))
+            s.item = _Item(s, self._report)
+            self.arbiter.submit(s.item)
         except Reject as r:
             self._say(sid, kid, r.status, r.reason)
+
+    def _displaced(self, t):
+        # The held stream a new one of tier t takes the place of (docs/broadcast.md §7): of those
+        # of a lower tier than t, the lowest; of two there, the one not playing, then the one
+        # issued earlier. None: the new one is `busy`.
+        out = key = None
+        cur = self.arbiter.current
+        for s in self.streams.values():
+            k = (tier(s.scope), s.item is not cur, -s.p["issued"])
+            if k[0] > t and (key is None or k > key):
+                out, key = s, k
+        return out
 
     def _report(self, item, status, reason):
         s = item.s

@@ -366,7 +366,7 @@ DAILY_REASONS: dict[str, dict[str, frozenset[str | None]]] = {
         "playing": frozenset({None}),
         "done": frozenset({"ended", "stalled"}),
         "preempted": frozenset({"alert", "higher_tier"}),
-        "cancelled": frozenset({"expired", "queue_full"}),
+        "cancelled": frozenset({"expired", "queue_full", "higher_tier"}),
     },
 }
 """Kind → status → the reasons it may carry (None: `reason` null). Anything else: wrong_types."""
