@@ -21,6 +21,7 @@
 import sys
 from array import array
 
+import adpcm_gain as _gsrc
 import adpcm_native as _src
 from micropython import const
 
@@ -64,8 +65,11 @@ _ns: dict = {"_TAB": _table()}
 del _table  # its bytecode and the step table with it
 exec(_src._NATIVE, _ns)  # noqa: S102  (our own source, see adpcm_native.py)
 _decode = _ns["_decode"]
-del _src
+exec(_gsrc._NATIVE, _ns)  # noqa: S102  (our own source, see adpcm_gain.py)
+_scale = _ns["_scale"]
+del _src, _gsrc
 sys.modules.pop("adpcm_native", None)
+sys.modules.pop("adpcm_gain", None)
 
 _REASONS = ("block_length", "out_length", "step_index", "reserved")
 
@@ -86,6 +90,13 @@ def decode(block, out):
     if n < 0:
         _refuse(n, block, out)
     return n
+
+
+def scale(buf, n, g):
+    """Samples in place: n bytes of buf (int16 little-endian, writable) times the Q15 gain g
+    (0..0x8000, clip._gain), as clip._scale computes it; native code, allocates nothing."""
+    if _scale(buf, n, g) < 0:
+        raise AdpcmError("out_length", len(buf))
 
 
 def _refuse(n, block, out):

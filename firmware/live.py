@@ -15,7 +15,7 @@ import ed25519
 import region
 import trust
 from arbiter import tier
-from clip import _gain, _scale
+from clip import _gain
 from limits import MAX_ENVELOPE, MAX_FUTURE, MAX_REGIONS, VOLUME_MAX
 from micropython import const
 from player import ramp_down
@@ -120,7 +120,7 @@ class Stream:
                 try:
                     adpcm.decode(memoryview(msg)[1 + TAG + 4:], buf)
                     if g != 0x8000:
-                        _scale(buf, len(buf), g)  # the volume, as a clip's (clip.py)
+                        adpcm.scale(buf, len(buf), g)  # the volume, as clip._scale: native
                     if quiet:
                         _fade_in(buf, FADE)
                     await out.write(buf)

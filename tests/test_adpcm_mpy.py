@@ -211,7 +211,8 @@ def test_native_source_compiles_for_the_esp32(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "src", ["firmware/adpcm.py", "firmware/adpcm_native.py", "bench/adpcm_plain.py"]
+    "src", ["firmware/adpcm.py", "firmware/adpcm_native.py", "firmware/adpcm_gain.py",
+            "bench/adpcm_plain.py"]
 )
 def test_modules_compile_with_mpy_cross(src, tmp_path):
     # plain mpy-cross, as an OTA release compiles them (no -march: no viper decorator allowed)
@@ -247,3 +248,60 @@ def test_the_native_table_is_the_ima_tables_and_fits_32_bits():
     assert tab == want
     # the predictor plus or minus the largest difference stays far inside a 32-bit int
     assert max(tab) < 1 << 26 and 32767 + max(e & 0xFFFF for e in tab) < 1 << 17
+
+
+SCALE = """
+import gc, micropython, adpcm
+from clip import _scale
+seed = [12345]
+def rnd():
+    seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+    return seed[0] >> 8
+src = bytearray(640)
+for i in range(320):
+    v = (-32768, 32767, -1, 0, 1)[i] if i < 5 else rnd() & 0xFFFF
+    src[2 * i] = v & 0xFF
+    src[2 * i + 1] = v >> 8
+same = True
+for g in (0, 1, 0x4000, 0x6666, 0x7FFF, 0x8000):
+    a = bytearray(src)
+    b = bytearray(641)
+    m = memoryview(b)[1:]  # an odd address
+    m[:] = src
+    _scale(a, 640, g)
+    adpcm.scale(m, 640, g)
+    same = same and a == bytes(m)
+try:
+    adpcm.scale(bytearray(638), 640, 0x6666)
+    short = None
+except adpcm.AdpcmError as e:
+    short = e.reason
+buf = bytearray(src)
+adpcm.scale(buf, 640, 0x6666)
+gc.collect()
+t = micropython.mem_total()
+for i in range(200):
+    adpcm.scale(buf, 640, 0x6666)
+print(same, short, micropython.mem_total() - t)
+"""
+
+
+def test_native_volume_is_clips_bit_for_bit_and_allocates_nothing():
+    res = run_mpy(SCALE, path=PATHS)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "out_length", "0"]
+
+
+def test_volume_source_compiles_for_the_esp32(tmp_path):
+    tree = ast.parse((FIRMWARE / "adpcm_gain.py").read_text())
+    [node] = [n for n in tree.body if isinstance(n, ast.Assign)
+              and any(getattr(t, "id", "") == "_NATIVE" for t in n.targets)]
+    ints = [n.value for n in ast.walk(ast.parse(node.value.value))
+            if isinstance(n, ast.Constant) and isinstance(n.value, int)]
+    assert ints and max(abs(v) for v in ints) < 1 << 17
+    (tmp_path / "n.py").write_text("\n" * (node.lineno - 1) + node.value.value)
+    res = subprocess.run(
+        [str(MPY_CROSS), "-march=xtensawin", "-o", str(tmp_path / "n.mpy"), str(tmp_path / "n.py")],
+        check=False, capture_output=True, text=True,
+    )
+    assert res.returncode == 0, res.stderr
