@@ -178,10 +178,11 @@ def test_decoding_allocates_nothing_per_block():
 
 def test_import_drops_the_native_source():
     res = run_mpy("import sys, adpcm\n"
-                  "print('adpcm_native' in sys.modules, adpcm._ns['_TAB'][8 * 88 + 7])",
+                  "print('adpcm_native' in sys.modules, adpcm._ns['_TAB'][8 * 88 + 7],"
+                  " 'adpcm_gain' in sys.modules)",
                   path=PATHS)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["False", str(61436 | 8 * 88 << 16)]
+    assert res.stdout.split() == ["False", str(61436 | 8 * 88 << 16), "False"]
 
 
 def native_source() -> tuple[str, int]:
