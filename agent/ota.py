@@ -22,6 +22,7 @@ from micropython import const
 POINTER = "ota.json"
 JOB = "stage/update.json"  # the update under way: manifest and base, so a reboot resumes it
 _BUF = const(1024)
+_INFLATE = const(256)  # bytes inflated per step: 0.07 ms on the unix port, 0.28 ms for 1 KB
 _TRIES = const(3)  # fetches of one file whose bytes do not match before `failed bad_hash`
 _MAX_POINTER = const(2048)
 
@@ -253,12 +254,13 @@ class Updater:
         src = open(z, "rb")
         try:
             d = deflate.DeflateIO(src, deflate.ZLIB)
+            step = self._mv[:_INFLATE]  # DeflateIO reads its input a byte per call
             out = open(dest, "wb")
             try:
                 while True:
                     await self._quiet()
                     try:
-                        k = d.readinto(self._mv)
+                        k = d.readinto(step)
                     except (OSError, ValueError):
                         return False  # not a zlib stream: the bytes are wrong
                     if not k:
