@@ -171,7 +171,8 @@ class ClipCache:
             try:
                 got = await self._download(host, port, rpath, tmp, nbytes, end)
             except ClipError as e:  # the link, not the server's answer: once more (decisions.md)
-                if not str(e.detail).startswith(("connect", "io", "short", "closed")) or \
+                why = str(e.detail)
+                if not why.startswith(("connect", "io", "short", "closed", "timeout")) or \
                         time.ticks_diff(end, time.ticks_ms()) < CONNECT_MS:
                     raise
                 self._log("clip_retry", sha256=sha, detail=e.detail)

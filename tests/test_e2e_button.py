@@ -77,10 +77,10 @@ def test_short_press_plays_the_chime_quietly_and_a_second_press_stops_it(rig: Ri
     # a second chime, stopped by a press while it plays
     m = len(t.events())
     t.ctl("press")
-    first = audio(t, "start", CHIME, m)
+    audio(t, "start", CHIME, m)
     t.ctl("press")
     cut = audio(t, "stop", CHIME, m)
-    assert cut["t"] - first["t"] < 2.5, "stopped before its 3 s"
+    assert cut["value"]["why"] != "done", "stopped, not played to its end"
     ends = [e for e in t.log() if e.get("ev") == "local_end"]
     assert [(e["status"], e["reason"]) for e in ends[-2:]] == [("done", None),
                                                                ("cancelled", "stopped")]
@@ -92,7 +92,8 @@ def test_short_press_plays_the_chime_quietly_and_a_second_press_stops_it(rig: Ri
 def test_presses_during_a_level_1_alert_change_nothing_about_it(rig: Rig) -> None:
     t = rig.terminal("t1", **FAST)
     n = len(t.events())
-    p = rig.send_alert(level=1, tone="siren", repeat=2)
+    # four repeats (12 s): both presses land inside it even when the machine is slow
+    p = rig.send_alert(level=1, tone="siren", repeat=4)
     rig.rx.wait(lambda r: r.get("alert") == p["id"] and r["status"] == "playing", 20)
     wait_led(t, "alert", n)
     t.ctl("press")
@@ -110,7 +111,7 @@ def test_presses_during_a_level_1_alert_change_nothing_about_it(rig: Rig) -> Non
     stop = audio(t, "stop", "tone:siren", n)
     assert stop["value"]["why"] == "done"
     rate, s = t.samples()
-    assert len(s) >= 6 * rate, "both repeats played to the end"
+    assert len(s) >= 12 * rate, "all four repeats played to the end"
     alert_on = wait_led(t, "alert", n)
     assert leds(t, n)[:2] == ["alert", "ip"], "back to the line's light after the alert"
     assert alert_on["t"] <= stop["t"]
@@ -163,7 +164,8 @@ def test_lights_show_4g_when_the_line_is_cut_and_beeps_say_4g(rig: Rig) -> None:
 def test_held_through_boot_enters_recovery_and_alerts_still_sound(rig: Rig) -> None:
     t = rig.terminal("t1", web={"ap_key": "abcd-efgh-jkmn"}, **FAST)
     n = len(t.events())
-    assert t.ctl("press", "--hold-ms", "9000") == "ok"
+    # held until well after the restart: a loaded machine took 7 s to boot again in CI
+    assert t.ctl("press", "--hold-ms", "30000") == "ok"
     assert t.ctl("power-cut") == "ok"
     t.wait_event(lambda e: e["dev"] == "boot", 20, n)
     wait_led(t, "recovery", n, 20)
