@@ -94,7 +94,7 @@ def decode(block, out):
 
 def scale(buf, n, g):
     """Samples in place: n bytes of buf (int16 little-endian, writable) times the Q15 gain g
-    (0..0x8000, clip._gain), as clip._scale computes it; native code, allocates nothing."""
+    (0..0x8000, clip._gain), each s to (s * g) >> 15; native code, allocates nothing."""
     if _scale(buf, n, g) < 0:
         raise AdpcmError("out_length", len(buf))
 

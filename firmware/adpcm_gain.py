@@ -5,7 +5,8 @@
 #
 # _scale(b, n, g) -> n, or -2 when b is shorter than n bytes: n bytes of int16 little-endian
 # samples in place, each s to (s * g) >> 15 for the Q15 gain g (0..0x8000, clip._gain): what
-# clip._scale computes, bit for bit, without its VM loop (147 us a 20 ms chunk on the unix port,
+# the Python loop clips and live audio used computed (tests/test_adpcm_mpy.py keeps it), bit for
+# bit, without its VM loop (147 us a 20 ms chunk on the unix port,
 # 7.3 ms per second of audio; at the VM's 47-70x of docs/benchmarks.md, 0.35-0.5 s of every
 # second on the ESP32, at any volume below 100, the live default 80 included).
 #

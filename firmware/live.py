@@ -120,7 +120,7 @@ class Stream:
                 try:
                     adpcm.decode(memoryview(msg)[1 + TAG + 4:], buf)
                     if g != 0x8000:
-                        adpcm.scale(buf, len(buf), g)  # the volume, as clip._scale: native
+                        adpcm.scale(buf, len(buf), g)  # the volume, as a clip's (clip.py): native
                     if quiet:
                         _fade_in(buf, FADE)
                     await out.write(buf)
