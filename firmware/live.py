@@ -320,8 +320,10 @@ class Live:
         s = item.s
         if status == "preempted":
             by = item.preempted_by
-            reason = "alert" if by is None or by.payload.get("kind") in ("alert", "test") \
-                else "higher_tier"
+            if by is None or by.payload.get("kind") in ("alert", "test"):
+                reason = "alert"
+            else:  # a stream of the same tier issued later plays first (§5, alerts.md §5)
+                reason = "newer" if tier(by.scope) == tier(item.scope) else "higher_tier"
         if status in ("done", "cancelled", "preempted"):
             self.streams.pop(s.tag, None)
             if status == "done" and reason is None:

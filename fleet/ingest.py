@@ -365,7 +365,7 @@ DAILY_REASONS: dict[str, dict[str, frozenset[str | None]]] = {
         "ignored": frozenset({"not_for_me", "busy"}),
         "playing": frozenset({None}),
         "done": frozenset({"ended", "stalled"}),
-        "preempted": frozenset({"alert", "higher_tier"}),
+        "preempted": frozenset({"alert", "higher_tier", "newer"}),
         "cancelled": frozenset({"expired", "queue_full", "higher_tier"}),
     },
 }

@@ -102,7 +102,7 @@ def run(tmp_path: Path, cases: list[list[tuple[str, str | None]]]) -> list[Any]:
 
 
 def test_a_higher_tier_takes_the_place_of_the_lowest_held_stream(tmp_path: Path) -> None:
-    a, b, c = run(tmp_path, [
+    a, b, c, d = run(tmp_path, [
         [stream(COUNTY, "c1"), stream(VILLAGE, "v1", NOW - 5), stream(VILLAGE, "v2", NOW - 9),
          stream(TOWN, "t1"), stream(TOWN, "t2"), stream(VILLAGE, "v1", NOW - 5),
          stream(PROVINCE, "p1")],
@@ -113,6 +113,8 @@ def test_a_higher_tier_takes_the_place_of_the_lowest_held_stream(tmp_path: Path)
         # of two at the lowest tier, the one waiting goes, never the one playing (the new one
         # then preempts that one by the ladder, docs/broadcast.md §5)
         [stream(VILLAGE, "v1"), stream(VILLAGE, "v2", NOW - 5), stream(TOWN, "t1")],
+        # the same tier, issued later: the newer plays first, the older is preempted `newer`
+        [stream(VILLAGE, "v1", NOW - 10), stream(VILLAGE, "v2", NOW - 2)],
     ])
     assert a == [
         [[["c1", "accepted", None], ["c1", "playing", None]], ["c1"], "live-c1"],
@@ -137,8 +139,13 @@ def test_a_higher_tier_takes_the_place_of_the_lowest_held_stream(tmp_path: Path)
         [[["v2", "cancelled", "higher_tier"], ["t1", "accepted", None],
           ["v1", "preempted", "higher_tier"], ["t1", "playing", None]], ["t1"], "live-t1"],
     ], c
+    assert d == [
+        [[["v1", "accepted", None], ["v1", "playing", None]], ["v1"], "live-v1"],
+        [[["v2", "accepted", None], ["v1", "preempted", "newer"], ["v2", "playing", None]],
+         ["v2"], "live-v2"],
+    ], d
     # the fleet takes every receipt the terminal sent (the reasons are parsed exactly)
-    for case in (a, b, c):
+    for case in (a, b, c, d):
         for events, _held, _cur in case:
             for sid, status, reason in events:
                 if sid == "warning-1":
