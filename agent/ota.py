@@ -90,8 +90,7 @@ class Updater:
 
     def __init__(self, cfg, log, *, clock, link, mqtt, arbiter, send_event, pending=None):
         self.cfg, self.log, self.clock, self.link, self.mqtt = cfg, log, clock, link, mqtt
-        self.arbiter = arbiter
-        self.pending = pending or (lambda: 0)  # envelopes the intake has still to verify
+        self.arbiter, self.pending = arbiter, pending or (lambda: 0)  # pending: an alert coming
         self.send_event = send_event
         self.chain = trust.Chain(cfg["trust"], "ota", clock)
         self.topic = "eb/dev/%s/event" % cfg["id"]
@@ -345,16 +344,17 @@ class Updater:
         self._task = None
 
     async def _quiet(self):
-        # Alerts first: nothing of the update runs while an envelope waits for its verdict or
-        # the arbiter plays or has a queue.
-        a, pending = self.arbiter, self.pending
-        t0 = None
-        while pending() or a.current is not None or a.waiting:
+        # Alerts first: no step while an alert may be coming (pending) or the arbiter plays or
+        # has a queue. The turn is given before the check: a packet begun in it is seen.
+        a, pending, t0 = self.arbiter, self.pending, None
+        while True:
+            await asyncio.sleep_ms(0)
+            if not (pending() or a.current is not None or a.waiting):
+                break
             t0 = time.ticks_ms() if t0 is None else t0
             await asyncio.sleep_ms(200)
         if t0 is not None:
             self.log("ota_paused", ms=time.ticks_diff(time.ticks_ms(), t0))
-        await asyncio.sleep_ms(0)
 
     # --- reports -------------------------------------------------------------------------
 

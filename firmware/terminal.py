@@ -102,7 +102,7 @@ class Terminal:
 
         self.ota = ota.Updater(cfg, log, clock=self.clock, link=self.link, mqtt=self.mqtt,
                                arbiter=self.arbiter, send_event=self.intake.send_event,
-                               pending=self.intake.pending)
+                               pending=self._alert_coming)
         self.agent = Agent(cfg, log, mqtt=self.mqtt, link=self.link, clock=self.clock,
                            amp=self.amp, arbiter=self.arbiter, modem=self.modem,
                            counts=self.intake.counts, last_alert=lambda: self.intake.last_alert,
@@ -146,6 +146,11 @@ class Terminal:
             if self._daily_in.put(payload):
                 self.log("daily_full")
             self._daily_ev.set()
+
+    def _alert_coming(self):
+        # An envelope not yet verified, or an inbound packet half read (it may be an alert):
+        # the OTA download's next step waits for either (agent/ota.py, alerts first).
+        return self.intake.pending() or self.mqtt._pkt_ms is not None
 
     def _on_oversize(self, topic, length):
         if topic is None or topic.startswith("eb/alert/"):
