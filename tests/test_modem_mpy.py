@@ -3,6 +3,7 @@ on a pty, its sockets bridged to a real Mosquitto and to plain TCP peers."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -248,6 +249,20 @@ def _server(handler):
     return srv
 
 
+@contextlib.contextmanager
+def _echo_server():
+    """A loopback TCP server that sends back what it gets; yields its port."""
+    def handler(conn):
+        while d := conn.recv(4096):
+            conn.sendall(d)
+
+    srv = _server(handler)
+    try:
+        yield srv.getsockname()[1]
+    finally:
+        srv.close()
+
+
 def test_remote_close_mid_packet_gives_the_data_then_eof(model, run):
     def handler(conn):
         conn.recv(100)
@@ -294,13 +309,7 @@ def test_a_connect_the_caller_gave_up_on_is_closed_and_its_link_number_works_aga
     # clip.py gives a connect 5 s; a slow module may open the link after that. It must be closed
     # in the module before its number is used again: an open link there refuses every later
     # CIPOPEN on that number (+CIPOPEN: 0,4), which made each clip fetch over 4G fail.
-    def handler(conn):
-        while d := conn.recv(100):
-            conn.sendall(d)
-
-    srv = _server(handler)
-    port = srv.getsockname()[1]
-    try:
+    with _echo_server() as port:
         r = run(f"""
 async def main():
     asyncio.create_task(m.run())
@@ -326,28 +335,24 @@ asyncio.run(main())
         model.control(["modem", "delay", "1500"])
         r.gate("slow")
         r.expect(r"^GAVE_UP$")
-        time.sleep(2)  # the module opens link 0 after the caller has gone
+        # the module opens link 0 after the caller has gone
+        deadline = time.monotonic() + 20
+        while "0" not in model.status()["links"]:
+            assert time.monotonic() < deadline, "the module never opened the link"
+            time.sleep(0.05)
         model.control(["modem", "delay", "0"])
         r.gate("fast")
         r.expect(r"^ECHO \d b'ping0'$", 30)
         r.expect(r"^ECHO \d b'ping1'$", 30)
         r.expect(r"^FREE \[None, None\]$")
         r.finish()
-    finally:
-        srv.close()
 
 
 def test_the_network_latency_control_delays_each_way_and_keeps_the_order(model, run):
     # `modem latency 200 100`: a round trip through the module takes at least 2 x 200 ms, and
     # 30 writes echoed back under jitter come back whole and in order (a lower bound only: the
     # machine's load can only add to it)
-    def handler(conn):
-        while d := conn.recv(4096):
-            conn.sendall(d)
-
-    srv = _server(handler)
-    port = srv.getsockname()[1]
-    try:
+    with _echo_server() as port:
         r = run(f"""
 async def main():
     asyncio.create_task(m.run())
@@ -380,8 +385,6 @@ asyncio.run(main())
         assert rtt >= 400, rtt
         r.expect(r"^ORDER True$", 30)
         r.finish()
-    finally:
-        srv.close()
 
 
 def test_sim_out_and_registration_loss_go_down_and_recover(model, run):

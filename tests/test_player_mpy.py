@@ -445,17 +445,11 @@ result(left=sorted(os.listdir("clips")))
     assert res == [{"left": sorted(names[2:])}]
 
 
-def test_programme_clips_are_evicted_last_and_never_for_another_programme(
-        tmp_path: Path, web) -> None:
-    # Clips 0 and 1 belong to held schedules (pinned), 2 and 3 do not; the budget holds two.
-    base, root = web
-    clips = [make_wav(root / f"{i}.wav", 0.5 + i / 100) for i in range(5)]
-    shas = [hashlib.sha256(c).hexdigest() for c in clips]
-    body = """
+# Fetches A["clips"] in turn into a cache of A["budget"] bytes whose clips A["pinned"] belong to
+# held schedules: after each, "ok" or the ClipError, then the cached hashes.
+PINNED = """
 cache = ClipCache("clips", A["budget"], board.open_tcp, log)
 cache.pinned = set(A["pinned"])
-def left():
-    return sorted(n[:-4] for n in os.listdir("clips"))
 out = []
 for url, sha, n in A["clips"]:
     try:
@@ -463,16 +457,24 @@ for url, sha, n in A["clips"]:
         out.append("ok")
     except ClipError as e:
         out.append(e.reason + ": " + str(e.detail))
-    out.append(left())
+    out.append(sorted(n[:-4] for n in os.listdir("clips")))
     time.sleep(1.1)   # distinct modification times
 result(out=out)
 """
+
+
+def test_programme_clips_are_evicted_last_and_never_for_another_programme(
+        tmp_path: Path, web) -> None:
+    # Clips 0 and 1 belong to held schedules (pinned), 2 and 3 do not; the budget holds two.
+    base, root = web
+    clips = [make_wav(root / f"{i}.wav", 0.5 + i / 100) for i in range(5)]
+    shas = [hashlib.sha256(c).hexdigest() for c in clips]
     todo = [[f"{base}/{i}.wav", sha, len(c)] for i, (sha, c) in enumerate(zip(shas, clips))]
     # 0, 1 (programmes), 2 (an alert's: evicts 0, the oldest programme clip, as nothing else is
     # there), 0 again (a programme's: evicts 2, never 1), 3 (an alert's: evicts 1, now the
     # oldest programme clip), then 4, pinned too, with 0 and 3 cached: evicts 3
     order = [0, 1, 2, 0, 3, 4]
-    res = mpy(tmp_path, body, budget=len(clips[-1]) * 2 + 100, pinned=shas[:2] + shas[4:],
+    res = mpy(tmp_path, PINNED, budget=len(clips[-1]) * 2 + 100, pinned=shas[:2] + shas[4:],
               clips=[todo[i] for i in order])
     out = res[0]["out"]
     s = shas
@@ -489,22 +491,11 @@ def test_a_programme_clip_is_refused_when_the_cache_holds_only_programme_clips(
     base, root = web
     clips = [make_wav(root / f"p{i}.wav", 0.5 + i / 100) for i in range(3)]
     shas = [hashlib.sha256(c).hexdigest() for c in clips]
-    body = """
-cache = ClipCache("clips", A["budget"], board.open_tcp, log)
-cache.pinned = set(A["pinned"])
-out = []
-for url, sha, n in A["clips"]:
-    try:
-        await cache.fetch(url, sha, n)
-        out.append("ok")
-    except ClipError as e:
-        out.append(e.reason + ": " + str(e.detail))
-result(out=out, left=sorted(n[:-4] for n in os.listdir("clips")))
-"""
     todo = [[f"{base}/p{i}.wav", sha, len(c)] for i, (sha, c) in enumerate(zip(shas, clips))]
-    res = mpy(tmp_path, body, budget=len(clips[-1]) * 2 + 100, pinned=shas, clips=todo)
-    assert res[0]["out"] == ["ok", "ok", "clip_too_large: cache full of programmes"]
-    assert res[0]["left"] == sorted(shas[:2])  # the two held; no bytes fetched for the third
+    res = mpy(tmp_path, PINNED, budget=len(clips[-1]) * 2 + 100, pinned=shas, clips=todo)
+    out = res[0]["out"]
+    assert out[0::2] == ["ok", "ok", "clip_too_large: cache full of programmes"]
+    assert out[-1] == sorted(shas[:2])  # the two held; no bytes fetched for the third
 
 
 def test_ten_second_clip_streams_through_fixed_buffers(tmp_path: Path, web) -> None:
