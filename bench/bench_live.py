@@ -28,6 +28,7 @@ import os
 import struct
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,12 +77,8 @@ def onsets(samples: list[int]) -> list[int]:
     return out
 
 
-def one_stream(rig: Rig, t: Term, key: KeyPair, seconds: int, path: str) -> dict[str, Any]:
-    j0 = t.sample_count()
-    n_ev = len(t.events())
-    m0 = json.loads(t.ctl("modem", "status"))["bytes_down"]
-    s = live.Stream(key, [REGION], volume=100)
-
+def publisher(rig: Rig, s: live.Stream) -> Callable[[bytes | str, int], None]:
+    """live.send's `pub` for stream s: each message to every topic of s, QoS 1 ones waited for."""
     def pub(payload: bytes | str, qos: int) -> None:
         data = payload.encode() if isinstance(payload, str) else payload
         for tp in s.topics:
@@ -89,6 +86,15 @@ def one_stream(rig: Rig, t: Term, key: KeyPair, seconds: int, path: str) -> dict
             if qos:
                 info.wait_for_publish(10)
 
+    return pub
+
+
+def one_stream(rig: Rig, t: Term, key: KeyPair, seconds: int, path: str) -> dict[str, Any]:
+    j0 = t.sample_count()
+    n_ev = len(t.events())
+    m0 = json.loads(t.ctl("modem", "status"))["bytes_down"]
+    s = live.Stream(key, [REGION], volume=100)
+    pub = publisher(rig, s)
     msgs = list(s.messages(beeps(seconds)))
     start = time.time()
     live.send(msgs, pub)
@@ -122,14 +128,7 @@ def fleet_stream(count: int, seconds: int) -> dict[str, Any]:
                 rig.wait_answering(d.name, d.name[1:13], 120)
             s = live.Stream(key, [REGION[:6] + "000000"], volume=100)
             since = {d: len(fleet.events(d)) for d in fleet.dirs}
-
-            def pub(payload: bytes | str, qos: int) -> None:
-                data = payload.encode() if isinstance(payload, str) else payload
-                for tp in s.topics:
-                    info = rig.pub.publish(tp, data, qos=qos)
-                    if qos:
-                        info.wait_for_publish(10)
-
+            pub = publisher(rig, s)
             start = time.time()
             live.send(s.messages(beeps(seconds)), pub)
             got = {}

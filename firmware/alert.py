@@ -35,9 +35,6 @@ REJECTED = "rejected"
 IGNORED = "ignored"
 
 
-valid_id = trust.valid_id  # alerts.md §3 (also the OTA manifest's and the agent's)
-
-
 class Verdict:
     """What the verifier decided about one envelope."""
 
@@ -91,7 +88,7 @@ class Verifier:
             p = trust.json_obj(b64.decode(payload_b64))  # only now: §4 "not parsed before"
             if p is None:
                 raise Reject(REJECTED, "bad_field")
-            if valid_id(p.get("id")):
+            if trust.valid_id(p.get("id")):
                 aid = p["id"]
             self._fields(p)  # rule 7
             if not trust.in_scope(p["regions"], scope):  # rule 8
@@ -137,7 +134,7 @@ class Verifier:
     def _fields(self, p):
         """Rule 7: the payload's fields (§3). Fills defaults for volume and repeat."""
         bad = Reject(REJECTED, "bad_field")
-        if not valid_id(p.get("id")):
+        if not trust.valid_id(p.get("id")):
             raise bad
         kind = p.get("kind")
         if kind not in KINDS:
@@ -162,7 +159,7 @@ class Verifier:
             if not isinstance(refs, list) or not 1 <= len(refs) <= MAX_REFS:
                 raise bad
             for r in refs:
-                if not valid_id(r):
+                if not trust.valid_id(r):
                     raise bad
         else:
             self._audio(p.get("audio"))

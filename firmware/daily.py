@@ -178,10 +178,6 @@ class Schedules:
         else:
             self.log("schedule_loaded", schedule=v.id, area=v.area, version=v.version)
 
-    def load(self):
-        for name in self.stored():
-            self.load_one(name)
-
     def all(self):
         return list(self.held.values())
 
@@ -215,7 +211,7 @@ class Schedules:
             p = trust.json_obj(b64.decode(payload_b64))  # only now (alerts.md §4)
             if p is None:
                 raise Reject("rejected", "bad_field")
-            if _valid_sid(p.get("id")):
+            if trust.valid_id(p.get("id")):
                 sid = p["id"]
             _fields(p)  # rule 7
             area, ver = p["area"], p["version"]
@@ -273,9 +269,6 @@ def _remove(path):
         pass
 
 
-_valid_sid = trust.valid_id
-
-
 def _dates(v):
     if v is None:
         return []
@@ -293,7 +286,7 @@ def _dates(v):
 def _fields(p):
     """Rule 7 (docs/broadcast.md §2), tz aside (rule 8). Fills each programme's volume."""
     bad = Reject("rejected", "bad_field")
-    if not _valid_sid(p.get("id")) or not region.valid_code(p.get("area")):
+    if not trust.valid_id(p.get("id")) or not region.valid_code(p.get("area")):
         raise bad
     ver = p.get("version")
     if not trust.is_int(ver) or not 1 <= ver <= MAX_SCHED_VERSION:

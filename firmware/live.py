@@ -266,7 +266,7 @@ class Live:
             p = trust.json_obj(b64.decode(payload_b64))
             if p is None:
                 raise Reject("rejected", "bad_field")
-            sid = p.get("id") if _valid_id(p.get("id")) else None
+            sid = p.get("id") if trust.valid_id(p.get("id")) else None
             _fields(p)
             sid = p["id"]
             if not trust.in_scope(p["regions"], scope):
@@ -340,12 +340,10 @@ class Live:
         self._send(ev)
 
 
-_valid_id = trust.valid_id
-
 
 def _fields(p):
     bad = Reject("rejected", "bad_field")
-    if not _valid_id(p.get("id")):
+    if not trust.valid_id(p.get("id")):
         raise bad
     regions = p.get("regions")
     if not trust.str_list(regions, 1, MAX_REGIONS) or not all(region.valid_code(r) for r in regions):

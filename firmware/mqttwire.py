@@ -87,6 +87,10 @@ class Wire:
 
     # --- transport -----------------------------------------------------------------------
 
+    def receiving(self):
+        """An inbound packet has begun and is not yet read whole (it may be an alert)."""
+        return self._pkt_ms is not None
+
     def _attach(self, r, w):
         """A new connection's streams; its epoch tells stale drops from current ones."""
         self._r, self._w = r, w

@@ -150,7 +150,7 @@ class Terminal:
     def _alert_coming(self):
         # An envelope not yet verified, or an inbound packet half read (it may be an alert):
         # the OTA download's next step waits for either (agent/ota.py, alerts first).
-        return self.intake.pending() or self.mqtt._pkt_ms is not None
+        return self.intake.pending() or self.mqtt.receiving()
 
     def _on_oversize(self, topic, length):
         if topic is None or topic.startswith("eb/alert/"):
