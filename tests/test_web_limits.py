@@ -141,8 +141,12 @@ def test_a_hundred_idle_connections_never_delay_an_alert(rig: Rig, tmp_path: Pat
         amp = t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 1, WAIT_S)
         assert amp["t"] - sent < 5.0, f"publish to amplifier {amp['t'] - sent:.2f} s"
         # a fifth connection at once is told 503 and closed
-        busy = [s for s in socks[4:] if s.recv(64).startswith(b"HTTP/1.0 503")]
-        assert len(busy) == 96
+        # (on a slow machine the first four may reach their 10 s idle drop while the rest are
+        # still opening: a later one then takes a freed place, and is closed unanswered too)
+        answers = [s.recv(64) for s in socks[4:]]
+        busy = sum(a.startswith(b"HTTP/1.0 503") for a in answers)
+        late = sum(a == b"" for a in answers)
+        assert busy + late == 96 and late <= 4, (busy, late)
         # the four served ones said nothing: each is dropped after the 10 s idle read
         for s in socks[:4]:
             s.settimeout(WAIT_S)
