@@ -18,7 +18,8 @@ from test_e2e_playback import ClipServer, wav_bytes
 from tools.envelope import b64e, make_alert_payload, pub_bytes, region_prefix, sign_jws
 
 TZ = 8 * 3600
-LEAD_S = 35  # the terminal boots this long before local 07:00:00 (its offset clock)
+LEAD_S = 50  # the terminal boots this long before local 07:00:00 (its offset clock): room for a
+# slow boot, two schedules and a clip fetch before seven
 
 
 class DailyKey:
@@ -115,8 +116,9 @@ def test_a_seven_oclock_programme_plays_from_flash_with_both_links_down(rig: Rig
         today = day(local_date(offset_now()))
         env = county.schedule("341122000000", [
             clip_prog("news", "07:00", clip, srv.url("/news.wav"), title="三农新闻"),
-            # due at 06:59 (the terminal boots at 06:59:25): but not today, a holiday
-            clip_prog("early", "06:59", clip, srv.url("/news.wav"), duration=20,
+            # due from 06:59:00 to 06:59:50 (the terminal boots at 06:59:10), so it would play as
+            # soon as the schedule is in: but not today, a holiday
+            clip_prog("early", "06:59", clip, srv.url("/news.wav"), duration=50,
                       **{"except": [today]}),
         ], sid="county-day")
         publish(rig, env, "341122")
@@ -138,6 +140,7 @@ def test_a_seven_oclock_programme_plays_from_flash_with_both_links_down(rig: Rig
         srv.stop()
     assert t.ctl("link", "ip", "down") == "ok" and t.ctl("link", "4g", "down") == "ok"
     n = len(t.events())
+    assert not [e for e in t.events() if e["dev"] == "audio"], "nothing plays before seven"
     start = t.wait_event(lambda e: e["dev"] == "audio" and e["value"]["state"] == "start",
                          LEAD_S + 30, n)
     assert start["value"]["source"].endswith(cached.name), start
