@@ -96,13 +96,14 @@ def test_cancel_stops_playing_alert_and_amp_goes_off_after_hold(rig: Rig) -> Non
     p = rig.send_alert(level=2, tone="siren", repeat=10)
     wait_status(rig, p["id"], "playing")
     time.sleep(0.5)
+    sent = time.time()
     c = rig.send_alert(kind="cancel", refs=[p["id"]])
     wait_status(rig, c["id"], "accepted")
     r = wait_status(rig, p["id"], "cancelled", 10)
     assert r["reason"] is None
     stop = t.wait_event(lambda e: e["dev"] == "audio" and e["value"]["state"] == "stop")
     off = t.wait_event(lambda e: e["dev"] == "amp" and e["value"] == 0, 10)
-    assert stop["t"] - time.time() < 1
+    assert stop["t"] - sent < 2, "the siren stopped promptly after the cancel was published"
     assert 0.4 <= off["t"] - stop["t"] <= 1.2
     rate = 16000
     assert t.sample_count() < 6 * rate, "the 30 s siren was cut short"

@@ -132,9 +132,12 @@ def test_silent_terminal_raises_offline_alarm_within_3_intervals_and_closes_when
     wait_until(lambda: fleet.device(IDS[0])["state"] == "online", what="online")
     t.stop_heartbeats()
     silent_since = time.monotonic()
-    alarm = wait_until(lambda: fleet.active(IDS[0], "offline"), timeout=8, what="offline alarm")
+    alarm = wait_until(lambda: fleet.active(IDS[0], "offline"), timeout=12, what="offline alarm")
     took = time.monotonic() - silent_since
-    assert took <= 3 * 1 + 1.5, f"offline alarm after {took:.1f} s"
+    # three 1 s intervals after the last heartbeat (sent up to 1 s before the silence began),
+    # then the sweep: not before 2 s, and a few seconds later at most (the sweep and the writer
+    # share this machine's two cores with the rest of the suite)
+    assert 3 * 1 - 1 <= took <= 3 * 1 + 3, f"offline alarm after {took:.1f} s"
     assert alarm["state"] == "open" and "no heartbeat" in alarm["detail"]
     assert fleet.device(IDS[0])["state"] == "offline"
     assert [d["id"] for d in cx_json("devices", "--state", "offline", db=fleet.db)] == [IDS[0]]
