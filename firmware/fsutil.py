@@ -20,6 +20,27 @@ def write_atomic(path, data):
     os.rename(tmp, path)
 
 
+def append(path, data):
+    """Add data at the end of path (created if missing), flushed before it returns. On LittleFS a
+    file's new length is committed whole at close, so a power cut keeps it or loses it, never
+    half; on other filesystems a torn last line is possible, and readers drop it."""
+    f = open(path, "ab")
+    try:
+        f.write(data)
+        f.flush()
+    finally:
+        f.close()
+
+
+def remove(path):
+    """Remove path; True if it is gone (or never was)."""
+    try:
+        os.remove(path)
+    except OSError:
+        return size(path) < 0
+    return True
+
+
 def size(path):
     """The file's size in bytes, or -1 when it does not exist."""
     try:

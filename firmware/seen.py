@@ -1,9 +1,12 @@
 # Accepted (issuer kid, id) pairs, remembered until expiry across reboots (alerts.md §4 rule 11).
 # Two copies on flash, each replaced by rename (fsutil.write_atomic): a power cut leaves every copy
 # whole, and a copy damaged otherwise (bit rot, a technician's edit) is outvoted by the other.
+# Before an alert plays only its own entry is written: one line appended to a journal (seen.jnl),
+# about 150 bytes instead of a whole copy (up to 45 KB); the copies take it in at the next quiet
+# moment, and the journal is removed once the main copy holds it. Boot merges all three.
 import json
 
-from fsutil import note_damage, read_json, write_atomic
+from fsutil import append, note_damage, read_bounded, read_json, remove, write_atomic
 from limits import MAX_EPOCH, MAX_ID, MAX_KID
 from micropython import const
 
@@ -11,6 +14,8 @@ PATH = "seen.json"
 MAX_SEEN = const(256)  # entries kept; when full the one expiring first is forgotten
 MAX_FILE = const(65536)  # bytes: 256 entries are under 45 KB; a bigger file is damage, not read
 _HASH_LEN = const(16)  # hex chars of the envelope hash (alert.py: first 8 bytes of SHA-256)
+MAX_JOURNAL = const(32)  # lines; one more add() writes the main copy whole instead
+MAX_JOURNAL_FILE = const(16384)  # bytes: 32 lines are under 6 KB; a bigger file is damage
 
 
 def _entry_ok(e):
@@ -35,7 +40,11 @@ def _entry_ok(e):
 class Seen:
     def __init__(self, path=PATH, log=None):
         self.path = path
-        self.backup = path[:-5] + ".bak" if path.endswith(".json") else path + ".bak"
+        stem = path[:-5] if path.endswith(".json") else path  # noqa: FURB188 (not in MicroPython)
+        self.backup = stem + ".bak"
+        self.journal = stem + ".jnl"
+        self._jn = 0  # lines in the journal
+        self._now = 0  # the clock at the last add(), for the prune at the quiet moment
         self.lost = None  # why neither copy could be used, when a store existed (main reports it)
         self._e = {}  # kid + "\n" + id -> [expires, envelope hash hex]
         self._by_hash = {}
@@ -55,17 +64,19 @@ class Seen:
             usable += 1
             bad = 0
             for e in v:
-                if not _entry_ok(e):
+                if not self._take(e):
                     bad += 1
-                    continue
-                k = e[0] + "\n" + e[1]
-                old = self._e.get(k)
-                if old is None or old[0] < e[2]:
-                    self._e[k] = [e[2], e[3]]
             if bad:
                 note_damage(log, p, "bad entries", bad)
                 damaged = True
             del v
+        jn, bad = self._replay()
+        if bad:
+            note_damage(log, self.journal, "bad entries", bad)
+            damaged = True
+        if jn:
+            self._jn = jn
+            self._main_due = True  # the copies take the journal in at the first quiet moment
         if found and not usable:
             # Alerts accepted before may sound again if redelivered (docs/firmware.md).
             self.lost = "no usable copy"
@@ -94,24 +105,76 @@ class Seen:
         try:
             self._e[k] = [expires, h]
             self._by_hash[h] = expires
-            self._prune(now)
+            self._now = now
+            # expired entries go at the quiet moment (flush: _prune rebuilds both tables, a few
+            # tens of KB); here only the bound, without a new table: the entry expiring first
+            if len(self._e) > MAX_SEEN:
+                self._drop_first()
         except MemoryError:
             # undone, so the caller's retry (intake.py) does not find its own envelope remembered
             self._e.pop(k, None)
             self._by_hash.pop(h, None)
             raise
-        # Only the main copy before the alert plays (it guards against a replay after a reboot);
-        # the backup follows at the next quiet moment (flush), so the warning is not delayed.
-        self._write(True, False)
+        # Only the entry itself before the alert plays (it guards against a replay after a
+        # reboot): a line in the journal; the copies follow at the next quiet moment (flush), so
+        # the warning is not delayed by a whole copy. A full journal: the main copy, as before.
+        if self._jn >= MAX_JOURNAL:
+            self._write(True, False)
+            return
+        try:
+            append(self.journal, json.dumps([kid, aid, expires, h]).encode() + b"\n")
+            self._jn += 1
+            self._main_due = True
+        except (OSError, MemoryError) as e:
+            print("seen: journal write failed", repr(e))
+            self._write(True, False)
 
     def due(self):
         """A copy on flash is behind the store in RAM."""
         return self._main_due or self._backup_due
 
     def flush(self):
-        """Bring the copies up to date, if an add() left one behind (called when idle)."""
-        if self._main_due or self._backup_due:
-            self._write(self._main_due, True)
+        """Bring the copies up to date, one copy per call (called when idle, every second while
+        one is behind): the main copy first, which also ends the journal, then the backup."""
+        if self._main_due:
+            try:
+                self._prune(self._now)
+            except MemoryError:
+                pass  # written unpruned: has() checks the expiry anyway
+            self._write(True, False)
+        elif self._backup_due:
+            self._write(False, True)
+
+    def _replay(self):
+        # (lines taken, lines dropped) from the journal; the later expiry wins, as for the copies
+        data, why = read_bounded(self.journal, MAX_JOURNAL_FILE)
+        if why == "missing":
+            return 0, 0
+        if why is not None or data is None:
+            return 0, 1
+        n = bad = 0
+        for line in data.split(b"\n"):
+            if not line:
+                continue
+            try:
+                e = json.loads(line)
+            except Exception:  # a torn last line, bit rot
+                e = None
+            if self._take(e):
+                n += 1
+            else:
+                bad += 1
+        return n, bad
+
+    def _take(self, e):
+        # one entry read from flash, if well formed; of two for one (kid, id) the later expiry wins
+        if not _entry_ok(e):
+            return False
+        k = e[0] + "\n" + e[1]
+        old = self._e.get(k)
+        if old is None or old[0] < e[2]:
+            self._e[k] = [e[2], e[3]]
+        return True
 
     def _write(self, main, backup):
         # Streamed entry by entry: the whole store as one buffer (up to 45 KB) is an allocation a
@@ -120,6 +183,10 @@ class Seen:
             if main:
                 write_atomic(self.path, self._dump)
                 self._main_due = False
+                # the main copy holds every entry of the journal now; if the removal fails, the
+                # lines are read again at boot, which changes nothing
+                if remove(self.journal):
+                    self._jn = 0
             if backup:
                 write_atomic(self.backup, self._dump)
             self._backup_due = not backup
@@ -156,7 +223,7 @@ class Seen:
         for k, v in self._e.items():
             if first is None or v[0] < self._e[first][0]:
                 first = k
-        del self._e[first]
+        self._by_hash.pop(self._e.pop(first)[1], None)
 
     def _rehash(self):
         self._by_hash = {}
