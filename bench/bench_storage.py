@@ -143,8 +143,8 @@ def table(res: dict) -> str:
          f"on the heap is the same store ({ln['held'] / 1024:.1f} KB vs {lo['held'] / 1024:.1f} "
          "KB). On an alert's path only the alert's own entry is written now: one line appended "
          f"to seen.jnl ({an['alloc'] / 1024:.1f} KB allocated, {an['us'] / 1000:.2f} ms) where "
-         f"the store before wrote its whole copy ({res['add_old']['alloc'] / 1024:.0f} KB, "
-         f"{ao['us'] / 1000:.1f} ms); the copies take the journal in one at a time at the next "
+         f"the store before wrote its whole copy ({ao['alloc'] / 1024:.0f} KB, "
+         f"{ao['us'] / 1000:.1f} ms). The copies take the journal in one at a time at the next "
          "quiet moments, when no alert is playing. On the ESP32 these x86-64 times grow (a 240 "
          "MHz core, LittleFS on SPI flash), but neither the boot check nor a copy's write runs "
          "while a warning waits."),

@@ -219,11 +219,17 @@ class Seen:
         self._rehash()
 
     def _drop_first(self):
+        # over the keys, not items(): items() makes a tuple per entry (8 KB for a full store, on
+        # an alert's path); a key's lookup allocates nothing
+        e = self._e
         first = None
-        for k, v in self._e.items():
-            if first is None or v[0] < self._e[first][0]:
+        low = 0
+        for k in e:
+            exp = e[k][0]
+            if first is None or exp < low:
                 first = k
-        self._by_hash.pop(self._e.pop(first)[1], None)
+                low = exp
+        self._by_hash.pop(e.pop(first)[1], None)
 
     def _rehash(self):
         self._by_hash = {}

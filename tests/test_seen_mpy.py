@@ -47,7 +47,7 @@ def test_an_entry_is_on_flash_before_the_alert_plays_and_survives_a_power_cut(
         tmp_path: Path) -> None:
     out = run(tmp_path, """
 s = seen.Seen(log=log)
-for i in range(200):
+for i in range(seen.MAX_SEEN):  # full: the worst case, where add() forgets the first to expire
     s.add(K, "A-%04d" % i, NOW + 600 + i, "%016x" % i, NOW)
 s.flush()
 s.flush()
@@ -62,6 +62,7 @@ main_after = size("seen.json")
 again = seen.Seen(log=log)
 held = again.has(K, "A-new", NOW) and again.has_bytes("ffffffffffffffff", NOW)
 old_held = again.has(K, "A-0007", NOW)
+first_gone = not again.has(K, "A-0000", NOW)
 due = again.due()
 again.flush()
 main_has = any(e[1] == "A-new" for e in json.loads(open("seen.json").read()))
@@ -70,17 +71,18 @@ bak_has_before = any(e[1] == "A-new" for e in json.loads(open("seen.bak").read()
 again.flush()
 bak_has = any(e[1] == "A-new" for e in json.loads(open("seen.bak").read()))
 result(journal=journal, main_same=main_before == main_after, alloc=alloc, held=held,
-       old_held=old_held, due=due, main_has=main_has, jnl_after_main=jnl_after_main,
+       old_held=old_held, first_gone=first_gone, due=due, main_has=main_has, jnl_after_main=jnl_after_main,
        bak_has_before=bak_has_before, bak_has=bak_has, due_end=again.due(), n=len(again),
        log=LOG, now=NOW)
 """)
-    # the alert's path wrote one line, not the 35 KB copy
+    # the alert's path wrote one line, not the 45 KB copy
     assert json.loads(out["journal"]) == ["county-341122", "A-new", out["now"] + 9000,
                                           "ffffffffffffffff"], out["journal"]
     assert out["journal"].count("\n") == 1 and out["main_same"], out
     assert 0 < out["alloc"] < 2048, f"{out['alloc']} bytes allocated by add()"
     # after the cut the terminal still knows it (rule 11: a redelivery is a duplicate)
-    assert out["held"] and out["old_held"] and out["n"] == 201 and out["due"], out
+    assert out["held"] and out["old_held"] and out["n"] == 256 and out["due"], out
+    assert out["first_gone"], out  # the store's bound holds across the reboot too
     # the quiet moment: the main copy first (the journal ends with it), the backup next
     assert out["main_has"] and not out["jnl_after_main"] and not out["bak_has_before"], out
     assert out["bak_has"] and not out["due_end"] and out["log"] == [], out
