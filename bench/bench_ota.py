@@ -169,7 +169,7 @@ def report(d: dict[str, Any]) -> str:
          "slow file server (2 kB/s), so the download spans every alert (still downloading at "
          f"the last one: {la['still_downloading']}). The comparison is A and B at the same "
          "instants: the same machine load, the same number of alerts in each replay store "
-         "(whose write is on every verification's path and grows with it). While an alert "
+         "(its lookups grow with it). While an alert "
          "waits for its verdict or plays, B's download waits (`ota_paused` in its log: "
          f"{la['paused']['count']} times, {la['paused']['ms_total'] / 1000:.1f} s in all, at "
          f"most {la['paused']['ms_max']} ms)."),
