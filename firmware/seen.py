@@ -70,9 +70,9 @@ class Seen:
                 note_damage(log, p, "bad entries", bad)
                 damaged = True
             del v
-        jn, bad = self._replay()
+        jn, bad, why = self._replay()
         if bad:
-            note_damage(log, self.journal, "bad entries", bad)
+            note_damage(log, self.journal, why, bad)
             damaged = True
         if jn:
             self._jn = jn
@@ -146,12 +146,13 @@ class Seen:
             self._write(False, True)
 
     def _replay(self):
-        # (lines taken, lines dropped) from the journal; the later expiry wins, as for the copies
+        # (lines taken, lines dropped, why) from the journal; the later expiry wins, as for the
+        # copies. A journal too large to be ours (or unreadable) is dropped whole, unread.
         data, why = read_bounded(self.journal, MAX_JOURNAL_FILE)
         if why == "missing":
-            return 0, 0
+            return 0, 0, None
         if why is not None or data is None:
-            return 0, 1
+            return 0, 1, why or "unreadable"
         n = bad = 0
         for line in data.split(b"\n"):
             if not line:
@@ -164,7 +165,7 @@ class Seen:
                 n += 1
             else:
                 bad += 1
-        return n, bad
+        return n, bad, "bad entries"
 
     def _take(self, e):
         # one entry read from flash, if well formed; of two for one (kid, id) the later expiry wins

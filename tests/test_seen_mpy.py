@@ -121,3 +121,23 @@ result(sizes=sizes, main=[e[1] for e in json.loads(open("seen.json").read())],
     assert all(b > a for a, b in itertools.pairwise(sizes[:-1])), sizes  # a line per alert
     assert sizes[-1] == -1, "the 33rd alert wrote the main copy and ended the journal"
     assert len(out["main"]) == 33 and out["n"] == 33 and out["log"] == [], out
+
+
+def test_a_journal_too_large_to_be_ours_is_dropped_unread(tmp_path: Path) -> None:
+    out = run(tmp_path, """
+s = seen.Seen(log=log)
+s.add(K, "A-1", NOW + 600, "%016x" % 1, NOW)
+s.flush()
+f = open("seen.jnl", "wb")
+line = b'["county-341122", "A-2", 1900000000, "0000000000000002"]\\n'
+for _ in range(seen.MAX_JOURNAL_FILE // len(line) + 1):
+    f.write(line)
+f.close()
+again = seen.Seen(log=log)
+result(has=[again.has(K, "A-1", NOW), again.has(K, "A-2", NOW)], log=LOG, jnl=exists("seen.jnl"))
+""")
+    # the entry in the main copy holds; the oversized journal is not read (it could not be
+    # ours: 32 lines are under 6 KB), reported by its reason and removed
+    assert out["has"] == [True, False], out
+    assert out["log"] == [["file_damaged", "seen.jnl", "too_large", 1]], out
+    assert not out["jnl"], out
