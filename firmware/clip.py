@@ -8,7 +8,7 @@ import struct
 import time
 
 import adpcm
-from fsutil import note_damage
+from fsutil import note_damage, remove
 from limits import MAX_CLIP, MAX_URL, MIN_CLIP
 from micropython import const
 
@@ -128,7 +128,7 @@ class ClipCache:
             pass
         # a power cut mid-download leaves a temp file behind
         for name, _ in self._files(".tmp"):
-            _remove(folder + "/" + name)
+            remove(folder + "/" + name)
         # The cache's index is its file names: only <sha256>.wav of a playable size belongs here.
         for name, st in self._files(""):
             why = None
@@ -160,7 +160,7 @@ class ClipCache:
                 return path
             self.discard(path, "bad header")  # damaged on flash since: fetched again below
         elif size >= 0:
-            _remove(path)
+            remove(path)
         if self._open_tcp is None:
             raise ClipError("clip_fetch_failed", "no link")
         self._evict(nbytes, sha)
@@ -191,7 +191,7 @@ class ClipCache:
             raise ClipError("clip_fetch_failed", "flash %r" % (e,))
         finally:
             if not ok:
-                _remove(tmp)
+                remove(tmp)
         self._log("clip_cached", sha256=sha, bytes=nbytes)
         return path
 
@@ -342,7 +342,7 @@ class ClipCache:
         """Remove a damaged cached file (logged and counted as storage damage)."""
         if path in self._busy:
             return
-        _remove(path)
+        remove(path)
         note_damage(self._log, path, why)
 
     async def audit(self, delay_ms=AUDIT_DELAY_MS):
@@ -407,7 +407,7 @@ class ClipCache:
                 return
             p = self.folder + "/" + name
             if p not in self._busy and not (mine and name[:-4] in keep):
-                _remove(p)
+                remove(p)
                 self._log("clip_evicted", file=name)
                 total -= st[6]
         if mine and total > self.max_bytes:
@@ -425,13 +425,6 @@ def _gain(volume):
     if volume >= 100:
         return 0x8000
     return volume * 0x8000 // 100
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _no_log(ev, **fields):

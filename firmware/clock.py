@@ -1,9 +1,8 @@
 # Wall clock with a "synced since boot" flag and a persisted last-known time (alerts.md §4, clock).
 import json
-import os
 
 import board
-from fsutil import note_damage, read_json, write_atomic
+from fsutil import note_damage, read_json, remove, write_atomic
 from limits import MAX_EPOCH
 from micropython import const
 
@@ -25,10 +24,7 @@ def _load(log):
             return t
         why = "bad time"
     note_damage(log, PATH, why)
-    try:
-        os.remove(PATH)
-    except OSError:
-        pass
+    remove(PATH)
     return 0
 
 

@@ -12,7 +12,7 @@ import b64
 import ed25519
 import region
 import trust
-from fsutil import read_bytes, write_atomic
+from fsutil import read_bytes, remove, write_atomic
 from limits import (
     DAILY_VOLUME,
     MAX_DURATION,
@@ -174,7 +174,7 @@ class Schedules:
         v = self.check(env) if env is not None else None
         if v is None or v.status != "accepted":
             self.log("daily_dropped", file=name, reason=v.reason if v else "unreadable")
-            _remove(path)
+            remove(path)
         else:
             self.log("schedule_loaded", schedule=v.id, area=v.area, version=v.version)
 
@@ -248,7 +248,7 @@ class Schedules:
             for k, o in self.held.items():  # the one ending first goes
                 if drop == key or o.last < last:
                     drop, last = k, o.last
-            _remove(_path(drop[0], drop[1]))
+            remove(_path(drop[0], drop[1]))
             del self.held[drop]
         self.held[key] = s
         try:
@@ -260,13 +260,6 @@ class Schedules:
 def _path(area, kid):
     h = binascii.hexlify(hashlib.sha256((area + "\n" + kid).encode()).digest()[:6]).decode()
     return FOLDER + "/" + h + ".jws"
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _dates(v):

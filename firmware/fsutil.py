@@ -21,13 +21,12 @@ def write_atomic(path, data):
 
 
 def append(path, data):
-    """Add data at the end of path (created if missing), flushed before it returns. On LittleFS a
+    """Add data at the end of path (created if missing), closed before it returns. On LittleFS a
     file's new length is committed whole at close, so a power cut keeps it or loses it, never
     half; on other filesystems a torn last line is possible, and readers drop it."""
     f = open(path, "ab")
     try:
         f.write(data)
-        f.flush()
     finally:
         f.close()
 

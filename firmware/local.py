@@ -32,7 +32,7 @@ import time
 import board
 import config
 from clip import wav_header
-from fsutil import size
+from fsutil import remove, size
 from micropython import const
 
 ANNOUNCE = "local/announce.wav"
@@ -134,7 +134,7 @@ class Local:
         if why is None and self._item is not None and self._item.what == "announce":
             why = "busy"
         if why is not None:
-            _remove(part)
+            remove(part)
             self.log("local", action="store", refused=why)
             return why
         os.rename(part, ANNOUNCE)
@@ -289,10 +289,3 @@ class Local:
                 self._item = None
             self.lights.set("local", False)
             self.log("local_end", what=item.what, status=status, reason=reason)
-
-
-def _remove(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass

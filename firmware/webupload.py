@@ -4,19 +4,13 @@
 import os
 
 import webauth
+from fsutil import remove
 from microdot.microdot import HTTPException
 from microdot.multipart import FileUpload, FormDataIter
 from web import ANNOUNCE, CHUNK, MAX_WAV, UPLOAD_MS, HTTPError, _maybe
 
 PART = ANNOUNCE + ".part"
 MARGIN = 8192  # bytes of flash kept free beyond the upload itself
-
-
-def _rm(path):
-    try:
-        os.remove(path)
-    except OSError:
-        pass
 
 
 def _free():
@@ -50,17 +44,17 @@ async def _save(fu, length, local):
         finally:
             f.close()
         if n == 0:
-            _rm(PART)
+            remove(PART)
             return "no_file"
         why = await _maybe(local.store(PART))  # check_wav(), then the rename; removed if bad
         if why is not None:
-            _rm(PART)
+            remove(PART)
             return "not_wav" if why in ("bad_format", "empty", "truncated", "missing") else why
     except OSError:  # the flash filled up (ENOSPC) or failed
-        _rm(PART)
+        remove(PART)
         return "flash_full"
     except BaseException:
-        _rm(PART)
+        remove(PART)
         raise
     return None
 
@@ -98,7 +92,7 @@ async def receive(app, req, s, local):
                 if not csrf:
                     raise HTTPError(403, "csrf")
     except (ValueError, HTTPException):  # not UTF-8, a malformed part
-        _rm(PART)
+        remove(PART)
         raise HTTPError(400, "bad_form")
     if not csrf:
         raise HTTPError(403, "csrf")
