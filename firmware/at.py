@@ -231,6 +231,12 @@ class ATEngine:
             n -= 1
         if not n:
             return
+        if n == 1 and b[0] == 0x3E and self._prompt_wait:
+            # the '>' prompt with a line after it in the same read: a URC the module sent while
+            # it waited for the data ("\r\n> \r\n+CIPRXGET: 1,0\r\n"). Still the prompt.
+            self._prompt_wait = False
+            self._prompt.set()
+            return
         line = bytes(self._lmv[:n])
         try:
             self._on_line(line)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import MICROPYTHON, ROOT, mpy_helpers
+from conftest import MICROPYTHON, ROOT, mpy_helpers, run_mpy
 
 from tools.emu.modem import ModemModel
 
@@ -522,3 +522,54 @@ asyncio.run(main())
         assert n > 0 or "garbled" in out, out
     finally:
         srv.close()
+
+
+def test_a_urc_in_the_same_read_as_the_send_prompt_still_lets_the_data_go() -> None:
+    # The module's '>' prompt, then at once (new data from the network) its +CIPRXGET: 1 URC: on
+    # a busy terminal both come in one UART read. The prompt used to be seen only at the end of
+    # a read, so this one was lost; the module gave up on the data after 2 s (ERROR) and the
+    # MQTT connection over 4G dropped in the middle of a live announcement.
+    out = run_mpy("""
+import asyncio
+from at import ATEngine, ModemError
+from sim7600 import SIM7600
+class Uart:  # the module's side: one reply per write, each in a single read
+    def __init__(self):
+        self.tx = bytearray()
+        self.rx = []
+        self.ev = asyncio.Event()
+    def write(self, b):
+        self.tx += b
+        if self.tx.endswith(b"AT+CIPSEND=0,5\\r"):
+            self.rx.append(b"\\r\\n> \\r\\n+CIPRXGET: 1,0\\r\\n")
+        elif self.tx.endswith(b"hello"):
+            self.rx.append(b"\\r\\nOK\\r\\n\\r\\n+CIPSEND: 0,5,5\\r\\n")
+        self.ev.set()
+    async def drain(self):
+        pass
+    async def read(self, n):
+        while not self.rx:
+            self.ev.clear()
+            await self.ev.wait()
+        return self.rx.pop(0)
+class Link:
+    _pending = False
+    _ev = asyncio.Event()
+async def main():
+    u = Uart()
+    e = ATEngine(u, u, None, 500, 2, SIM7600())
+    link = Link()
+    e._links[0] = link
+    t = asyncio.create_task(e._rx())
+    try:
+        got = await e._cmd("AT+CIPSEND=0,5", b"+CIPSEND: ", b"+CIPSEND: ", data=b"hello")
+        print("SENT", got, bytes(u.tx))
+    except ModemError as ex:
+        print("FAILED", ex.reason)
+    print("URC", link._pending)
+    t.cancel()
+asyncio.run(main())
+""")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "SENT [b'+CIPSEND: 0,5,5'] b'AT+CIPSEND=0,5\\rhello'" in out.stdout, out.stdout
+    assert "URC True" in out.stdout, out.stdout  # and the URC after it still reached its link
