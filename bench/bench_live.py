@@ -311,7 +311,9 @@ def report(e2e: list[dict[str, Any]], cost: dict[str, Any], short: dict[str, Any
         "",
         ("From the sender's clock reaching a beep's first sample to that sample playing in "
         "speaker.wav (the `audio` start event's time plus the sample's offset). A chunk waits "
-        "for its batch (up to 0.5 s) and then its turn; the first batch starts the playback."),
+        "for its batch (up to 0.5 s) and then its turn; the first batch starts the playback, "
+        "over 4G after 360 ms of silence (the jitter buffer sized for the link, §7: a batch may "
+        "come 510 ms later than the first one did, 150 ms over IP)."),
         "",
         "| path | beeps heard | p50 | p99 | max | chunks played / silent |",
         "|---|---:|---:|---:|---:|---:|",

@@ -29,6 +29,8 @@ CHUNK_BYTES = const(177)  # 1 + TAG + 4 (sequence, big-endian) + adpcm.BLOCK_BYT
 MAX_LIFE = const(14400)  # s: a stream's expires <= issued + 4 h
 MAX_BATCH = const(50)
 JITTER_MS = const(150)  # a chunk whose hash is not known yet is waited for this long
+LEAD_4G = const(18)  # over 4G the stream starts with this many blocks of silence (360 ms): with
+# JITTER_MS, a batch may come 510 ms later than the first one did (150 ms over IP)
 STALL_MS = const(3000)  # no chunk for this long: the stream has ended
 MAX_HELD = const(120)  # chunks held (2.4 s): beyond, the oldest unplayed go
 MAX_STREAMS = const(2)
@@ -46,6 +48,10 @@ def _fade_in(b, n):
         s = s * i // n
         b[j] = s & 0xFF
         b[j + 1] = (s >> 8) & 0xFF
+
+
+def _ip():
+    return "ip"
 
 
 def tag_of(sid):
@@ -69,6 +75,7 @@ class Stream:
         self.played = self.silent = self.refused = 0
         self.why = None  # how it ended: "ended" or "stalled"
         self.item = None  # type: _Item | None  # its arbiter item, once taken
+        self.path = _ip  # the link in use (Live sets it): "4g" lengthens the jitter buffer
 
     def take(self, seq, msg):
         # Up to two candidates per number: a forged chunk that arrives first cannot shut the
@@ -88,7 +95,8 @@ class Stream:
 
     async def play(self, out, volume, buf, blank):
         """Write the stream to out until its end marker or a stall; returns why it ended. buf:
-        the decode buffer (640 bytes, a memoryview); blank: 640 zero bytes."""
+        the decode buffer (640 bytes, a memoryview); blank: 640 zero bytes. Over 4G (the link
+        in use when its first batch has verified) the jitter buffer is LEAD_4G blocks longer."""
         g = _gain(volume)
         fade = bytearray(len(blank))  # a gap's first 20 ms: a fade (rewritten), then zeros
         quiet = True  # the output's last sample is 0: the next block fades in
@@ -98,6 +106,11 @@ class Stream:
             if self._stalled():
                 return "stalled"
             await asyncio.sleep_ms(10)
+        if self.path() == "4g":
+            # Written, not waited: the output plays these zeros in real time while chunks and
+            # batches keep coming in (Live.take), so the horn runs that much behind the sender.
+            for _ in range(LEAD_4G):
+                await out.write(blank)
         while True:
             seq = self.next
             why = "ended" if self.last is not None and seq > self.last else \
@@ -160,8 +173,10 @@ class Live:
     """Stream headers verified by the rules of docs/broadcast.md §7 (the `daily` chain), their
     batches by the header's key, chunks held until played."""
 
-    def __init__(self, anchors, my_region, seen, clock, arbiter, log, send_event):
+    def __init__(self, anchors, my_region, seen, clock, arbiter, log, send_event,
+                 path=None):
         self.chain = trust.Chain(anchors, "daily", clock)
+        self.path = path or _ip  # the link in use: "ip", "4g" or "none" (the jitter buffer)
         self.region = my_region
         self.seen = seen
         self.clock = clock
@@ -291,6 +306,7 @@ class Live:
                 if out is None:
                     raise Reject("ignored", "busy")
             s = Stream(p, kid, pub, scope)
+            s.path = self.path
             self.seen.add(kid, "live:" + sid, p["expires"], binascii.hexlify(s.tag).decode(),
                           now)
             if out is not None:  # its receipt first: `cancelled` `higher_tier`

@@ -121,7 +121,8 @@ class Terminal:
         import live
 
         self.live = live.Live(cfg["trust"], cfg["region"], verifier.seen, self.clock,
-                              self.arbiter, log, self.intake.send_event)
+                              self.arbiter, log, self.intake.send_event,
+                              lambda: self.link.path)
         self._daily_in = Ring(4)  # schedules waiting to be verified (retained: one per tier)
         self._daily_ev = asyncio.Event()
         from button import Button

@@ -236,6 +236,23 @@ def test_a_live_announcement_plays_whole_over_4g_with_the_village_line_cut(rig: 
     assert modem["bytes_down"] > 4 * 8200, modem  # the audio did come over 4G
 
 
+def test_over_4g_the_jitter_buffer_absorbs_a_slow_cell(rig: Rig) -> None:
+    # A rural cell: every byte each way 100 ms late plus up to 350 ms more (in order). A batch
+    # can come 350 ms later than the first did: with IP's 150 ms of patience its chunks would be
+    # silence; over 4G 360 ms of silence lead the stream (live.LEAD_4G) and the whole stream plays.
+    t, county, _village = live_terminal(rig)
+    n = len(t.events())
+    assert t.ctl("link", "ip", "down") == "ok"
+    t.wait_event(lambda e: e["dev"] == "link" and e["value"] == "4g", 90, n)
+    assert t.ctl("modem", "latency", "100", "350") == "ok"
+    rig.wait_answering(t.id, t.cfg["region"])
+    s = live.Stream(county, [REGION], volume=100)
+    live.send(list(s.messages(tone(4.0, 440.0))), publisher(rig, s.topics))
+    r = done(rig, s.id, 40)
+    assert (r["status"], r["reason"]) == ("done", "ended"), r
+    assert r["chunks"] >= 196 and r["silent"] <= 4, r
+
+
 def test_fifty_terminals_on_one_live_stream_all_play_it(rig: Rig, tmp_path: Path) -> None:
     county = KeyPair.generate("root", "county-341122-live-50", ["341122"], ["daily"])
     tpl = tmp_path / "tpl.json"
