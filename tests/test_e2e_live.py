@@ -251,6 +251,9 @@ def test_over_4g_the_jitter_buffer_absorbs_a_slow_cell(rig: Rig) -> None:
     r = done(rig, s.id, 40)
     assert (r["status"], r["reason"]) == ("done", "ended"), r
     assert r["chunks"] >= 196 and r["silent"] <= 4, r
+    rate, sp = t.samples()  # the horn: 360 ms of zeros, then the announcement
+    lead = rate * 360 // 1000
+    assert not any(sp[:lead]) and any(sp[lead:lead + 640]), next(i for i, v in enumerate(sp) if v)
 
 
 def test_fifty_terminals_on_one_live_stream_all_play_it(rig: Rig, tmp_path: Path) -> None:
