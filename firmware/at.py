@@ -200,13 +200,17 @@ class ATEngine:
             if j < 0:
                 self._append(i, n)
                 if self._prompt_wait and self._ln and self._line[0] == 0x3E:  # '>'
-                    self._prompt_wait = False
                     self._ln = 0
-                    self._prompt.set()
+                    self._got_prompt()
                 return
             self._append(i, j)
             i = j + 1
             self._end_line()
+
+    def _got_prompt(self):
+        # the '>' of a CIPSEND, at the end of a read ("\r\n> ") or as a line of its own
+        self._prompt_wait = False
+        self._prompt.set()
 
     def _append(self, i, j):
         k = j - i
@@ -234,8 +238,7 @@ class ATEngine:
         if n == 1 and b[0] == 0x3E and self._prompt_wait:
             # the '>' prompt with a line after it in the same read: a URC the module sent while
             # it waited for the data ("\r\n> \r\n+CIPRXGET: 1,0\r\n"). Still the prompt.
-            self._prompt_wait = False
-            self._prompt.set()
+            self._got_prompt()
             return
         line = bytes(self._lmv[:n])
         try:

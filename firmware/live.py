@@ -59,7 +59,7 @@ def tag_of(sid):
 
 
 class Stream:
-    def __init__(self, p, kid, pub, scope):
+    def __init__(self, p, kid, pub, scope, path=_ip):
         self.p = p
         self.id = p["id"]
         self.kid = kid
@@ -75,7 +75,7 @@ class Stream:
         self.played = self.silent = self.refused = 0
         self.why = None  # how it ended: "ended" or "stalled"
         self.item = None  # type: _Item | None  # its arbiter item, once taken
-        self.path = _ip  # the link in use (Live sets it): "4g" lengthens the jitter buffer
+        self.path = path  # () -> the link in use: "4g" lengthens the jitter buffer
 
     def take(self, seq, msg):
         # Up to two candidates per number: a forged chunk that arrives first cannot shut the
@@ -173,10 +173,9 @@ class Live:
     """Stream headers verified by the rules of docs/broadcast.md §7 (the `daily` chain), their
     batches by the header's key, chunks held until played."""
 
-    def __init__(self, anchors, my_region, seen, clock, arbiter, log, send_event,
-                 path=None):
+    def __init__(self, anchors, my_region, seen, clock, arbiter, log, send_event, path=_ip):
         self.chain = trust.Chain(anchors, "daily", clock)
-        self.path = path or _ip  # the link in use: "ip", "4g" or "none" (the jitter buffer)
+        self.path = path  # () -> the link in use: "ip", "4g" or "none" (the jitter buffer)
         self.region = my_region
         self.seen = seen
         self.clock = clock
@@ -305,8 +304,7 @@ class Live:
                 out = self._displaced(tier(scope))
                 if out is None:
                     raise Reject("ignored", "busy")
-            s = Stream(p, kid, pub, scope)
-            s.path = self.path
+            s = Stream(p, kid, pub, scope, self.path)
             self.seen.add(kid, "live:" + sid, p["expires"], binascii.hexlify(s.tag).decode(),
                           now)
             if out is not None:  # its receipt first: `cancelled` `higher_tier`
